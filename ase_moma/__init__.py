@@ -1,0 +1,37 @@
+"""ase-moma: modular machine-learned interatomic potentials for ASE.
+
+>>> from ase_moma import load_calculator, list_backbones
+>>> calc = load_calculator("sevennet")   # embedded SevenNet-0
+"""
+
+from __future__ import annotations
+
+from importlib.metadata import PackageNotFoundError, version
+from typing import Any
+
+from ase_moma.e3nn_tools import prepare_e3nn
+from ase_moma.registry import BackboneInfo, list_backbones, load_backbone
+
+prepare_e3nn()  # so e3nn (and sevenn, mace) import under torch >= 2.6 in this process
+
+try:
+    __version__ = version("ase-moma")
+except PackageNotFoundError:  # running from a source tree that is not installed
+    __version__ = "0+unknown"
+
+
+def load_calculator(name: str, source: str | None = None, *, device: str = "auto",
+                    dtype: str = "float32", **kwargs: Any):
+    """An ASE calculator for backbone ``name``.
+
+    source: None for the embedded default weights, else a local checkpoint path.
+    device: ``"auto"`` (cuda when available), ``"cpu"`` or ``"cuda"``.
+    dtype: ``"float32"`` or ``"float64"``. Other keyword arguments go to
+    :class:`ase.calculators.calculator.Calculator`.
+    """
+    from ase_moma.calculators import MomaCalculator
+
+    return MomaCalculator(load_backbone(name, source, device=device, dtype=dtype), **kwargs)
+
+
+__all__ = ["BackboneInfo", "list_backbones", "load_backbone", "load_calculator", "__version__"]

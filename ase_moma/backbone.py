@@ -1,0 +1,175 @@
+"""The backbone protocol: the one seam every other part of ase-moma uses.
+
+A backbone wraps one pretrained interatomic potential (a ``torch.nn.Module``) and
+knows how to turn ``ase.Atoms`` into that model's graph, batch graphs, and read
+energies, forces, stresses and node features back out. Units are ASE's: eV, Å,
+eV/Å, eV/Å³ (stress with ASE's sign: positive under tension).
+"""
+
+from __future__ import annotations
+
+import abc
+import hashlib
+from dataclasses import dataclass, field
+from typing import Any, ClassVar, Sequence
+
+import numpy as np
+import torch
+from ase import Atoms
+
+from ase_moma.structures import check_atoms
+
+
+@dataclass
+class BackboneOutput:
+    """Predictions for a batch of ``B`` structures with ``N`` atoms in total.
+
+    energy: (B,) eV. forces: (N, 3) eV/Å or None. stress: (B, 3, 3) eV/Å³ in
+    ASE's sign convention, or None. magmoms: (N,) or (N, 3) μB where the model
+    predicts moments, else None. n_atoms: (B,) atoms per structure.
+    """
+
+    energy: torch.Tensor
+    n_atoms: torch.Tensor
+    forces: torch.Tensor | None = None
+    stress: torch.Tensor | None = None
+    magmoms: torch.Tensor | None = None
+
+
+@dataclass
+class NodeFeatures:
+    """Node features of a batch.
+
+    invariant: (N, F) rotation-invariant (l=0) features of the last interaction
+    block. batch: (N,) index of the structure each atom belongs to.
+    equivariant: named extra feature blocks (e.g. ``"1e"`` → (N, C, 3)) that a
+    head may read; empty when the backbone has none.
+    """
+
+    invariant: torch.Tensor
+    batch: torch.Tensor
+    equivariant: dict[str, torch.Tensor] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class PathWeight:
+    """A parameter that sparse fine-tuning may move.
+
+    name: the parameter's name in ``model.named_parameters()``; layer: the
+    interaction block or readout it belongs to; kind: ``"linear"`` (e3nn
+    ``o3.Linear``), ``"tensor_product"`` or ``"radial_mlp"``; irrep_slices: for
+    e3nn linears, ``l -> [(start, stop), ...]`` slices of the flat weight whose
+    paths act on irreps of degree ``l``.
+    """
+
+    name: str
+    layer: str
+    kind: str
+    irrep_slices: dict[int, tuple[tuple[int, int], ...]] = field(default_factory=dict)
+
+
+class Backbone(abc.ABC):
+    """One loaded pretrained potential behind the protocol.
+
+    Subclasses set ``name`` and ``requires`` (the import names they need) and
+    implement the abstract methods. Instances hold the model on ``device`` in
+    ``dtype``; graphs are built on the CPU and moved by :meth:`collate`.
+    """
+
+    name: ClassVar[str]
+    requires: ClassVar[tuple[str, ...]] = ()
+    has_default: ClassVar[bool] = False
+
+    def __init__(self, model: torch.nn.Module, *, device: torch.device, dtype: torch.dtype,
+                 source: str, cutoff: float, covered_numbers: Sequence[int]) -> None:
+        self.model = model
+        self.device = device
+        self.dtype = dtype
+        self.source = source
+        self.cutoff = float(cutoff)
+        self.covered_numbers = frozenset(int(z) for z in covered_numbers)
+        self._fingerprint = state_fingerprint(model)
+
+    @classmethod
+    @abc.abstractmethod
+    def load(cls, source: str | None = None, *, device: torch.device,
+             dtype: torch.dtype) -> "Backbone":
+        """Load the embedded default (``source=None``) or a local checkpoint."""
+
+    @classmethod
+    def unavailable_reason(cls) -> str | None:
+        """Why this backbone cannot be used here, or None when it can."""
+        import importlib.util
+
+        for module in cls.requires:
+            if importlib.util.find_spec(module) is None:
+                return f"package '{module}' is not installed"
+        if not cls.has_default:
+            return "no embedded weights: pass a local checkpoint as source"
+        return None
+
+    @abc.abstractmethod
+    def build_graph(self, atoms: Atoms) -> Any:
+        """One neighbour-list pass for ``atoms`` (already checked); a CPU object."""
+
+    @abc.abstractmethod
+    def collate(self, graphs: Sequence[Any]) -> Any:
+        """Batch graphs from :meth:`build_graph` and move them to the device."""
+
+    @abc.abstractmethod
+    def forward(self, batch: Any, *, forces: bool = True, stress: bool = True) -> BackboneOutput:
+        """Energy and, by autograd, forces and stress for a collated batch."""
+
+    @abc.abstractmethod
+    def node_features(self, batch: Any) -> NodeFeatures:
+        """Node features of the last interaction block for a collated batch."""
+
+    @abc.abstractmethod
+    def path_weights(self) -> list[PathWeight]:
+        """The parameters sparse fine-tuning may move, tagged (see PathWeight)."""
+
+    def fingerprint(self) -> str:
+        """sha256 of the pretrained weights as loaded (before any tuning)."""
+        return self._fingerprint
+
+    def graph(self, atoms: Atoms) -> Any:
+        """Check ``atoms`` (clear errors for bad input), then build its graph."""
+        check_atoms(atoms, self.covered_numbers, self.name)
+        return self.build_graph(atoms)
+
+    @torch.no_grad()
+    def embed(self, structures: Sequence[Atoms], batch_size: int = 32) -> torch.Tensor:
+        """(B, F) mean-pooled invariant features of the last interaction block."""
+        rows = []
+        for start in range(0, len(structures), batch_size):
+            chunk = structures[start:start + batch_size]
+            feats = self.node_features(self.collate([self.graph(a) for a in chunk]))
+            rows.append(mean_pool(feats.invariant, feats.batch, len(chunk)))
+        if not rows:
+            raise ValueError("embed needs at least one structure")
+        return torch.cat(rows).cpu()
+
+
+def mean_pool(values: torch.Tensor, batch: torch.Tensor, n_graphs: int) -> torch.Tensor:
+    """(n_graphs, F) mean of ``values`` (N, F) over the atoms of each graph."""
+    sums = torch.zeros(n_graphs, values.shape[1], dtype=values.dtype, device=values.device)
+    sums.index_add_(0, batch, values)
+    counts = torch.bincount(batch, minlength=n_graphs).clamp(min=1).to(values.dtype)
+    return sums / counts[:, None]
+
+
+def state_fingerprint(model: torch.nn.Module) -> str:
+    """sha256 over the names, shapes and float64 values of a model's state dict.
+
+    Values are hashed in float64 so a model loaded in float32 or float64 from the
+    same checkpoint has the same fingerprint.
+    """
+    digest = hashlib.sha256()
+    for key, tensor in sorted(model.state_dict().items()):
+        digest.update(key.encode())
+        digest.update(str(tuple(tensor.shape)).encode())
+        array = tensor.detach().cpu()
+        if array.is_floating_point():
+            array = array.to(torch.float32).to(torch.float64)
+        digest.update(np.ascontiguousarray(array.numpy()).tobytes())
+    return digest.hexdigest()

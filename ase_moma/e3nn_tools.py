@@ -1,0 +1,42 @@
+"""Helpers for backbones built on e3nn: importing it, and slicing its weights by irrep.
+
+e3nn 0.4.4 (pinned by mace-torch) reads a constants file with ``torch.load`` at
+import time; under torch ≥ 2.6 that needs ``slice`` on the weights-only allow
+list. Allowing ``slice`` lets no code run, unlike mace's own workaround
+(turning weights-only loading off for the whole process).
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from math import prod
+
+import torch
+
+
+def prepare_e3nn() -> None:
+    """Make ``import e3nn`` work under torch ≥ 2.6; call before importing e3nn users."""
+    torch.serialization.add_safe_globals([slice])
+
+
+def irrep_slices(module: torch.nn.Module) -> dict[int, tuple[tuple[int, int], ...]]:
+    """``l -> ((start, stop), ...)``: slices of an e3nn module's flat ``weight`` by path degree.
+
+    For ``o3.Linear`` a path maps input irreps of degree l to output irreps of
+    the same l; for tensor products the degree is that of the output irrep.
+    Raises ValueError if the slices do not tile the weight exactly.
+    """
+    slices: dict[int, list[tuple[int, int]]] = defaultdict(list)
+    offset = 0
+    for ins in module.instructions:
+        if hasattr(ins, "has_weight") and not ins.has_weight:
+            continue
+        size = prod(ins.path_shape)
+        degree = module.irreps_out[ins.i_out].ir.l
+        slices[degree].append((offset, offset + size))
+        offset += size
+    if offset != module.weight.numel():
+        raise ValueError(
+            f"irrep slices cover {offset} of {module.weight.numel()} weights of {type(module).__name__}"
+        )
+    return {degree: tuple(parts) for degree, parts in sorted(slices.items())}

@@ -1,0 +1,73 @@
+"""The backbone registry: entry points in the group ``ase_moma.backbones``.
+
+Each entry point names a :class:`~ase_moma.backbone.Backbone` subclass
+(``name = module:Class``). ase-moma registers its own plugins there; any other
+installed distribution may add backbones to the same group.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from importlib.metadata import EntryPoint, entry_points
+
+import torch
+
+from ase_moma.backbone import Backbone
+from ase_moma.devices import resolve_device, resolve_dtype
+
+GROUP = "ase_moma.backbones"
+
+
+@dataclass(frozen=True)
+class BackboneInfo:
+    """One registry row: name, providing distribution, and why it is unusable (or None)."""
+
+    name: str
+    distribution: str
+    target: str
+    reason: str | None
+
+    @property
+    def usable(self) -> bool:
+        return self.reason is None
+
+
+def _entry_points() -> dict[str, EntryPoint]:
+    return {ep.name: ep for ep in entry_points(group=GROUP)}
+
+
+def list_backbones() -> list[BackboneInfo]:
+    """Every registered backbone, with whether it can load its default here and why not."""
+    rows = []
+    for name, ep in sorted(_entry_points().items()):
+        distribution = ep.dist.name if ep.dist is not None else "?"
+        try:
+            reason = _backbone_class(ep).unavailable_reason()
+        except Exception as error:  # a broken third-party plugin must not break the listing
+            reason = f"plugin failed to import: {error}"
+        rows.append(BackboneInfo(name, distribution, ep.value, reason))
+    return rows
+
+
+def backbone_class(name: str) -> type[Backbone]:
+    """The Backbone subclass registered as ``name``; ValueError listing known names."""
+    known = _entry_points()
+    if name not in known:
+        raise ValueError(
+            f"unknown backbone {name!r}; registered backbones: {', '.join(sorted(known)) or 'none'}"
+        )
+    return _backbone_class(known[name])
+
+
+def load_backbone(name: str, source: str | None = None, *, device: str | torch.device = "auto",
+                  dtype: str | torch.dtype = "float32") -> Backbone:
+    """Load backbone ``name`` from ``source`` (None: the embedded default)."""
+    cls = backbone_class(name)
+    return cls.load(source, device=resolve_device(device), dtype=resolve_dtype(dtype))
+
+
+def _backbone_class(ep: EntryPoint) -> type[Backbone]:
+    cls = ep.load()
+    if not (isinstance(cls, type) and issubclass(cls, Backbone)):
+        raise TypeError(f"entry point {ep.name} = {ep.value} is not an ase_moma Backbone subclass")
+    return cls

@@ -1,0 +1,128 @@
+"""SevenNet backbone (sevenn 0.10.x); SevenNet-0 (11 Jul 2024) ships in the wheel.
+
+Graphs are built exactly as ``sevenn``'s own calculator builds them, so with one
+structure the numbers match ``SevenNetCalculator`` bit for bit; several structures
+are batched with torch-geometric and run through the model in batch mode.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Sequence
+
+import torch
+from ase import Atoms
+
+from ase_moma.backbone import Backbone, BackboneOutput, NodeFeatures, PathWeight
+from ase_moma.checkpoints import load_weights_only, require_file
+from ase_moma.e3nn_tools import irrep_slices, prepare_e3nn
+
+_LAST_BLOCK_END = "reduce_input_to_hidden"
+
+
+class SevenNetBackbone(Backbone):
+    """SevenNet (NequIP-style e3nn model); SevenNet-0 is the embedded default."""
+
+    name = "sevennet"
+    requires = ("sevenn",)
+    has_default = True
+
+    @classmethod
+    def load(cls, source: str | None = None, *, device: torch.device,
+             dtype: torch.dtype) -> "SevenNetBackbone":
+        prepare_e3nn()
+        import sevenn._const
+        import sevenn._keys as KEY
+        from sevenn.util import model_from_checkpoint
+
+        path = sevenn._const.SEVENNET_0_11Jul2024 if source is None else source
+        checkpoint = load_weights_only(require_file(path, "SevenNet checkpoint"), "SevenNet checkpoint")
+        if not (isinstance(checkpoint, dict) and {"model_state_dict", "config"} <= checkpoint.keys()):
+            raise ValueError(
+                f"{path} is not a SevenNet checkpoint: it lacks 'model_state_dict' and 'config'"
+            )
+        model, config = model_from_checkpoint(checkpoint)
+        model.set_is_batch_data(False)
+        model.to(device=device, dtype=dtype).eval()
+        model.requires_grad_(False)
+        return cls(model, device=device, dtype=dtype, source=str(path), cutoff=config[KEY.CUTOFF],
+                   covered_numbers=config[KEY.TYPE_MAP].keys())
+
+    def build_graph(self, atoms: Atoms) -> Any:
+        from sevenn.atom_graph_data import AtomGraphData
+        from sevenn.train.dataload import unlabeled_atoms_to_graph
+
+        graph = AtomGraphData.from_numpy_dict(unlabeled_atoms_to_graph(atoms, self.cutoff))
+        for key, value in graph.items():
+            if torch.is_tensor(value) and value.is_floating_point():
+                graph[key] = value.to(self.dtype)
+        return graph
+
+    def collate(self, graphs: Sequence[Any]) -> Any:
+        from torch_geometric.data import Batch
+
+        if len(graphs) == 1:
+            return graphs[0].clone().to(self.device)
+        return Batch.from_data_list(list(graphs)).to(self.device)
+
+    def forward(self, batch: Any, *, forces: bool = True, stress: bool = True) -> BackboneOutput:
+        import sevenn._keys as KEY
+
+        self.model.set_is_batch_data(KEY.BATCH in batch)
+        out = self.model(batch)
+        voigt = -out[KEY.PRED_STRESS].reshape(-1, 6)  # sevenn order: xx yy zz xy yz zx
+        xx, yy, zz, xy, yz, zx = voigt.unbind(-1)
+        full = torch.stack([torch.stack([xx, xy, zx], -1), torch.stack([xy, yy, yz], -1),
+                            torch.stack([zx, yz, zz], -1)], -2)
+        return BackboneOutput(
+            energy=out[KEY.PRED_TOTAL_ENERGY].reshape(-1),
+            n_atoms=out[KEY.NUM_ATOMS].reshape(-1),
+            forces=out[KEY.PRED_FORCE] if forces else None,
+            stress=full if stress else None,
+        )
+
+    def node_features(self, batch: Any) -> NodeFeatures:
+        import sevenn._keys as KEY
+        from e3nn import o3
+
+        self.model.set_is_batch_data(KEY.BATCH in batch)
+        data = batch
+        if self.model.eval_type_map:
+            data[KEY.NODE_FEATURE] = self.model._atomic_numbers_to_onehot(data[KEY.ATOMIC_NUMBERS])
+        equivariant: dict[str, torch.Tensor] = {}
+        for key, module in self.model._modules.items():
+            if key == _LAST_BLOCK_END:
+                break
+            data = module(data)
+            if key.endswith("_equivariant_gate"):
+                irreps = o3.Irreps(module.gate.irreps_out)
+                equivariant.update(_vector_blocks(data[KEY.NODE_FEATURE], irreps))
+        features = data[KEY.NODE_FEATURE]
+        scalars = o3.Irreps(self.model._modules[_LAST_BLOCK_END].linear.irreps_in)
+        n_scalar = sum(mul for mul, ir in scalars if ir.l == 0)
+        n_atoms = features.shape[0]
+        index = data[KEY.BATCH] if KEY.BATCH in data else torch.zeros(
+            n_atoms, dtype=torch.long, device=features.device)
+        return NodeFeatures(invariant=features[:, :n_scalar], batch=index, equivariant=equivariant)
+
+    def path_weights(self) -> list[PathWeight]:
+        from e3nn import o3
+
+        weights = []
+        for name, module in self.model.named_modules():
+            layer = name.split(".")[0]
+            if isinstance(module, (o3.Linear, o3.TensorProduct)) and module.weight.numel() > 0:
+                kind = "linear" if isinstance(module, o3.Linear) else "tensor_product"
+                weights.append(PathWeight(f"{name}.weight", layer, kind, irrep_slices(module)))
+            elif name.endswith("weight_nn"):
+                weights.extend(PathWeight(f"{name}.{param}", layer, "radial_mlp")
+                               for param, _ in module.named_parameters())
+        return weights
+
+
+def _vector_blocks(features: torch.Tensor, irreps: Any) -> dict[str, torch.Tensor]:
+    """``{"1e": (N, C, 3)}`` for each l=1 block of ``features`` laid out as ``irreps``."""
+    blocks = {}
+    for (mul, ir), part in zip(irreps, irreps.slices()):
+        if ir.l == 1:
+            blocks[str(ir)] = features[:, part].reshape(features.shape[0], mul, 3)
+    return blocks
