@@ -21,17 +21,17 @@ except PackageNotFoundError:  # running from a source tree that is not installed
 
 
 def load_calculator(name: str, source: str | None = None, *, device: str = "auto",
-                    dtype: str = "float32", **kwargs: Any):
+                    dtype: str = "float32", **options: Any):
     """An ASE calculator for backbone ``name``.
 
     source: None for the embedded default weights, else a local checkpoint path.
     device: ``"auto"`` (cuda when available), ``"cpu"`` or ``"cuda"``.
-    dtype: ``"float32"`` or ``"float64"``. Other keyword arguments go to
-    :class:`ase.calculators.calculator.Calculator`.
+    dtype: ``"float32"`` or ``"float64"``. options: plugin-specific loading
+    options (e.g. ``trust_pickle=True`` for a pickled mace ``.model`` file).
     """
     from ase_moma.calculators import MomaCalculator
 
-    return MomaCalculator(load_backbone(name, source, device=device, dtype=dtype), **kwargs)
+    return MomaCalculator(load_backbone(name, source, device=device, dtype=dtype, **options))
 
 
 __all__ = ["BackboneInfo", "list_backbones", "load_backbone", "load_calculator", "__version__"]

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from importlib.metadata import EntryPoint, entry_points
+from typing import Any
 
 import torch
 
@@ -60,10 +61,13 @@ def backbone_class(name: str) -> type[Backbone]:
 
 
 def load_backbone(name: str, source: str | None = None, *, device: str | torch.device = "auto",
-                  dtype: str | torch.dtype = "float32") -> Backbone:
-    """Load backbone ``name`` from ``source`` (None: the embedded default)."""
+                  dtype: str | torch.dtype = "float32", **options: Any) -> Backbone:
+    """Load backbone ``name`` from ``source`` (None: the embedded default).
+
+    options: plugin-specific loading options (e.g. ``trust_pickle`` for mace).
+    """
     cls = backbone_class(name)
-    return cls.load(source, device=resolve_device(device), dtype=resolve_dtype(dtype))
+    return cls.load(source, device=resolve_device(device), dtype=resolve_dtype(dtype), **options)
 
 
 def _backbone_class(ep: EntryPoint) -> type[Backbone]:

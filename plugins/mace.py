@@ -1,0 +1,219 @@
+"""MACE backbone (mace-torch ≥ 0.3.14).
+
+Sources:
+- a directory written by :func:`save_mace` (``model.json`` + ``model.safetensors``):
+  the safe format, read without unpickling anything;
+- a ``.model`` file as mace-torch writes it (a pickled ``torch.nn.Module``):
+  unpickling runs code from the file, so it loads only with ``trust_pickle=True``;
+- ``mace_mp:NAME`` (e.g. ``mace_mp:medium``): mace-torch downloads the official
+  MACE-MP checkpoint, which needs a network.
+No MACE weights ship inside a wheel, so there is no embedded default.
+"""
+
+from __future__ import annotations
+
+import json
+import types
+from pathlib import Path
+from typing import Any, Sequence
+
+import numpy as np
+import torch
+from ase import Atoms
+
+from ase_moma.atomic_io import atomic_directory
+from ase_moma.backbone import Backbone, BackboneOutput, NodeFeatures, PathWeight
+from ase_moma.checkpoints import UnsafeCheckpointError, require_file
+from ase_moma.e3nn_tools import irrep_slices, prepare_e3nn
+
+FORMAT = "ase-moma/mace-1"
+_NAMED_PREFIX = "mace_mp:"
+_ACTIVATIONS = {f.__name__: f for f in (torch.nn.functional.silu, torch.nn.functional.relu,
+                                        torch.nn.functional.gelu, torch.nn.functional.softplus,
+                                        torch.tanh, torch.sigmoid, torch.abs)}
+
+
+class MACEBackbone(Backbone):
+    """MACE (higher-order equivariant message passing) from a local model or MACE-MP download."""
+
+    name = "mace"
+    requires = ("mace",)
+
+    @classmethod
+    def load(cls, source: str | None = None, *, device: torch.device, dtype: torch.dtype,
+             trust_pickle: bool = False) -> "MACEBackbone":
+        prepare_e3nn()
+        if source is None:
+            raise ValueError(
+                "MACE has no embedded weights: pass a directory saved by save_mace, a .model file "
+                "(with trust_pickle=True), or 'mace_mp:NAME' (needs a network)"
+            )
+        model = _read_model(str(source), trust_pickle)
+        model.to(device=device, dtype=dtype).eval()
+        model.requires_grad_(False)
+        return cls(model, device=device, dtype=dtype, source=str(source), cutoff=float(model.r_max),
+                   covered_numbers=[int(z) for z in model.atomic_numbers])
+
+    def build_graph(self, atoms: Atoms) -> Any:
+        from mace.data import AtomicData, config_from_atoms
+        from mace.tools import torch_tools
+        from mace.tools.utils import AtomicNumberTable
+
+        bare = Atoms(atoms.numbers, atoms.positions, cell=atoms.cell, pbc=atoms.pbc)
+        with torch_tools.default_dtype(self.dtype):
+            return AtomicData.from_config(
+                config_from_atoms(bare),
+                z_table=AtomicNumberTable([int(z) for z in self.model.atomic_numbers]),
+                cutoff=self.cutoff,
+                heads=list(getattr(self.model, "heads", ["Default"])),
+            )
+
+    def collate(self, graphs: Sequence[Any]) -> dict[str, torch.Tensor]:
+        from mace.tools.torch_geometric import Batch  # mace vendors its own torch_geometric
+
+        return Batch.from_data_list(list(graphs)).to(self.device).to_dict()
+
+    def forward(self, batch: dict[str, torch.Tensor], *, forces: bool = True,
+                stress: bool = True) -> BackboneOutput:
+        out = self.model(dict(batch), training=self.model.training, compute_force=forces,
+                         compute_stress=stress)
+        return BackboneOutput(
+            energy=out["energy"],
+            n_atoms=torch.diff(batch["ptr"]),
+            forces=out["forces"] if forces else None,
+            stress=out["stress"] if stress else None,
+        )
+
+    def node_features(self, batch: dict[str, torch.Tensor]) -> NodeFeatures:
+        out = self.model(dict(batch), training=self.model.training, compute_force=False)
+        last = self.model.products[-1].linear.irreps_out
+        n_scalar = sum(mul for mul, ir in last if ir.l == 0)
+        last_block = out["node_feats"][:, -last.dim:]
+        return NodeFeatures(invariant=last_block[:, :n_scalar], batch=batch["batch"])
+
+    def path_weights(self) -> list[PathWeight]:
+        from e3nn import o3
+
+        weights = []
+        for name, module in self.model.named_modules():
+            if not name.startswith(("interactions", "products")):
+                continue
+            layer = ".".join(name.split(".")[:2])
+            if isinstance(module, (o3.Linear, o3.TensorProduct)) and module.weight.numel() > 0:
+                kind = "linear" if isinstance(module, o3.Linear) else "tensor_product"
+                weights.append(PathWeight(f"{name}.weight", layer, kind, irrep_slices(module)))
+            elif name.endswith("conv_tp_weights"):
+                weights.extend(PathWeight(f"{name}.{param}", layer, "radial_mlp")
+                               for param, _ in module.named_parameters())
+            elif name.endswith("symmetric_contractions"):
+                weights.extend(PathWeight(f"{name}.{param}", layer, "tensor_product")
+                               for param, _ in module.named_parameters())
+        return weights
+
+
+def save_mace(model: torch.nn.Module, path: str | Path, overwrite: bool = False) -> Path:
+    """Write ``model`` in the safe format: ``model.json`` (constructor) + ``model.safetensors``."""
+    from mace.tools.scripts_utils import extract_config_mace_model
+    from safetensors.torch import save_file
+
+    config = extract_config_mace_model(model)
+    if "error" in config:
+        raise ValueError(f"cannot save {type(model).__name__}: {config['error']}")
+    header = {"format": FORMAT, "class": type(model).__name__, "config": _encode(config)}
+    state = {key: value.detach().cpu().contiguous() for key, value in model.state_dict().items()}
+    with atomic_directory(path, overwrite=overwrite) as tmp:
+        (tmp / "model.json").write_text(json.dumps(header, indent=1))
+        save_file(state, str(tmp / "model.safetensors"))
+    return Path(path)
+
+
+def _read_model(source: str, trust_pickle: bool) -> torch.nn.Module:
+    if source.startswith(_NAMED_PREFIX):
+        from mace.calculators.foundations_models import download_mace_mp_checkpoint
+
+        try:
+            local = download_mace_mp_checkpoint(source[len(_NAMED_PREFIX):])
+        except Exception as error:
+            raise RuntimeError(f"could not download {source} (it needs a network): {error}") from None
+        return torch.load(local, map_location="cpu", weights_only=False)  # official release file
+    path = Path(source).expanduser()
+    if path.is_dir() or path.suffix == ".json":
+        return _read_safe(path if path.is_dir() else path.parent)
+    require_file(path, "MACE model")
+    if not trust_pickle:
+        raise UnsafeCheckpointError(
+            f"{path} is a pickled MACE model: loading it runs code stored in the file. If you "
+            "trust where it came from, load it with trust_pickle=True (CLI: --trust-pickle), "
+            "then save_mace() it once into the safe safetensors + JSON format"
+        )
+    model = torch.load(path, map_location="cpu", weights_only=False)
+    if not (isinstance(model, torch.nn.Module) and hasattr(model, "atomic_numbers")
+            and hasattr(model, "r_max")):
+        raise ValueError(f"{path} is not a MACE model (got {type(model).__name__})")
+    return model
+
+
+def _read_safe(directory: Path) -> torch.nn.Module:
+    import mace.modules.models as mace_models
+    from safetensors.torch import load_file
+
+    header_path = require_file(directory / "model.json", "MACE model.json")
+    weights_path = require_file(directory / "model.safetensors", "MACE model.safetensors")
+    header = json.loads(header_path.read_text())
+    if header.get("format") != FORMAT:
+        raise ValueError(f"{header_path} is not an ase-moma MACE model (format {header.get('format')!r})")
+    model_class = getattr(mace_models, str(header.get("class")), None)
+    if not (isinstance(model_class, type) and issubclass(model_class, torch.nn.Module)):
+        raise ValueError(f"{header_path} names unknown MACE model class {header.get('class')!r}")
+    model = model_class(**_decode(header["config"]))
+    model.load_state_dict(load_file(str(weights_path)), strict=True)
+    return model
+
+
+def _encode(value: Any) -> Any:
+    """JSON form of a MACE constructor config (irreps, classes, functions, arrays tagged)."""
+    from e3nn import o3
+
+    if isinstance(value, o3.Irreps):
+        return {"@irreps": str(value)}
+    if isinstance(value, type):
+        return {"@class": value.__name__}
+    if isinstance(value, (types.FunctionType, types.BuiltinFunctionType)):
+        return {"@function": value.__name__}
+    if isinstance(value, (np.ndarray, torch.Tensor)):
+        array = np.asarray(value.detach().cpu() if torch.is_tensor(value) else value)
+        return {"@array": array.tolist(), "dtype": str(array.dtype)}
+    if isinstance(value, dict):
+        return {str(k): _encode(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_encode(v) for v in value]
+    if isinstance(value, (np.integer, np.floating)):
+        return value.item()
+    if value is None or isinstance(value, (bool, int, float, str)):
+        return value
+    raise ValueError(f"cannot store {type(value).__name__} in a MACE config")
+
+
+def _decode(value: Any) -> Any:
+    """Inverse of :func:`_encode`; classes only from mace.modules.blocks, functions from a fixed list."""
+    import mace.modules.blocks as blocks
+    from e3nn import o3
+
+    if isinstance(value, list):
+        return [_decode(v) for v in value]
+    if not isinstance(value, dict):
+        return value
+    if "@irreps" in value:
+        return o3.Irreps(value["@irreps"])
+    if "@class" in value:
+        found = getattr(blocks, value["@class"], None)
+        if not (isinstance(found, type) and issubclass(found, torch.nn.Module)):
+            raise ValueError(f"unknown MACE block class {value['@class']!r}")
+        return found
+    if "@function" in value:
+        if value["@function"] not in _ACTIVATIONS:
+            raise ValueError(f"unknown activation function {value['@function']!r}")
+        return _ACTIVATIONS[value["@function"]]
+    if "@array" in value:
+        return np.asarray(value["@array"], dtype=np.dtype(value["dtype"]))
+    return {k: _decode(v) for k, v in value.items()}
