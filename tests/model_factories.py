@@ -35,3 +35,31 @@ def save_mace_model_file(path: Path, seed: int = 0) -> Path:
     """A mace-torch ``.model`` file, written as mace-torch's trainer writes one."""
     torch.save(build_mace(seed), path)
     return path
+
+
+def save_orb_checkpoint(directory: Path, seed: int = 0) -> Path:
+    """An orb-v3 conservative (inf, omat) model at its released size with random weights,
+    saved as Orb releases its checkpoints: a bare state dict named after the architecture."""
+    from orb_models.forcefield.atomic_system import SystemConfig
+    from orb_models.forcefield.pretrained import orb_v3_conservative_architecture
+
+    torch.manual_seed(seed)
+    model = orb_v3_conservative_architecture(
+        device="cpu", system_config=SystemConfig(radius=6.0, max_num_neighbors=120))
+    path = directory / "orb-v3-conservative-inf-omat-test.ckpt"
+    torch.save(model.state_dict(), path)
+    return path
+
+
+def save_matgl_potential(directory: Path, seed: int = 0) -> Path:
+    """A small TensorNet potential (H, C, O, Si) saved with matgl's own ``save``."""
+    from matgl.apps.pes import Potential
+    from matgl.models import TensorNet
+
+    torch.manual_seed(seed)
+    model = TensorNet(element_types=("H", "C", "O", "Si"), units=32, nblocks=2, cutoff=5.0,
+                      is_intensive=False)
+    potential = Potential(model=model, calc_stresses=True)
+    path = directory / "tensornet"
+    potential.save(path)
+    return path
