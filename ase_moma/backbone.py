@@ -98,14 +98,12 @@ class Backbone(abc.ABC):
 
     @classmethod
     def unavailable_reason(cls) -> str | None:
-        """Why this backbone cannot be used here, or None when it can."""
+        """Why this backbone cannot be used here (a missing package), or None when it can."""
         import importlib.util
 
         for module in cls.requires:
             if importlib.util.find_spec(module) is None:
                 return f"package '{module}' is not installed"
-        if not cls.has_default:
-            return "no embedded weights: pass a local checkpoint as source"
         return None
 
     @abc.abstractmethod

@@ -21,12 +21,18 @@ GROUP = "ase_moma.backbones"
 
 @dataclass(frozen=True)
 class BackboneInfo:
-    """One registry row: name, providing distribution, and why it is unusable (or None)."""
+    """One registry row.
+
+    reason: why the backbone cannot be used here (None when it can);
+    embedded: whether default weights ship with it (else a local checkpoint is
+    needed; named downloads need a network).
+    """
 
     name: str
     distribution: str
     target: str
     reason: str | None
+    embedded: bool
 
     @property
     def usable(self) -> bool:
@@ -43,10 +49,11 @@ def list_backbones() -> list[BackboneInfo]:
     for name, ep in sorted(_entry_points().items()):
         distribution = ep.dist.name if ep.dist is not None else "?"
         try:
-            reason = _backbone_class(ep).unavailable_reason()
+            cls = _backbone_class(ep)
+            reason, embedded = cls.unavailable_reason(), cls.has_default
         except Exception as error:  # a broken third-party plugin must not break the listing
-            reason = f"plugin failed to import: {error}"
-        rows.append(BackboneInfo(name, distribution, ep.value, reason))
+            reason, embedded = f"plugin failed to import: {error}", False
+        rows.append(BackboneInfo(name, distribution, ep.value, reason, embedded))
     return rows
 
 

@@ -42,20 +42,25 @@ class SevenNetBackbone(Backbone):
             )
         model, config = model_from_checkpoint(checkpoint)
         model.set_is_batch_data(False)
+        if dtype != torch.float32:
+            _cast_onehot_output(model, dtype)
         model.to(device=device, dtype=dtype).eval()
         model.requires_grad_(False)
         return cls(model, device=device, dtype=dtype, source=str(path), cutoff=config[KEY.CUTOFF],
                    covered_numbers=config[KEY.TYPE_MAP].keys())
 
     def build_graph(self, atoms: Atoms) -> Any:
+        import sevenn._keys as KEY
         from sevenn.atom_graph_data import AtomGraphData
         from sevenn.train.dataload import unlabeled_atoms_to_graph
+        from sevenn.util import dtype_correct
 
-        graph = AtomGraphData.from_numpy_dict(unlabeled_atoms_to_graph(atoms, self.cutoff))
-        for key, value in graph.items():
-            if torch.is_tensor(value) and value.is_floating_point():
-                graph[key] = value.to(self.dtype)
-        return graph
+        fields = unlabeled_atoms_to_graph(atoms, self.cutoff)  # float64 numpy arrays
+        return AtomGraphData(**{  # as AtomGraphData.from_numpy_dict, but in the model's dtype
+            key: torch.tensor(value, dtype=self.dtype) if key == KEY.CELL_SHIFT
+            else dtype_correct(value, float_dtype=self.dtype)
+            for key, value in fields.items()
+        })
 
     def collate(self, graphs: Sequence[Any]) -> Any:
         from torch_geometric.data import Batch
@@ -117,6 +122,19 @@ class SevenNetBackbone(Backbone):
                 weights.extend(PathWeight(f"{name}.{param}", layer, "radial_mlp")
                                for param, _ in module.named_parameters())
         return weights
+
+
+def _cast_onehot_output(model: torch.nn.Module, dtype: torch.dtype) -> None:
+    """Make the one-hot species embedding emit ``dtype`` (sevenn hard-codes float32 there)."""
+    onehot = model._modules["onehot_idx_to_onehot"]
+    keys = [k for k in (onehot.key_x, onehot.key_additional_output) if k is not None]
+
+    def cast(_module: torch.nn.Module, _inputs: Any, data: Any) -> Any:
+        for key in keys:
+            data[key] = data[key].to(dtype)
+        return data
+
+    onehot.register_forward_hook(cast)
 
 
 def _vector_blocks(features: torch.Tensor, irreps: Any) -> dict[str, torch.Tensor]:

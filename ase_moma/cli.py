@@ -1,0 +1,84 @@
+"""The ``ase-moma`` command line: the backbone registry and batched prediction."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from typing import Sequence
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of the ``ase-moma`` console script; returns the exit status."""
+    parser = _parser()
+    args = parser.parse_args(argv)
+    try:
+        return args.run(args)
+    except (ValueError, TypeError, FileNotFoundError, FileExistsError) as error:
+        print(f"ase-moma: error: {error}", file=sys.stderr)
+        return 2
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="ase-moma", description=__doc__)
+    commands = parser.add_subparsers(required=True, metavar="COMMAND")
+
+    backbones = commands.add_parser("backbones", help="list registered backbones")
+    backbones.set_defaults(run=_backbones)
+
+    predict = commands.add_parser("predict", help="energies, forces, stress for every frame")
+    predict.add_argument("input", help="structures to evaluate (any format ase.io reads)")
+    predict.add_argument("-o", "--output", required=True, help="extended XYZ file to write")
+    predict.add_argument("--backbone", required=True, help="registered backbone name")
+    predict.add_argument("--source", help="checkpoint path (default: the embedded model)")
+    predict.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
+    predict.add_argument("--dtype", default="float32", choices=["float32", "float64"])
+    predict.add_argument("--batch-size", type=int, default=16)
+    predict.add_argument("--trust-pickle", action="store_true",
+                         help="allow pickled checkpoints (mace .model); runs code from the file")
+    predict.add_argument("--overwrite", action="store_true", help="replace an existing output")
+    predict.set_defaults(run=_predict)
+    return parser
+
+
+def _backbones(args: argparse.Namespace) -> int:
+    from ase_moma import list_backbones
+
+    rows = [(b.name, b.distribution, "yes" if b.usable else "no",
+             "embedded" if b.embedded else "local checkpoint", b.reason or "")
+            for b in list_backbones()]
+    header = ("name", "package", "usable", "weights", "why not")
+    widths = [max(len(r[i]) for r in rows + [header]) for i in range(len(header))]
+    for row in [header] + rows:
+        print("  ".join(cell.ljust(width) for cell, width in zip(row, widths)).rstrip())
+    return 0
+
+
+def _predict(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    import ase.io
+    from ase.calculators.singlepoint import SinglePointCalculator
+
+    from ase_moma import load_calculator
+    from ase_moma.atomic_io import atomic_file
+    from ase_moma.checkpoints import require_file
+
+    frames = ase.io.read(require_file(args.input, "input file"), ":")
+    if not frames:
+        raise ValueError(f"{args.input} holds no structures")
+    output = Path(args.output)
+    if output.exists() and not args.overwrite:
+        raise FileExistsError(f"{output} already exists (pass --overwrite to replace it)")
+    options = {"trust_pickle": True} if args.trust_pickle else {}
+    calc = load_calculator(args.backbone, args.source, device=args.device, dtype=args.dtype, **options)
+    results = calc.predict(frames, batch_size=args.batch_size, progress=True)
+    for atoms, result in zip(frames, results):
+        atoms.calc = SinglePointCalculator(atoms, **result)
+    with atomic_file(output) as tmp:
+        ase.io.write(tmp, frames, format="extxyz")
+    print(f"wrote {len(frames)} structures to {output}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
