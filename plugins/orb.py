@@ -9,8 +9,9 @@ stress are exact derivatives of the energy, which MD and fine-tuning rely on.
 
 from __future__ import annotations
 
+import contextlib
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Iterator, Sequence
 
 import torch
 from ase import Atoms
@@ -38,18 +39,10 @@ class OrbBackbone(Backbone):
                 f"(needs a network): {', '.join(_conservative_names())}"
             )
         precision = "float64" if dtype == torch.float64 else "float32-highest"
-        if source in ORB_PRETRAINED_MODELS:
-            architecture, weights = source, ORB_PRETRAINED_MODELS[source]
-            model = weights(device="cpu", precision=precision, compile=False)
-        else:
-            path = require_file(source, "Orb checkpoint")
-            architecture = architecture or _architecture_from_name(path)
-            state = load_weights_only(path, "Orb checkpoint")
-            if not (isinstance(state, dict) and state and all(torch.is_tensor(v) for v in state.values())):
-                raise ValueError(f"{path} is not an Orb checkpoint: expected a state dict of tensors")
-            model = ORB_PRETRAINED_MODELS[architecture](weights_path=str(path), device="cpu",
-                                                        precision=precision, compile=False)
+        with _torch_globals_restored():  # orb-models sets the global default dtype and matmul precision
+            model, architecture = _build(source, architecture, precision)
         if not hasattr(model, "grad_forces_name"):
+
             raise ValueError(f"{architecture} is a direct-force Orb model; ase-moma needs a conservative one")
         model.to(device=device, dtype=dtype).eval()
         model.requires_grad_(False)
@@ -95,6 +88,34 @@ class OrbBackbone(Backbone):
         return [PathWeight(name, ".".join(name.split(".")[:3]), "linear")
                 for name, param in self.model.named_parameters()
                 if name.startswith("model.gnn_stacks") and param.ndim == 2]
+
+
+def _build(source: str, architecture: str | None, precision: str) -> tuple[torch.nn.Module, str]:
+    """The Orb model for a release name or a local checkpoint, and its architecture name."""
+    from orb_models.forcefield.pretrained import ORB_PRETRAINED_MODELS
+
+    if source in ORB_PRETRAINED_MODELS:
+        return ORB_PRETRAINED_MODELS[source](device="cpu", precision=precision, compile=False), source
+    path = require_file(source, "Orb checkpoint")
+    architecture = architecture or _architecture_from_name(path)
+    if architecture not in ORB_PRETRAINED_MODELS:
+        raise ValueError(f"unknown Orb architecture {architecture!r}; known: {', '.join(_conservative_names())}")
+    state = load_weights_only(path, "Orb checkpoint")
+    if not (isinstance(state, dict) and state and all(torch.is_tensor(v) for v in state.values())):
+        raise ValueError(f"{path} is not an Orb checkpoint: expected a state dict of tensors")
+    model = ORB_PRETRAINED_MODELS[architecture](weights_path=str(path), device="cpu",
+                                                precision=precision, compile=False)
+    return model, architecture
+
+
+@contextlib.contextmanager
+def _torch_globals_restored() -> Iterator[None]:
+    dtype, precision = torch.get_default_dtype(), torch.get_float32_matmul_precision()
+    try:
+        yield
+    finally:
+        torch.set_default_dtype(dtype)
+        torch.set_float32_matmul_precision(precision)
 
 
 def _conservative_names() -> list[str]:

@@ -1,0 +1,115 @@
+"""Shared fixtures: one loaded calculator per backbone and dtype, test structures, real data."""
+
+from __future__ import annotations
+
+import sys
+import warnings
+from pathlib import Path
+
+import numpy as np
+import pytest
+from ase import Atoms
+from ase.build import bulk, molecule
+
+import ase_moma  # noqa: F401  (allow-lists slice so e3nn imports)
+from ase_moma import load_calculator
+
+sys.path.insert(0, str(Path(__file__).parent))
+from model_factories import (  # noqa: E402
+    save_mace_model_file,
+    save_matgl_potential,
+    save_orb_checkpoint,
+)
+from ase_moma.plugins.mace import save_mace  # noqa: E402
+
+DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
+BACKBONES = ["sevennet", "chgnet", "mace", "orb", "matgl"]
+
+warnings.filterwarnings("ignore", category=UserWarning)
+warnings.filterwarnings("ignore", category=DeprecationWarning)
+warnings.filterwarnings("ignore", category=FutureWarning)
+
+
+@pytest.fixture(scope="session")
+def model_dir(tmp_path_factory) -> Path:
+    return tmp_path_factory.mktemp("models")
+
+
+@pytest.fixture(scope="session")
+def sources(model_dir) -> dict[str, str | None]:
+    """Where each backbone's weights come from: embedded, or built and saved here."""
+    mace_file = save_mace_model_file(model_dir / "small.model")
+    mace_safe = model_dir / "mace_safe"
+    calc = load_calculator("mace", str(mace_file), device="cpu", trust_pickle=True)
+    save_mace(calc.backbone.model, mace_safe)
+    return {
+        "sevennet": None,
+        "chgnet": None,
+        "mace": str(mace_safe),
+        "mace_pickle": str(mace_file),
+        "orb": str(save_orb_checkpoint(model_dir)),
+        "matgl": str(save_matgl_potential(model_dir)),
+    }
+
+
+_CALCS: dict[tuple[str, str], object] = {}
+
+
+@pytest.fixture(scope="session")
+def calculator(sources):
+    """``calculator(name, dtype)`` → a cached MomaCalculator on the CPU."""
+
+    def get(name: str, dtype: str = "float64"):
+        if name == "chgnet":
+            dtype = "float32"  # chgnet hard-codes float32
+        key = (name, dtype)
+        if key not in _CALCS:
+            _CALCS[key] = load_calculator(name, sources[name], device="cpu", dtype=dtype)
+        return _CALCS[key]
+
+    return get
+
+
+@pytest.fixture
+def silicon() -> Atoms:
+    """A rattled 8-atom diamond Si cell, slightly strained so stress is non-trivial."""
+    atoms = bulk("Si", "diamond", 5.43, cubic=True)
+    atoms.set_cell(atoms.cell * [1.01, 0.99, 1.0], scale_atoms=True)
+    atoms.rattle(0.05, seed=3)
+    return atoms
+
+
+@pytest.fixture
+def sic() -> Atoms:
+    """A rattled, sheared 2-atom SiC cell (cheap for finite differences)."""
+    atoms = bulk("SiC", "zincblende", 4.36)
+    cell = atoms.cell.array.copy()
+    cell[0, 1] += 0.08
+    atoms.set_cell(cell, scale_atoms=True)
+    atoms.rattle(0.04, seed=5)
+    return atoms
+
+
+@pytest.fixture
+def methane() -> Atoms:
+    """A non-periodic CH4 molecule, slightly distorted."""
+    atoms = molecule("CH4")
+    atoms.rattle(0.03, seed=7)
+    return atoms
+
+
+def real_frames(name: str, count: int) -> list[Atoms]:
+    """The first ``count`` frames of a ../shared/data/mlip file; skip when absent."""
+    import ase.io
+
+    path = DATA / "mlip" / name
+    if not path.is_file():
+        pytest.skip(f"real data not found at {path} (../shared/data is absent)")
+    return [Atoms(a.numbers, a.positions, cell=a.cell, pbc=a.pbc) for a in ase.io.read(path, f":{count}")]
+
+
+def random_rotation(seed: int) -> np.ndarray:
+    """A proper rotation matrix (det +1)."""
+    from scipy.spatial.transform import Rotation
+
+    return Rotation.random(random_state=seed).as_matrix()
