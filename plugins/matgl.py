@@ -57,8 +57,14 @@ class MatGLBackbone(Backbone):
         from matgl.ext.ase import Atoms2Graph
 
         bare = Atoms(atoms.numbers, atoms.positions, cell=atoms.cell, pbc=atoms.pbc)
-        graph, lattice, state = Atoms2Graph(self.element_types, self.cutoff).get_graph(bare)
-        return graph, lattice.to(self.dtype), torch.as_tensor(np.asarray(state), dtype=self.dtype)
+        graph, _, state = Atoms2Graph(self.element_types, self.cutoff).get_graph(bare)
+        # matgl builds coordinates in float32; rebuild them in the model's dtype from the
+        # float64 input (as matgl does: fractional if fully periodic, else Cartesian).
+        periodic = bool(atoms.pbc.all())
+        coords = atoms.get_scaled_positions(wrap=False) if periodic else atoms.positions
+        graph.frac_coords = torch.as_tensor(coords, dtype=self.dtype)
+        lattice = torch.as_tensor(atoms.cell.array if periodic else np.identity(3), dtype=self.dtype)
+        return graph, lattice, torch.as_tensor(np.asarray(state), dtype=self.dtype)
 
     def collate(self, graphs: Sequence[tuple[Any, torch.Tensor, torch.Tensor]]) -> tuple:
         from torch_geometric.data import Batch

@@ -58,12 +58,14 @@ def test_orb_float64_matches_orb_calculator(calculator, sources, silicon, methan
 
 
 def test_matgl_float64_matches_pes_calculator(calculator, sources, silicon, methane):
+    """matgl's own converter rounds coordinates to float32 even for a float64 model
+    (ours keeps float64), so the two agree to float32 coordinate rounding only."""
     import matgl
     from matgl.ext.ase import PESCalculator
 
     native = PESCalculator(matgl.load_model(sources["matgl"]).to(torch.float64), stress_unit="eV/A3")
     for atoms in [silicon, methane]:
-        _compare(calculator("matgl", "float64"), native, atoms, 1e-8, 1e-7, 1e-8)
+        _compare(calculator("matgl", "float64"), native, atoms, 1e-6, 1e-5, 1e-7)
 
 
 @pytest.mark.parametrize("name", ["sevennet", "mace", "orb", "matgl"])
@@ -77,7 +79,9 @@ def test_float32_close_to_float64(calculator, silicon, name):
     assert np.abs(a.get_forces() - forces).max() <= 1e-3 * max(np.abs(forces).max(), 1e-2)
 
 
-def test_loading_orb_leaves_torch_defaults_alone(calculator):
+def test_loading_orb_leaves_torch_defaults_alone(sources):
+    from ase_moma import load_backbone
+
     before = torch.get_default_dtype(), torch.get_float32_matmul_precision()
-    calculator("orb", "float64")
+    load_backbone("orb", sources["orb"], device="cpu", dtype="float64")
     assert (torch.get_default_dtype(), torch.get_float32_matmul_precision()) == before
