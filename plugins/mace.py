@@ -158,10 +158,10 @@ def _read_safe(directory: Path) -> torch.nn.Module:
     from safetensors.torch import load_file
 
     header_path = require_file(directory / "model.json", "MACE model.json")
-    weights_path = require_file(directory / "model.safetensors", "MACE model.safetensors")
     header = json.loads(header_path.read_text())
     if header.get("format") != FORMAT:
         raise ValueError(f"{header_path} is not an ase-moma MACE model (format {header.get('format')!r})")
+    weights_path = require_file(directory / "model.safetensors", "MACE model.safetensors")
     model_class = getattr(mace_models, str(header.get("class")), None)
     if not (isinstance(model_class, type) and issubclass(model_class, torch.nn.Module)):
         raise ValueError(f"{header_path} names unknown MACE model class {header.get('class')!r}")
