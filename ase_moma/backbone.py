@@ -68,6 +68,18 @@ class PathWeight:
     irrep_slices: dict[int, tuple[tuple[int, int], ...]] = field(default_factory=dict)
 
 
+@dataclass(frozen=True)
+class AdapterSite:
+    """A place after an interaction block where an adapter may rewrite node features.
+
+    name: the block's module name in the model; irreps: the e3nn irreps string
+    of the node features there (``"64x0e"`` for an invariant-only backbone).
+    """
+
+    name: str
+    irreps: str
+
+
 class Backbone(abc.ABC):
     """One loaded pretrained potential behind the protocol.
 
@@ -79,6 +91,8 @@ class Backbone(abc.ABC):
     name: ClassVar[str]
     requires: ClassVar[tuple[str, ...]] = ()
     has_default: ClassVar[bool] = False
+    requested_source: str | None = None  # as the user named it; None is the embedded default
+    load_options: dict[str, Any] = {}  # plugin options it was loaded with (set by the registry)
 
     def __init__(self, model: torch.nn.Module, *, device: torch.device, dtype: torch.dtype,
                  source: str, cutoff: float, covered_numbers: Sequence[int]) -> None:
@@ -118,6 +132,14 @@ class Backbone(abc.ABC):
     def forward(self, batch: Any, *, forces: bool = True, stress: bool = True) -> BackboneOutput:
         """Energy and, by autograd, forces and stress for a collated batch."""
 
+    def energy(self, batch: Any) -> torch.Tensor:
+        """(B,) total energies in eV, differentiable with respect to the model's parameters.
+
+        No forces or stress: this is the energy read-out that property modules
+        fine-tune on energy targets.
+        """
+        return self.forward(batch, forces=False, stress=False).energy
+
     @abc.abstractmethod
     def node_features(self, batch: Any) -> NodeFeatures:
         """Node features of the last interaction block for a collated batch."""
@@ -125,6 +147,17 @@ class Backbone(abc.ABC):
     @abc.abstractmethod
     def path_weights(self) -> list[PathWeight]:
         """The parameters sparse fine-tuning may move, tagged (see PathWeight)."""
+
+    def adapter_sites(self) -> list[AdapterSite]:
+        """Where adapters go: after each interaction block, in order.
+
+        Backbones that do not support adapter modules keep this default.
+        """
+        raise NotImplementedError(f"the {self.name} backbone does not support adapter modules")
+
+    def hook_node_features(self, site: str, transform: Any) -> torch.utils.hooks.RemovableHandle:
+        """Rewrite the node features leaving ``site`` with ``transform`` (N, F) -> (N, F)."""
+        raise NotImplementedError(f"the {self.name} backbone does not support adapter modules")
 
     def fingerprint(self) -> str:
         """sha256 of the pretrained weights as loaded (before any tuning)."""

@@ -1,10 +1,12 @@
-"""The ``ase-moma`` command line: the backbone registry and batched prediction."""
+"""The ``ase-moma`` command line: the backbone registry, batched prediction, the module hub."""
 
 from __future__ import annotations
 
 import argparse
 import sys
 from typing import Sequence
+
+from ase_moma.hub.commands import add_hub_commands
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -13,7 +15,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     try:
         return args.run(args)
-    except (ValueError, TypeError, FileNotFoundError, FileExistsError) as error:
+    except (ValueError, TypeError, KeyError, FileNotFoundError, FileExistsError) as error:
         print(f"ase-moma: error: {error}", file=sys.stderr)
         return 2
 
@@ -37,6 +39,8 @@ def _parser() -> argparse.ArgumentParser:
                          help="allow pickled checkpoints (mace .model); runs code from the file")
     predict.add_argument("--overwrite", action="store_true", help="replace an existing output")
     predict.set_defaults(run=_predict)
+
+    add_hub_commands(commands)
     return parser
 
 
@@ -61,11 +65,9 @@ def _predict(args: argparse.Namespace) -> int:
 
     from ase_moma import load_calculator
     from ase_moma.atomic_io import atomic_file
-    from ase_moma.checkpoints import require_file
+    from ase_moma.structures import read_structures
 
-    frames = ase.io.read(require_file(args.input, "input file"), ":")
-    if not frames:
-        raise ValueError(f"{args.input} holds no structures")
+    frames = read_structures(args.input, "input file")
     output = Path(args.output)
     if output.exists() and not args.overwrite:
         raise FileExistsError(f"{output} already exists (pass --overwrite to replace it)")

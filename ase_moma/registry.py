@@ -74,7 +74,10 @@ def load_backbone(name: str, source: str | None = None, *, device: str | torch.d
     options: plugin-specific loading options (e.g. ``trust_pickle`` for mace).
     """
     cls = backbone_class(name)
-    return cls.load(source, device=resolve_device(device), dtype=resolve_dtype(dtype), **options)
+    backbone = cls.load(source, device=resolve_device(device), dtype=resolve_dtype(dtype), **options)
+    backbone.requested_source = source
+    backbone.load_options = dict(options)
+    return backbone
 
 
 def _backbone_class(ep: EntryPoint) -> type[Backbone]:

@@ -6,6 +6,7 @@ fails with a message naming the problem rather than deep inside a model.
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any, Iterable
 
 import numpy as np
@@ -69,3 +70,21 @@ def has_volume(atoms: Atoms) -> bool:
 
 def _symbol(z: int) -> str:
     return chemical_symbols[z] if 0 <= z < len(chemical_symbols) else f"Z={z}"
+
+
+def read_structures(path: str | Path, what: str = "structure file") -> list[Atoms]:
+    """Every frame of ``path`` (any format ase.io reads); ValueError if it holds none."""
+    import ase.io
+
+    from ase_moma.checkpoints import require_file
+
+    path = require_file(path, what)
+    if Path(path).stat().st_size == 0:
+        raise ValueError(f"{path} is empty: it holds no structures")
+    try:
+        frames = ase.io.read(path, ":")
+    except StopIteration:
+        frames = []
+    if not frames:
+        raise ValueError(f"{path} holds no structures")
+    return frames

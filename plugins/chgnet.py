@@ -15,7 +15,7 @@ import numpy as np
 import torch
 from ase import Atoms, units
 
-from ase_moma.backbone import Backbone, BackboneOutput, NodeFeatures, PathWeight
+from ase_moma.backbone import AdapterSite, Backbone, BackboneOutput, NodeFeatures, PathWeight
 from ase_moma.checkpoints import load_weights_only, require_file
 
 _TASKS = "efsm"
@@ -91,6 +91,15 @@ class CHGNetBackbone(Backbone):
         counts = torch.tensor([graph.atomic_number.shape[0] for graph in batch], device=features.device)
         index = torch.repeat_interleave(torch.arange(len(batch), device=features.device), counts)
         return NodeFeatures(invariant=features, batch=index)
+
+    def adapter_sites(self) -> list[AdapterSite]:
+        width = self.model.atom_embedding.embedding.embedding_dim
+        return [AdapterSite(f"atom_conv_layers.{i}", f"{width}x0e")
+                for i in range(len(self.model.atom_conv_layers))]
+
+    def hook_node_features(self, site: str, transform: Any) -> torch.utils.hooks.RemovableHandle:
+        module = self.model.get_submodule(site)
+        return module.register_forward_hook(lambda _module, _inputs, features: transform(features))
 
     def path_weights(self) -> list[PathWeight]:
         weights = []

@@ -12,7 +12,7 @@ from typing import Any, Sequence
 import torch
 from ase import Atoms
 
-from ase_moma.backbone import Backbone, BackboneOutput, NodeFeatures, PathWeight
+from ase_moma.backbone import AdapterSite, Backbone, BackboneOutput, NodeFeatures, PathWeight
 from ase_moma.checkpoints import load_weights_only, require_file
 from ase_moma.e3nn_tools import irrep_slices, prepare_e3nn
 
@@ -85,6 +85,18 @@ class SevenNetBackbone(Backbone):
             stress=full if stress else None,
         )
 
+    def energy(self, batch: Any) -> torch.Tensor:
+        import sevenn._keys as KEY
+
+        self.model.set_is_batch_data(KEY.BATCH in batch)
+        data = batch
+        if self.model.eval_type_map:
+            data[KEY.NODE_FEATURE] = self.model._atomic_numbers_to_onehot(data[KEY.ATOMIC_NUMBERS])
+        for key, module in self.model._modules.items():
+            if key != "force_output":
+                data = module(data)
+        return data[KEY.PRED_TOTAL_ENERGY].reshape(-1)
+
     def node_features(self, batch: Any) -> NodeFeatures:
         import sevenn._keys as KEY
         from e3nn import o3
@@ -108,6 +120,21 @@ class SevenNetBackbone(Backbone):
         index = data[KEY.BATCH] if KEY.BATCH in data else torch.zeros(
             n_atoms, dtype=torch.long, device=features.device)
         return NodeFeatures(invariant=features[:, :n_scalar], batch=index, equivariant=equivariant)
+
+    def adapter_sites(self) -> list[AdapterSite]:
+        from e3nn import o3
+
+        return [AdapterSite(key, str(o3.Irreps(module.gate.irreps_out).simplify()))
+                for key, module in self.model._modules.items() if key.endswith("_equivariant_gate")]
+
+    def hook_node_features(self, site: str, transform: Any) -> torch.utils.hooks.RemovableHandle:
+        import sevenn._keys as KEY
+
+        def rewrite(_module: torch.nn.Module, _inputs: Any, data: Any) -> Any:
+            data[KEY.NODE_FEATURE] = transform(data[KEY.NODE_FEATURE])
+            return data
+
+        return self.model._modules[site].register_forward_hook(rewrite)
 
     def path_weights(self) -> list[PathWeight]:
         from e3nn import o3

@@ -1,0 +1,138 @@
+"""``ase-moma hub init|train|add|list|show|verify|remove``."""
+
+from __future__ import annotations
+
+import argparse
+import json
+
+
+def add_hub_commands(commands: argparse._SubParsersAction) -> None:
+    """Register ``hub`` and its sub-commands on the top-level parser's sub-parsers."""
+    hub = commands.add_parser("hub", help="create, fill, inspect and verify a module hub")
+    verbs = hub.add_subparsers(required=True, metavar="VERB")
+
+    init = verbs.add_parser("init", help="create an empty hub for one backbone")
+    init.add_argument("hub", help="hub directory")
+    init.add_argument("--backbone", default="sevennet", help="registered backbone name")
+    init.add_argument("--source", help="checkpoint path (default: the embedded model)")
+    init.set_defaults(run=_init)
+
+    train = verbs.add_parser("train", help="fine-tune a module on one task and add it")
+    train.add_argument("hub")
+    train.add_argument("--data", required=True, help="extxyz file with the target in atoms.info")
+    train.add_argument("--target", required=True, help="atoms.info key of the target")
+    train.add_argument("--name", required=True, help="module name in the hub")
+    train.add_argument("--task", help="task name (and key in --split; default: the data file's stem)")
+    train.add_argument("--split", help="split file {task: {train, val, test}} (default: random split)")
+    train.add_argument("--unit", default="", help="unit of the target, recorded in module.json")
+    train.add_argument("--kind", default="full", choices=["full", "adapter"])
+    train.add_argument("--readout", default="auto", choices=["auto", "head", "energy_per_atom"])
+    train.add_argument("--epochs", type=int, default=40)
+    train.add_argument("--batch-size", type=int, default=16)
+    train.add_argument("--lr", type=float, default=5e-4)
+    train.add_argument("--head-lr", type=float, default=1e-3)
+    train.add_argument("--patience", type=int, default=8)
+    train.add_argument("--val-fraction", type=float, default=0.1)
+    train.add_argument("--max-train", type=int, help="subsample the training split")
+    train.add_argument("--seed", type=int, default=0)
+    train.add_argument("--mode", default="custom", help="label recorded in module.json")
+    train.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
+    train.add_argument("--overwrite", action="store_true", help="replace a module of that name")
+    train.set_defaults(run=_train)
+
+    add = verbs.add_parser("add", help="import a module folder after verifying it")
+    add.add_argument("hub")
+    add.add_argument("folder", help="a module folder (module.json + safetensors)")
+    add.add_argument("--name", help="name in this hub (default: the module's own)")
+    add.add_argument("--overwrite", action="store_true")
+    add.set_defaults(run=_add)
+
+    for verb, helptext, run in (("list", "table of modules", _list),
+                                ("verify", "check every module's files and fingerprint", _verify)):
+        parser = verbs.add_parser(verb, help=helptext)
+        parser.add_argument("hub")
+        parser.set_defaults(run=run)
+
+    for verb, helptext, run in (("show", "one module's metadata", _show),
+                                ("remove", "delete a module", _remove)):
+        parser = verbs.add_parser(verb, help=helptext)
+        parser.add_argument("hub")
+        parser.add_argument("name")
+        parser.set_defaults(run=run)
+
+
+def _init(args: argparse.Namespace) -> int:
+    from ase_moma.hub import Hub
+    from ase_moma.registry import load_backbone
+
+    hub = Hub.create(args.hub, load_backbone(args.backbone, args.source, device="cpu"))
+    record = hub.backbone
+    print(f"created hub {hub.path} for {record['name']} ({record['version']}), "
+          f"fingerprint {record['fingerprint'][:16]}…")
+    return 0
+
+
+def _train(args: argparse.Namespace) -> int:
+    from ase_moma.hub import TrainConfig, train_module
+
+    config = TrainConfig(kind=args.kind, readout=args.readout, epochs=args.epochs,
+                         batch_size=args.batch_size, lr=args.lr, head_lr=args.head_lr,
+                         patience=args.patience, val_fraction=args.val_fraction,
+                         max_train=args.max_train, seed=args.seed, mode=args.mode)
+    meta = train_module(args.hub, args.name, args.data, args.target, config=config, split=args.split,
+                        task=args.task, unit=args.unit, device=args.device, overwrite=args.overwrite)
+    metrics = meta["metrics"]
+    print(f"module {args.name}: val MAE {metrics['val_mae']:.4g} {meta['unit']} "
+          f"(predicting the train mean: {metrics['val_mae_predict_mean']:.4g})")
+    return 0
+
+
+def _add(args: argparse.Namespace) -> int:
+    from ase_moma.hub import Hub
+
+    name = Hub(args.hub).add(args.folder, name=args.name, overwrite=args.overwrite)
+    print(f"added module {name} to {args.hub}")
+    return 0
+
+
+def _list(args: argparse.Namespace) -> int:
+    from ase_moma.hub import Hub
+
+    hub = Hub(args.hub)
+    record = hub.backbone
+    print(f"hub {hub.path}: backbone {record['name']} ({record['version']}), "
+          f"fingerprint {record['fingerprint'][:16]}…, {len(hub.modules)} modules")
+    rows = [(m["name"], str(m["task"]), m["kind"], str(m["n_train"]),
+             "" if m["val_mae"] is None else f"{m['val_mae']:.4g} {m['unit'] or ''}".rstrip(),
+             f"{m['size_bytes'] / 1e6:.2f} MB") for m in hub.modules]
+    header = ("name", "task", "kind", "n_train", "val MAE", "size")
+    widths = [max(len(r[i]) for r in rows + [header]) for i in range(len(header))]
+    for row in [header] + rows:
+        print("  ".join(cell.ljust(width) for cell, width in zip(row, widths)).rstrip())
+    return 0
+
+
+def _show(args: argparse.Namespace) -> int:
+    from ase_moma.hub import Hub
+
+    print(json.dumps(Hub(args.hub).read_module(args.name), indent=1, sort_keys=True))
+    return 0
+
+
+def _verify(args: argparse.Namespace) -> int:
+    from ase_moma.hub import Hub
+
+    problems = Hub(args.hub).verify()
+    for name, problem in problems.items():
+        print(f"{name}: {'ok' if problem is None else problem}")
+    bad = sum(problem is not None for problem in problems.values())
+    print(f"{len(problems) - bad} of {len(problems)} modules verified")
+    return 1 if bad else 0
+
+
+def _remove(args: argparse.Namespace) -> int:
+    from ase_moma.hub import Hub
+
+    Hub(args.hub).remove(args.name)
+    print(f"removed module {args.name} from {args.hub}")
+    return 0

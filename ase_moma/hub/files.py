@@ -1,0 +1,125 @@
+"""Module folders on disk: JSON metadata, safetensors weights, checksums, nothing else.
+
+A hub is shared between people who do not know each other, so a module folder
+may hold only ``module.json`` and the safetensors files it lists with their
+sha256. Anything else — a pickle above all, which runs code when loaded — is
+refused before any file is read.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+import torch
+
+MODULE_JSON = "module.json"
+WEIGHTS = "weights.safetensors"
+HEAD = "head.safetensors"
+PICKLE_SUFFIXES = (".pt", ".pth", ".pkl", ".pickle", ".ckpt", ".bin", ".model", ".tar", ".npy", ".joblib")
+
+
+class HubIntegrityError(ValueError):
+    """A hub or module folder failed a check (checksum, stray file, fingerprint, schema)."""
+
+
+def sha256_file(path: str | os.PathLike) -> str:
+    """Hex sha256 of a file's bytes."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def read_json(path: Path, what: str) -> dict[str, Any]:
+    """A JSON object from ``path``; HubIntegrityError naming the file if it is not one."""
+    try:
+        with open(path) as handle:
+            content = json.load(handle)
+    except FileNotFoundError:
+        raise HubIntegrityError(f"{what} {path} is missing") from None
+    except (json.JSONDecodeError, UnicodeDecodeError) as error:
+        raise HubIntegrityError(f"{what} {path} is not valid JSON: {error}") from None
+    if not isinstance(content, dict):
+        raise HubIntegrityError(f"{what} {path} does not hold a JSON object")
+    return content
+
+
+def write_json(path: Path, content: dict[str, Any]) -> None:
+    with open(path, "w") as handle:
+        json.dump(content, handle, indent=1, sort_keys=True)
+        handle.write("\n")
+
+
+def check_module_folder(folder: Path) -> dict[str, Any]:
+    """Verify a module folder; return its ``module.json`` content.
+
+    Checks, before reading any weights: no file other than ``module.json`` and
+    the listed safetensors files (a pickle is named and refused); each listed
+    file present with the recorded sha256. Raises HubIntegrityError naming the
+    offending file.
+    """
+    if not folder.is_dir():
+        raise HubIntegrityError(f"module folder {folder} does not exist")
+    meta = read_json(folder / MODULE_JSON, "module metadata")
+    files = meta.get("files")
+    if not isinstance(files, dict) or not files:
+        raise HubIntegrityError(f"{folder / MODULE_JSON} lists no files with their sha256")
+    for name in files:
+        if Path(name).name != name or not name.endswith(".safetensors"):
+            raise HubIntegrityError(
+                f"{folder / MODULE_JSON} lists {name!r}; a module may only hold safetensors "
+                "files in its own folder"
+            )
+    for path in sorted(folder.iterdir()):
+        if path.name == MODULE_JSON or path.name in files:
+            continue
+        if path.suffix.lower() in PICKLE_SUFFIXES or _looks_pickled(path):
+            raise HubIntegrityError(
+                f"{path} looks like a pickle/torch file; hub modules hold only safetensors and "
+                "JSON because loading a pickle can run arbitrary code. It was not read."
+            )
+        raise HubIntegrityError(f"{path} is not part of the module (module.json does not list it)")
+    for name, expected in files.items():
+        path = folder / name
+        if not path.is_file():
+            raise HubIntegrityError(f"{path} is listed in {MODULE_JSON} but missing")
+        actual = sha256_file(path)
+        if actual != expected:
+            raise HubIntegrityError(
+                f"{path} is corrupted or was modified: sha256 {actual[:16]}… does not match "
+                f"the recorded {str(expected)[:16]}…"
+            )
+    return meta
+
+
+def load_tensors(path: Path) -> dict[str, torch.Tensor]:
+    """Tensors from a safetensors file (checksum already verified by the caller)."""
+    from safetensors import SafetensorError
+    from safetensors.torch import load_file
+
+    try:
+        return load_file(str(path))
+    except SafetensorError as error:
+        raise HubIntegrityError(f"{path} is not a valid safetensors file: {error}") from None
+
+
+def save_tensors(path: Path, tensors: dict[str, torch.Tensor], metadata: dict[str, str] | None = None) -> str:
+    """Write ``tensors`` (contiguous CPU copies) to ``path``; return the file's sha256."""
+    from safetensors.torch import save_file
+
+    save_file({k: v.detach().cpu().contiguous() for k, v in tensors.items()}, str(path), metadata=metadata)
+    return sha256_file(path)
+
+
+def _looks_pickled(path: Path) -> bool:
+    """A pickle starts with the PROTO opcode (0x80); a torch zip archive with 'PK'."""
+    if not path.is_file():
+        return False
+    with open(path, "rb") as handle:
+        head = handle.read(2)
+    return head[:1] == b"\x80" or head == b"PK"

@@ -1,0 +1,287 @@
+"""The hub directory: ``hub.json`` plus one verified folder per module (DESIGN §4).
+
+Every change happens under an exclusive lock on ``hub/.lock`` and in two atomic
+steps: the module folder is written to a temporary sibling, fsynced and renamed
+into ``modules/``; then ``hub.json`` is replaced by a complete new copy. A crash
+at any point leaves the previous hub readable; a folder that made it into
+``modules/`` without a ``hub.json`` entry is ignored by readers and replaced by
+the next write of that name.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import os
+import re
+import shutil
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any, Callable, Iterator
+
+import torch
+
+from ase_moma.adapters import AdapterSet
+from ase_moma.atomic_io import atomic_directory, atomic_file
+from ase_moma.backbone import Backbone
+from ase_moma.heads import PropertyHead
+from ase_moma.hub.files import (HEAD, MODULE_JSON, WEIGHTS, HubIntegrityError, check_module_folder,
+                                load_tensors, read_json, save_tensors, write_json)
+from ase_moma.property_model import PropertyModel
+
+HUB_JSON = "hub.json"
+SCHEMA_VERSION = 1
+KINDS = ("full", "adapter")
+_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$")
+
+
+class ModuleNotFound(KeyError):
+    """No module of that name in the hub."""
+
+    def __str__(self) -> str:
+        return str(self.args[0])
+
+
+def check_module_name(name: str) -> str:
+    """``name`` if it is a valid module name (letters, digits, ``_.-``), else ValueError."""
+    if not isinstance(name, str) or not _NAME.match(name):
+        raise ValueError(f"invalid module name {name!r}: use letters, digits, '_', '.', '-' "
+                         "(starting with a letter or digit, at most 128 characters)")
+    return name
+
+
+class Hub:
+    """A hub directory of modules that share one pretrained backbone."""
+
+    def __init__(self, path: str | os.PathLike) -> None:
+        self.path = Path(path)
+        meta = read_json(self.path / HUB_JSON, "hub index")
+        if meta.get("schema_version") != SCHEMA_VERSION:
+            raise HubIntegrityError(f"{self.path / HUB_JSON} has schema_version "
+                                    f"{meta.get('schema_version')!r}; this ase-moma reads {SCHEMA_VERSION}")
+        if not isinstance(meta.get("backbone"), dict) or "fingerprint" not in meta["backbone"]:
+            raise HubIntegrityError(f"{self.path / HUB_JSON} does not record its backbone fingerprint")
+        self.meta = meta
+
+    @classmethod
+    def create(cls, path: str | os.PathLike, backbone: Backbone) -> "Hub":
+        """A new, empty hub for ``backbone`` (its name, package version, source, fingerprint)."""
+        path = Path(path)
+        if (path / HUB_JSON).exists():
+            raise FileExistsError(f"{path} already holds a hub ({HUB_JSON} exists)")
+        path.mkdir(parents=True, exist_ok=True)
+        (path / "modules").mkdir(exist_ok=True)
+        meta = {"schema_version": SCHEMA_VERSION, "backbone": backbone_record(backbone), "modules": []}
+        with atomic_file(path / HUB_JSON) as tmp:
+            write_json(tmp, meta)
+        return cls(path)
+
+    @property
+    def backbone(self) -> dict[str, Any]:
+        """``{"name", "version", "source", "fingerprint"}`` of the shared backbone."""
+        return dict(self.meta["backbone"])
+
+    @property
+    def modules(self) -> list[dict[str, Any]]:
+        """The index entries (name, task, kind, target, unit, n_train, metrics, size), in order."""
+        return [dict(entry) for entry in self.meta["modules"]]
+
+    def names(self) -> list[str]:
+        return [entry["name"] for entry in self.meta["modules"]]
+
+    def folder(self, name: str) -> Path:
+        if name not in self.names():
+            raise ModuleNotFound(f"no module {name!r} in hub {self.path}; modules: {', '.join(self.names()) or 'none'}")
+        return self.path / "modules" / name
+
+    def read_module(self, name: str) -> dict[str, Any]:
+        """Verified ``module.json`` of ``name`` (checksums, stray files, fingerprint)."""
+        folder = self.folder(name)
+        meta = check_module_folder(folder)
+        self._check_compatible(meta, folder)
+        return meta
+
+    def verify(self) -> dict[str, str | None]:
+        """``{module: None if it verifies, else the problem}`` for every module."""
+        problems: dict[str, str | None] = {}
+        for name in self.names():
+            try:
+                self.read_module(name)
+                problems[name] = None
+            except HubIntegrityError as error:
+                problems[name] = str(error)
+        return problems
+
+    def load_backbone(self, device: str | torch.device = "auto", dtype: str | torch.dtype = "float32",
+                      source: str | None = None, **options: Any) -> Backbone:
+        """The pretrained backbone this hub was built on; refuses one with another fingerprint."""
+        from ase_moma.registry import load_backbone
+
+        record = self.backbone
+        backbone = load_backbone(record["name"], source or record.get("source"), device=device,
+                                 dtype=dtype, **options)
+        if backbone.fingerprint() != record["fingerprint"]:
+            raise HubIntegrityError(
+                f"the {record['name']} weights loaded from {backbone.source} have fingerprint "
+                f"{backbone.fingerprint()[:16]}…, but hub {self.path} was built on "
+                f"{record['fingerprint'][:16]}…"
+            )
+        return backbone
+
+    def load_module(self, name: str, device: str | torch.device = "auto",
+                    dtype: str | torch.dtype = "float32", backbone: Backbone | None = None) -> PropertyModel:
+        """Module ``name`` as a PropertyModel, after verifying every file it has.
+
+        backbone: a backbone from :meth:`load_backbone` to reuse (a ``full``
+        module overwrites its weights in place); else a fresh one is loaded.
+        """
+        meta = self.read_module(name)
+        folder = self.folder(name)
+        backbone = backbone or self.load_backbone(device, dtype)
+        tensors = load_tensors(folder / WEIGHTS)
+        adapters = None
+        if meta["kind"] == "full":
+            _load_state(backbone.model, tensors, folder / WEIGHTS)
+        else:
+            adapters = AdapterSet.for_backbone(backbone)
+            _load_state(adapters.adapters, tensors, folder / WEIGHTS)
+        head = None
+        if meta["readout"] == "head":
+            head = PropertyHead(**meta["head"]).to(device=backbone.device, dtype=backbone.dtype)
+            _load_state(head, load_tensors(folder / HEAD), folder / HEAD)
+        model = PropertyModel(backbone, meta["readout"], head=head, adapters=adapters)
+        return model.eval()
+
+    def write_module(self, name: str, meta: dict[str, Any],
+                     tensors: dict[str, dict[str, torch.Tensor]], overwrite: bool = False) -> Path:
+        """Write a module atomically: ``tensors`` maps file names to tensor dicts.
+
+        ``meta`` is completed with the files' sha256, the backbone record and the
+        creation time, then written as ``module.json``; the index follows.
+        """
+        check_module_name(name)
+        if meta.get("kind") not in KINDS:
+            raise ValueError(f"module kind must be one of {', '.join(KINDS)}, got {meta.get('kind')!r}")
+
+        def fill(folder: Path) -> None:
+            files = {}
+            for filename, content in tensors.items():
+                files[filename] = save_tensors(folder / filename, content)
+            record = dict(meta, name=name, files=files,
+                          backbone={k: self.meta["backbone"][k] for k in ("name", "version", "fingerprint")},
+                          created=datetime.now(timezone.utc).isoformat(timespec="seconds"))
+            write_json(folder / MODULE_JSON, record)
+
+        return self._install(name, fill, overwrite)
+
+    def add(self, folder: str | os.PathLike, name: str | None = None, overwrite: bool = False) -> str:
+        """Import a module folder from elsewhere after verifying it; returns its name here."""
+        source = Path(folder)
+        meta = check_module_folder(source)
+        self._check_compatible(meta, source)
+        name = check_module_name(name or meta.get("name") or source.name)
+
+        def fill(target: Path) -> None:
+            for filename in meta["files"]:
+                shutil.copyfile(source / filename, target / filename)
+            write_json(target / MODULE_JSON, dict(meta, name=name))
+            check_module_folder(target)  # the copy, too, before it goes live
+
+        self._install(name, fill, overwrite)
+        return name
+
+    def remove(self, name: str) -> None:
+        """Delete module ``name`` (index first, so a crash leaves no listed-but-missing module)."""
+        with self._locked():
+            self._reload()
+            folder = self.folder(name)
+            self._write_index([e for e in self.meta["modules"] if e["name"] != name])
+            shutil.rmtree(folder)
+
+    def _install(self, name: str, fill: Callable[[Path], None], overwrite: bool) -> Path:
+        with self._locked():
+            self._reload()
+            listed = name in self.names()
+            if listed and not overwrite:
+                raise FileExistsError(f"hub {self.path} already has a module {name!r} "
+                                      "(pass overwrite=True / --overwrite to replace it)")
+            target = self.path / "modules" / name
+            with atomic_directory(target, overwrite=True) as tmp:
+                fill(tmp)
+                meta = read_json(tmp / MODULE_JSON, "module metadata")
+                size = sum(p.stat().st_size for p in tmp.iterdir())
+            entry = index_entry(dict(meta, name=name), size)
+            entries = [e for e in self.meta["modules"] if e["name"] != name] + [entry]
+            self._write_index(entries)
+            return target
+
+    def _check_compatible(self, meta: dict[str, Any], folder: Path) -> None:
+        ours = self.meta["backbone"]
+        theirs = meta.get("backbone") or {}
+        if theirs.get("name") != ours["name"]:
+            raise HubIntegrityError(f"module {folder} was trained on backbone {theirs.get('name')!r}; "
+                                    f"hub {self.path} holds {ours['name']!r} modules")
+        if theirs.get("fingerprint") != ours["fingerprint"]:
+            raise HubIntegrityError(
+                f"module {folder} started from other pretrained {ours['name']} weights (fingerprint "
+                f"{str(theirs.get('fingerprint'))[:16]}…, hub {ours['fingerprint'][:16]}…); merging "
+                "needs modules fine-tuned from one shared initialisation"
+            )
+        if meta.get("kind") not in KINDS:
+            raise HubIntegrityError(f"{folder / MODULE_JSON}: unknown module kind {meta.get('kind')!r}")
+
+    def _reload(self) -> None:
+        self.meta = Hub(self.path).meta
+
+    def _write_index(self, entries: list[dict[str, Any]]) -> None:
+        meta = dict(self.meta, modules=entries)
+        with atomic_file(self.path / HUB_JSON) as tmp:
+            write_json(tmp, meta)
+        self.meta = meta
+
+    @contextlib.contextmanager
+    def _locked(self) -> Iterator[None]:
+        fd = os.open(self.path / ".lock", os.O_CREAT | os.O_RDWR, 0o644)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX)
+            yield
+        finally:
+            fcntl.flock(fd, fcntl.LOCK_UN)
+            os.close(fd)
+
+
+def backbone_record(backbone: Backbone) -> dict[str, Any]:
+    """What a hub records of its backbone: name, package version, source, fingerprint."""
+    from importlib.metadata import PackageNotFoundError, packages_distributions, version
+
+    versions = []
+    for module in backbone.requires:
+        for dist in packages_distributions().get(module, [module]):
+            try:
+                versions.append(f"{dist} {version(dist)}")
+            except PackageNotFoundError:
+                continue
+    return {"name": backbone.name, "version": ", ".join(versions), "source": backbone.requested_source,
+            "fingerprint": backbone.fingerprint()}
+
+
+def index_entry(meta: dict[str, Any], size_bytes: int) -> dict[str, Any]:
+    """The hub.json row of a module: what ``hub list`` shows without opening the module."""
+    metrics = meta.get("metrics", {})
+    return {"name": meta["name"], "task": meta.get("task"), "kind": meta["kind"],
+            "target": meta.get("target"), "unit": meta.get("unit"), "n_train": meta.get("n_train"),
+            "val_mae": metrics.get("val_mae"), "size_bytes": size_bytes}
+
+
+def _load_state(module: torch.nn.Module, tensors: dict[str, torch.Tensor], path: Path) -> None:
+    expected = module.state_dict()
+    missing = sorted(expected.keys() - tensors.keys())
+    unexpected = sorted(tensors.keys() - expected.keys())
+    if missing or unexpected:
+        raise HubIntegrityError(f"{path} does not fit the model: missing {missing[:3]}, "
+                                f"unexpected {unexpected[:3]}")
+    for key, value in tensors.items():
+        if value.shape != expected[key].shape:
+            raise HubIntegrityError(f"{path}: tensor {key} has shape {tuple(value.shape)}, "
+                                    f"the model expects {tuple(expected[key].shape)}")
+    module.load_state_dict({k: v.to(expected[k].dtype) for k, v in tensors.items()})

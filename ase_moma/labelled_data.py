@@ -1,0 +1,106 @@
+"""Structures with one per-structure target each, read from extended XYZ, and their splits."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+from ase import Atoms
+
+from ase_moma.checkpoints import require_file
+from ase_moma.structures import read_structures
+
+
+@dataclass
+class LabelledSet:
+    """Frames and their targets.
+
+    frames: the structures; targets: (M,) float64, from ``atoms.info[key]``;
+    indices: each frame's position in the source file; key: the info key.
+    """
+
+    frames: list[Atoms]
+    targets: np.ndarray
+    indices: list[int]
+    key: str
+    source: str
+
+    def __len__(self) -> int:
+        return len(self.frames)
+
+    def subset(self, positions: Sequence[int]) -> "LabelledSet":
+        """The frames at ``positions`` (positions in this set, not in the file)."""
+        return LabelledSet([self.frames[i] for i in positions], self.targets[list(positions)],
+                           [self.indices[i] for i in positions], self.key, self.source)
+
+    def data_hash(self) -> str:
+        """sha256 of the species, positions, cells, pbc and targets (order-sensitive)."""
+        digest = hashlib.sha256()
+        for atoms, target in zip(self.frames, self.targets):
+            for array in (atoms.numbers.astype(np.int64), atoms.positions.astype(np.float64),
+                          atoms.cell.array.astype(np.float64), atoms.pbc.astype(np.int8),
+                          np.float64(target)):
+                digest.update(np.ascontiguousarray(array).tobytes())
+        return digest.hexdigest()
+
+
+def read_labelled(path: str | Path, key: str, indices: Sequence[int] | None = None) -> LabelledSet:
+    """Read ``path`` (any format ase.io reads) and the target ``atoms.info[key]`` of each frame.
+
+    indices: keep only these frame positions (e.g. one split). Raises ValueError
+    naming the frame for a missing or non-finite target, and for an empty file.
+    """
+    frames = read_structures(path, "data file")
+    if indices is None:
+        indices = range(len(frames))
+    indices = [int(i) for i in indices]
+    bad = [i for i in indices if not 0 <= i < len(frames)]
+    if bad:
+        raise ValueError(f"{path} has {len(frames)} frames; split indices out of range: {bad[:5]}")
+    targets = np.empty(len(indices))
+    for row, index in enumerate(indices):
+        info = frames[index].info
+        if key not in info:
+            known = ", ".join(sorted(k for k in info if isinstance(info[k], (int, float)))) or "none"
+            raise ValueError(f"{path}: frame {index} has no target {key!r} in atoms.info "
+                             f"(numeric keys there: {known})")
+        try:
+            value = float(info[key])
+        except (TypeError, ValueError):
+            raise ValueError(f"{path}: frame {index} target {key!r} is not a number: {info[key]!r}") from None
+        if not math.isfinite(value):
+            raise ValueError(f"{path}: frame {index} target {key!r} is {value}, not a finite number")
+        targets[row] = value
+    return LabelledSet([frames[i] for i in indices], targets, indices, key, str(path))
+
+
+def read_split(path: str | Path, task: str) -> dict[str, list[int]]:
+    """``{"train": [...], "val": [...], "test": [...]}`` frame indices for ``task``.
+
+    The file maps task names to splits (as ``matminer/splits/seed0.json``); a
+    file holding one split directly (keys train/val[/test]) is accepted too.
+    """
+    path = require_file(path, "split file")
+    with open(path) as handle:
+        content = json.load(handle)
+    split = content if "train" in content else content.get(task)
+    if split is None:
+        raise ValueError(f"{path} has no split for task {task!r}; tasks there: {', '.join(sorted(content))}")
+    missing = {"train", "val"} - split.keys()
+    if missing:
+        raise ValueError(f"{path}: the split for {task!r} lacks {', '.join(sorted(missing))}")
+    return {part: [int(i) for i in split[part]] for part in ("train", "val", "test") if part in split}
+
+
+def random_split(n: int, val_fraction: float, seed: int) -> dict[str, list[int]]:
+    """A seeded train/val split of ``n`` items (at least one in each part)."""
+    if n < 2:
+        raise ValueError(f"need at least 2 labelled structures to hold one out for validation, got {n}")
+    order = np.random.default_rng(seed).permutation(n)
+    n_val = min(n - 1, max(1, round(val_fraction * n)))
+    return {"train": sorted(order[n_val:].tolist()), "val": sorted(order[:n_val].tolist())}
