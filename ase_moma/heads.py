@@ -37,3 +37,33 @@ class PropertyHead(torch.nn.Module):
     def config(self) -> dict[str, int]:
         """Constructor arguments (besides mean and std) for rebuilding the head."""
         return {"width": self.mlp[0].in_features, "hidden": self.mlp[0].out_features}
+
+
+class EnergyReference(torch.nn.Module):
+    """Per-element reference energies added to a backbone's total energy (eV).
+
+    Fine-tuning a potential on energies from another DFT set-up shifts each
+    element's reference energy; ``shift[Z]`` (eV per atom of element Z) holds
+    that shift, fitted by least squares before training (:meth:`fit`).
+    """
+
+    def __init__(self, n_elements: int = 119) -> None:
+        super().__init__()
+        self.register_buffer("shift", torch.zeros(n_elements, dtype=torch.float64))
+
+    def forward(self, numbers: torch.Tensor, batch: torch.Tensor, n_graphs: int) -> torch.Tensor:
+        """(B,) Σ_i shift[Z_i] over each structure's atoms; numbers, batch: (N,)."""
+        per_atom = self.shift[numbers]
+        return torch.zeros(n_graphs, dtype=per_atom.dtype, device=per_atom.device).index_add_(0, batch, per_atom)
+
+    @torch.no_grad()
+    def fit(self, compositions: list[dict[int, int]], residuals: torch.Tensor) -> None:
+        """Least-squares shifts from total-energy residuals (target − backbone, eV) of structures."""
+        elements = sorted({z for composition in compositions for z in composition})
+        counts = torch.tensor([[c.get(z, 0) for z in elements] for c in compositions], dtype=torch.float64)
+        solution = torch.linalg.lstsq(counts, residuals.double().cpu()[:, None], driver="gelsd").solution
+        self.shift.zero_()
+        self.shift[elements] = solution[:, 0].to(self.shift.device)
+
+    def config(self) -> dict[str, int]:
+        return {"n_elements": self.shift.shape[0]}

@@ -39,14 +39,20 @@ class LabelledSet:
                            [self.indices[i] for i in positions], self.key, self.source)
 
     def data_hash(self) -> str:
-        """sha256 of the species, positions, cells, pbc and targets (order-sensitive)."""
-        digest = hashlib.sha256()
-        for atoms, target in zip(self.frames, self.targets):
-            for array in (atoms.numbers.astype(np.int64), atoms.positions.astype(np.float64),
-                          atoms.cell.array.astype(np.float64), atoms.pbc.astype(np.int8),
-                          np.float64(target)):
-                digest.update(np.ascontiguousarray(array).tobytes())
+        """sha256 of the structures (see :func:`structures_hash`) and the targets, in order."""
+        digest = hashlib.sha256(structures_hash(self.frames).encode())
+        digest.update(np.ascontiguousarray(self.targets, dtype=np.float64).tobytes())
         return digest.hexdigest()
+
+
+def structures_hash(frames: Sequence[Atoms]) -> str:
+    """sha256 of the species, positions, cells and pbc of ``frames``, in order."""
+    digest = hashlib.sha256()
+    for atoms in frames:
+        for array in (atoms.numbers.astype(np.int64), atoms.positions.astype(np.float64),
+                      atoms.cell.array.astype(np.float64), atoms.pbc.astype(np.int8)):
+            digest.update(np.ascontiguousarray(array).tobytes())
+    return digest.hexdigest()
 
 
 def read_labelled(path: str | Path, key: str, indices: Sequence[int] | None = None) -> LabelledSet:

@@ -10,7 +10,7 @@ from ase import Atoms
 
 from ase_moma.adapters import AdapterSet
 from ase_moma.backbone import Backbone
-from ase_moma.heads import PropertyHead
+from ase_moma.heads import EnergyReference, PropertyHead
 
 READOUTS = ("head", "energy_per_atom")
 
@@ -18,19 +18,21 @@ READOUTS = ("head", "energy_per_atom")
 class PropertyModel(torch.nn.Module):
     """Backbone (+ adapters) + read-out for one target.
 
-    readout: ``"head"`` (mean pooling + MLP on node features) or
-    ``"energy_per_atom"`` (the backbone's own energy head divided by the atom
-    count, in eV/atom; no extra parameters). The backbone's torch model is a
-    submodule, so ``parameters()`` covers backbone, adapters and head.
+    readout: ``"head"`` (a PropertyHead: mean pooling + MLP on node features)
+    or ``"energy_per_atom"`` (the backbone's own energy head plus per-element
+    reference energies, an EnergyReference, divided by the atom count; eV/atom).
+    The backbone's torch model is a submodule, so ``parameters()`` covers
+    backbone, adapters and head.
     """
 
-    def __init__(self, backbone: Backbone, readout: str, head: PropertyHead | None = None,
+    def __init__(self, backbone: Backbone, readout: str, head: PropertyHead | EnergyReference,
                  adapters: AdapterSet | None = None) -> None:
         super().__init__()
         if readout not in READOUTS:
             raise ValueError(f"unknown readout {readout!r}; choose one of {', '.join(READOUTS)}")
-        if (readout == "head") != (head is not None):
-            raise ValueError("a 'head' readout needs a PropertyHead, and only it takes one")
+        expected = PropertyHead if readout == "head" else EnergyReference
+        if not isinstance(head, expected):
+            raise TypeError(f"a {readout!r} readout needs a {expected.__name__}, got {type(head).__name__}")
         self.backbone = backbone
         self.model = backbone.model
         self.readout = readout
@@ -43,9 +45,11 @@ class PropertyModel(torch.nn.Module):
         """(B,) predictions in the target's unit for graphs from ``backbone.graph``."""
         batch = self.backbone.collate(graphs)
         if self.readout == "energy_per_atom":
-            counts = torch.tensor([_n_atoms(g) for g in graphs], device=self.backbone.device,
-                                  dtype=self.backbone.dtype)
-            return self.backbone.energy(batch) / counts
+            numbers = [_atomic_numbers(g) for g in graphs]
+            counts = torch.tensor([len(z) for z in numbers], device=self.backbone.device)
+            index = torch.repeat_interleave(torch.arange(len(graphs), device=counts.device), counts)
+            shift = self.head(torch.cat(numbers).long().to(counts.device), index, len(graphs))
+            return (self.backbone.energy(batch).double() + shift) / counts
         return self.head(self.backbone.node_features(batch), len(graphs))
 
     def normalised(self, graphs: Sequence[Any], mean: float, std: float) -> torch.Tensor:
@@ -69,10 +73,10 @@ class PropertyModel(torch.nn.Module):
         return torch.cat(values).numpy() if values else np.empty(0)
 
 
-def _n_atoms(graph: Any) -> int:
-    """Atom count of one backbone graph (torch-geometric data or CHGNet graph)."""
-    for name in ("num_nodes", "atomic_number"):
+def _atomic_numbers(graph: Any) -> torch.Tensor:
+    """(n,) atomic numbers of one backbone graph (sevenn/torch-geometric or CHGNet graph)."""
+    for name in ("atomic_numbers", "atomic_number"):
         value = getattr(graph, name, None)
         if value is not None:
-            return int(value) if name == "num_nodes" else len(value)
-    raise TypeError(f"cannot count the atoms of a {type(graph).__name__} graph")
+            return value
+    raise TypeError(f"cannot read the atomic numbers of a {type(graph).__name__} graph")

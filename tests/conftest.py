@@ -21,6 +21,7 @@ from model_factories import (  # noqa: E402
     save_orb_checkpoint,
 )
 from ase_moma.plugins.mace import save_mace  # noqa: E402
+from hub_fixtures import hub, hub_data, sevennet  # noqa: E402,F401  (session fixtures)
 
 DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
 BACKBONES = ["sevennet", "chgnet", "mace", "orb", "matgl"]

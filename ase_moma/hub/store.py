@@ -24,7 +24,7 @@ import torch
 from ase_moma.adapters import AdapterSet
 from ase_moma.atomic_io import atomic_directory, atomic_file
 from ase_moma.backbone import Backbone
-from ase_moma.heads import PropertyHead
+from ase_moma.heads import EnergyReference, PropertyHead
 from ase_moma.hub.files import (HEAD, MODULE_JSON, WEIGHTS, HubIntegrityError, check_module_folder,
                                 load_tensors, read_json, save_tensors, write_json)
 from ase_moma.property_model import PropertyModel
@@ -145,10 +145,11 @@ class Hub:
         else:
             adapters = AdapterSet.for_backbone(backbone)
             _load_state(adapters.adapters, tensors, folder / WEIGHTS)
-        head = None
         if meta["readout"] == "head":
             head = PropertyHead(**meta["head"]).to(device=backbone.device, dtype=backbone.dtype)
-            _load_state(head, load_tensors(folder / HEAD), folder / HEAD)
+        else:
+            head = EnergyReference(**meta["head"]).to(device=backbone.device)
+        _load_state(head, load_tensors(folder / HEAD), folder / HEAD)
         model = PropertyModel(backbone, meta["readout"], head=head, adapters=adapters)
         return model.eval()
 

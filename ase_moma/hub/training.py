@@ -23,7 +23,7 @@ from tqdm.auto import tqdm
 
 from ase_moma.adapters import AdapterSet
 from ase_moma.backbone import Backbone
-from ase_moma.heads import PropertyHead
+from ase_moma.heads import EnergyReference, PropertyHead
 from ase_moma.hub.checkpoint import load_checkpoint, save_checkpoint
 from ase_moma.hub.files import HEAD, WEIGHTS
 from ase_moma.hub.store import KINDS, Hub, check_module_name
@@ -148,7 +148,7 @@ def train_module(hub: Hub | str | Path, name: str, data: str | Path, target: str
     if not std > 0:
         raise ValueError(f"target {target!r} is constant over the training split ({mean}); nothing to learn")
 
-    model = _build_model(backbone, config, readout, mean, std, graphs["train"][0])
+    model = _build_model(backbone, config, readout, mean, std, graphs["train"], task_data.train)
     groups = _parameter_groups(model, config)
     optimizer = torch.optim.AdamW(groups, weight_decay=config.weight_decay)
     trainable = {f"{gi}.{pi}": p for gi, group in enumerate(groups) for pi, p in enumerate(group["params"])}
@@ -164,7 +164,7 @@ def train_module(hub: Hub | str | Path, name: str, data: str | Path, target: str
         optimizer.load_state_dict(optim_state)
         start_epoch, best_mae, bad_epochs = record["epoch"], record["best_val_mae"], record["bad_epochs"]
 
-    train_targets = torch.tensor(task_data.train.targets, dtype=backbone.dtype, device=backbone.device)
+    train_targets = torch.tensor(task_data.train.targets, dtype=torch.float64, device=backbone.device)
     n_batches = math.ceil(len(graphs["train"]) / config.batch_size)
     bar = tqdm(total=config.epochs * n_batches, initial=start_epoch * n_batches, disable=not progress,
                unit="batch", desc=f"train {name}")
@@ -173,7 +173,7 @@ def train_module(hub: Hub | str | Path, name: str, data: str | Path, target: str
         order = np.random.default_rng([config.seed, epoch]).permutation(len(graphs["train"]))
         for begin in range(0, len(order), config.batch_size):
             rows = order[begin:begin + config.batch_size].tolist()
-            prediction = model.normalised([graphs["train"][i] for i in rows], mean, std)
+            prediction = model.normalised([graphs["train"][i] for i in rows], mean, std).double()
             loss = torch.nn.functional.huber_loss(prediction, (train_targets[rows] - mean) / std)
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
@@ -195,7 +195,7 @@ def train_module(hub: Hub | str | Path, name: str, data: str | Path, target: str
     metrics = _metrics(model, graphs, task_data, mean)
     meta = {
         "task": task or Path(data).stem, "target": target, "unit": unit, "kind": config.kind,
-        "readout": readout, "head": model.head.config() if model.head is not None else None,
+        "readout": readout, "head": model.head.config(),
         "n_train": len(task_data.train), "n_val": len(task_data.val),
         "n_test": len(task_data.test) if task_data.test else 0,
         "normalisation": {"mean": mean, "std": std}, "metrics": metrics,
@@ -210,25 +210,40 @@ def train_module(hub: Hub | str | Path, name: str, data: str | Path, target: str
 
 
 def _build_model(backbone: Backbone, config: TrainConfig, readout: str, mean: float, std: float,
-                 example_graph: Any) -> PropertyModel:
+                 graphs: list[Any], train: LabelledSet) -> PropertyModel:
     torch.manual_seed(config.seed)  # adapters and head start from seeded random weights
     adapters = AdapterSet.for_backbone(backbone) if config.kind == "adapter" else None
-    head = None
     if readout == "head":
         with torch.no_grad():
-            width = backbone.node_features(backbone.collate([example_graph])).invariant.shape[1]
+            width = backbone.node_features(backbone.collate(graphs[:1])).invariant.shape[1]
         head = PropertyHead(width, config.hidden, mean, std).to(device=backbone.device, dtype=backbone.dtype)
+    else:
+        head = _fitted_reference(backbone, graphs, train).to(backbone.device)
     model = PropertyModel(backbone, readout, head=head, adapters=adapters)
     model.eval()  # no dropout or batch statistics in any backbone: train in eval mode
     backbone.model.requires_grad_(config.kind == "full")
     return model
 
 
+def _fitted_reference(backbone: Backbone, graphs: list[Any], train: LabelledSet) -> EnergyReference:
+    """Per-element reference energies that best bridge the pretrained energies and the targets."""
+    with torch.no_grad():
+        energies = torch.cat([backbone.energy(backbone.collate(graphs[start:start + 32])).double().cpu()
+                              for start in range(0, len(graphs), 32)])
+    counts = torch.tensor([len(atoms) for atoms in train.frames], dtype=torch.float64)
+    compositions = [dict(zip(*np.unique(atoms.numbers, return_counts=True))) for atoms in train.frames]
+    reference = EnergyReference()
+    reference.fit([{int(z): int(n) for z, n in c.items()} for c in compositions],
+                  torch.tensor(train.targets) * counts - energies)
+    return reference
+
+
 def _parameter_groups(model: PropertyModel, config: TrainConfig) -> list[dict[str, Any]]:
     body = model.model if config.kind == "full" else model.adapters
     groups = [{"params": [p for p in body.parameters() if p.requires_grad], "lr": config.lr}]
-    if model.head is not None:
-        groups.append({"params": list(model.head.parameters()), "lr": config.head_lr})
+    head_parameters = list(model.head.parameters())
+    if head_parameters:
+        groups.append({"params": head_parameters, "lr": config.head_lr})
     return groups
 
 
@@ -264,7 +279,5 @@ def _metrics(model: PropertyModel, graphs: dict[str, list], task_data: TaskData,
 
 def _module_tensors(model: PropertyModel, kind: str) -> dict[str, dict[str, torch.Tensor]]:
     body = model.model if kind == "full" else model.adapters.adapters
-    tensors = {WEIGHTS: {k: v.float() if v.is_floating_point() else v for k, v in body.state_dict().items()}}
-    if model.head is not None:
-        tensors[HEAD] = dict(model.head.state_dict())
-    return tensors
+    return {WEIGHTS: {k: v.float() if v.is_floating_point() else v for k, v in body.state_dict().items()},
+            HEAD: dict(model.head.state_dict())}

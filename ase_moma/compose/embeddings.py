@@ -1,0 +1,76 @@
+"""Step 1 of AMC: embed the task's structures with every hub module.
+
+Each structure's graph is built once and reused for every module; the
+backbone is loaded once and each module is swapped into it in turn (full
+weights loaded over the pretrained ones, or adapters attached), so one
+module is in memory at a time. Embeddings are cached on disk as safetensors,
+keyed by the module's weight checksum and the structures' hash, so a second
+run with the same hub and data does no forward pass.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+import torch
+from ase import Atoms
+from tqdm.auto import tqdm
+
+from ase_moma.atomic_io import atomic_file
+from ase_moma.backbone import mean_pool
+from ase_moma.hub.files import WEIGHTS, load_tensors, save_tensors
+from ase_moma.hub.store import Hub
+from ase_moma.labelled_data import structures_hash
+
+
+def module_embeddings(hub: Hub, names: Sequence[str], structures: Sequence[Atoms], *,
+                      device: str = "auto", batch_size: int = 32, cache_dir: str | Path | None = None,
+                      progress: bool = True) -> dict[str, np.ndarray]:
+    """``{module: (M, F) float64}`` mean-pooled invariant node features of each structure.
+
+    cache_dir: where embeddings are kept between runs (default ``HUB/.cache/embeddings``).
+    """
+    if not names:
+        raise ValueError(f"hub {hub.path} has no modules to compose")
+    cache = Path(cache_dir) if cache_dir is not None else hub.path / ".cache" / "embeddings"
+    data_key = structures_hash(structures)
+    keys = {name: _cache_key(hub.read_module(name)["files"][WEIGHTS], data_key) for name in names}
+    result = {name: _read_cached(cache / f"{keys[name]}.safetensors") for name in names}
+    missing = [name for name in names if result[name] is None]
+    if missing:
+        backbone = hub.load_backbone(device=device, dtype="float32")
+        pretrained = {k: v.clone() for k, v in backbone.model.state_dict().items()}
+        graphs = [backbone.graph(atoms) for atoms in structures]
+        for name in tqdm(missing, disable=not progress, unit="module", desc="embed"):
+            backbone.model.load_state_dict(pretrained)
+            model = hub.load_module(name, backbone=backbone)
+            try:
+                result[name] = _embed(backbone, graphs, batch_size)
+            finally:
+                if model.adapters is not None:
+                    model.adapters.detach()
+            with atomic_file(cache / f"{keys[name]}.safetensors") as tmp:
+                save_tensors(tmp, {"embeddings": torch.from_numpy(result[name])})
+        backbone.model.load_state_dict(pretrained)
+    return result
+
+
+@torch.no_grad()
+def _embed(backbone, graphs: list, batch_size: int) -> np.ndarray:
+    rows = []
+    for start in range(0, len(graphs), batch_size):
+        chunk = graphs[start:start + batch_size]
+        features = backbone.node_features(backbone.collate(chunk))
+        rows.append(mean_pool(features.invariant, features.batch, len(chunk)).double().cpu())
+    return torch.cat(rows).numpy()
+
+
+def _cache_key(weights_sha256: str, data_key: str) -> str:
+    return hashlib.sha256(f"{weights_sha256}:{data_key}".encode()).hexdigest()
+
+
+def _read_cached(path: Path) -> np.ndarray | None:
+    return load_tensors(path)["embeddings"].numpy() if path.is_file() else None

@@ -1,0 +1,60 @@
+"""Session fixtures: a small real SevenNet-0 hub trained on subsets of the upstream data."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import ase.io
+import pytest
+
+from ase_moma import load_backbone
+from ase_moma.hub import Hub, TrainConfig, train_module
+
+DATA = Path(__file__).resolve().parents[2] / "shared" / "data" / "upstream"
+TINY = TrainConfig(epochs=2, batch_size=8, val_fraction=0.25, hidden=32)
+
+
+def _subset(source: str, tmp: Path, count: int, step: int = 1, half_with: str | None = None) -> Path:
+    """Every ``step``-th of the first frames; with ``half_with``, half of them with info[half_with] > 0."""
+    path = DATA / source
+    if not path.is_file():
+        pytest.skip(f"real data not found at {path} (../shared/data is absent)")
+    frames = ase.io.read(path, f":{count * step * 4}:{step}")
+    if half_with is None:
+        frames = frames[:count]
+    else:
+        positive = [a for a in frames if a.info[half_with] > 0]
+        frames = positive[:count // 2] + [a for a in frames if a.info[half_with] <= 0][:count - count // 2]
+    out = tmp / f"{Path(source).stem}.extxyz"
+    ase.io.write(out, frames)
+    return out
+
+
+@pytest.fixture(scope="session")
+def hub_data(tmp_path_factory) -> dict[str, Path]:
+    tmp = tmp_path_factory.mktemp("hubdata")
+    return {"perov": _subset("perov_5.extxyz", tmp, 24, step=17, half_with="ind_gap"),
+            "carbon": _subset("carbon_24.extxyz", tmp, 12, step=131)}
+
+
+@pytest.fixture(scope="session")
+def sevennet():
+    return load_backbone("sevennet", device="cpu")
+
+
+@pytest.fixture(scope="session")
+def hub(tmp_path_factory, hub_data, sevennet) -> Hub:
+    """A 4-module SevenNet-0 hub: full and adapter modules with heads, and an energy module."""
+    hub = Hub.create(tmp_path_factory.mktemp("hub") / "hub", sevennet)
+    train_module(hub, "heat_full", hub_data["perov"], "heat_all", config=TINY, unit="eV/atom",
+                 device="cpu", progress=False)
+    train_module(hub, "gap_adapter", hub_data["perov"], "ind_gap",
+                 config=TrainConfig(**{**TINY.__dict__, "kind": "adapter"}), unit="eV",
+                 device="cpu", progress=False)
+    train_module(hub, "carbon_energy", hub_data["carbon"], "energy_per_atom", config=TINY,
+                 unit="eV/atom", device="cpu", progress=False)
+    train_module(hub, "dir_gap_full", hub_data["perov"], "dir_gap", config=TINY, unit="eV",
+                 device="cpu", progress=False)
+    return hub
+
+
