@@ -92,7 +92,6 @@ class Backbone(abc.ABC):
     requires: ClassVar[tuple[str, ...]] = ()
     has_default: ClassVar[bool] = False
     requested_source: str | None = None  # as the user named it; None is the embedded default
-    load_options: dict[str, Any] = {}  # plugin options it was loaded with (set by the registry)
 
     def __init__(self, model: torch.nn.Module, *, device: torch.device, dtype: torch.dtype,
                  source: str, cutoff: float, covered_numbers: Sequence[int]) -> None:
@@ -168,17 +167,26 @@ class Backbone(abc.ABC):
         check_atoms(atoms, self.covered_numbers, self.name)
         return self.build_graph(atoms)
 
-    @torch.no_grad()
     def embed(self, structures: Sequence[Atoms], batch_size: int = 32) -> torch.Tensor:
         """(B, F) mean-pooled invariant features of the last interaction block."""
+        return self.embed_graphs([self.graph(a) for a in structures], batch_size)
+
+    @torch.no_grad()
+    def embed_graphs(self, graphs: Sequence[Any], batch_size: int = 32) -> torch.Tensor:
+        """:meth:`embed` for graphs already built by :meth:`graph`; (B, F) on the CPU."""
         rows = []
-        for start in range(0, len(structures), batch_size):
-            chunk = structures[start:start + batch_size]
-            feats = self.node_features(self.collate([self.graph(a) for a in chunk]))
+        for start in range(0, len(graphs), batch_size):
+            chunk = graphs[start:start + batch_size]
+            feats = self.node_features(self.collate(chunk))
             rows.append(mean_pool(feats.invariant, feats.batch, len(chunk)))
         if not rows:
             raise ValueError("embed needs at least one structure")
         return torch.cat(rows).cpu()
+
+
+def parameter_path_weights(name: str, module: torch.nn.Module, layer: str, kind: str) -> list[PathWeight]:
+    """Every parameter of submodule ``name`` as a path weight of ``kind`` in ``layer``."""
+    return [PathWeight(f"{name}.{param}", layer, kind) for param, _ in module.named_parameters()]
 
 
 def mean_pool(values: torch.Tensor, batch: torch.Tensor, n_graphs: int) -> torch.Tensor:

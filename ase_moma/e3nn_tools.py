@@ -13,10 +13,22 @@ from math import prod
 
 import torch
 
+from ase_moma.backbone import PathWeight
+
 
 def prepare_e3nn() -> None:
     """Make ``import e3nn`` work under torch ≥ 2.6; call before importing e3nn users."""
     torch.serialization.add_safe_globals([slice])
+
+
+def e3nn_path_weight(name: str, module: torch.nn.Module, layer: str) -> PathWeight | None:
+    """The tagged ``weight`` of an e3nn ``o3.Linear``/``o3.TensorProduct`` that has one, else None."""
+    from e3nn import o3
+
+    if not isinstance(module, (o3.Linear, o3.TensorProduct)) or module.weight.numel() == 0:
+        return None
+    kind = "linear" if isinstance(module, o3.Linear) else "tensor_product"
+    return PathWeight(f"{name}.weight", layer, kind, irrep_slices(module))
 
 
 def irrep_slices(module: torch.nn.Module) -> dict[int, tuple[tuple[int, int], ...]]:

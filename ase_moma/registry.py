@@ -76,7 +76,6 @@ def load_backbone(name: str, source: str | None = None, *, device: str | torch.d
     cls = backbone_class(name)
     backbone = cls.load(source, device=resolve_device(device), dtype=resolve_dtype(dtype), **options)
     backbone.requested_source = source
-    backbone.load_options = dict(options)
     return backbone
 
 

@@ -22,9 +22,9 @@ import torch
 from ase import Atoms
 
 from ase_moma.atomic_io import atomic_directory
-from ase_moma.backbone import Backbone, BackboneOutput, NodeFeatures, PathWeight
+from ase_moma.backbone import Backbone, BackboneOutput, NodeFeatures, PathWeight, parameter_path_weights
 from ase_moma.checkpoints import UnsafeCheckpointError, require_file
-from ase_moma.e3nn_tools import irrep_slices, prepare_e3nn
+from ase_moma.e3nn_tools import e3nn_path_weight, prepare_e3nn
 
 FORMAT = "ase-moma/mace-1"
 _NAMED_PREFIX = "mace_mp:"
@@ -92,22 +92,18 @@ class MACEBackbone(Backbone):
         return NodeFeatures(invariant=last_block[:, :n_scalar], batch=batch["batch"])
 
     def path_weights(self) -> list[PathWeight]:
-        from e3nn import o3
-
         weights = []
         for name, module in self.model.named_modules():
             if not name.startswith(("interactions", "products")):
                 continue
             layer = ".".join(name.split(".")[:2])
-            if isinstance(module, (o3.Linear, o3.TensorProduct)) and module.weight.numel() > 0:
-                kind = "linear" if isinstance(module, o3.Linear) else "tensor_product"
-                weights.append(PathWeight(f"{name}.weight", layer, kind, irrep_slices(module)))
+            tagged = e3nn_path_weight(name, module, layer)
+            if tagged is not None:
+                weights.append(tagged)
             elif name.endswith("conv_tp_weights"):
-                weights.extend(PathWeight(f"{name}.{param}", layer, "radial_mlp")
-                               for param, _ in module.named_parameters())
+                weights.extend(parameter_path_weights(name, module, layer, "radial_mlp"))
             elif name.endswith("symmetric_contractions"):
-                weights.extend(PathWeight(f"{name}.{param}", layer, "tensor_product")
-                               for param, _ in module.named_parameters())
+                weights.extend(parameter_path_weights(name, module, layer, "tensor_product"))
         return weights
 
 

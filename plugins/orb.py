@@ -42,7 +42,6 @@ class OrbBackbone(Backbone):
         with _torch_globals_restored():  # orb-models sets the global default dtype and matmul precision
             model, architecture = _build(source, architecture, precision)
         if not hasattr(model, "grad_forces_name"):
-
             raise ValueError(f"{architecture} is a direct-force Orb model; ase-moma needs a conservative one")
         model.to(device=device, dtype=dtype).eval()
         model.requires_grad_(False)

@@ -12,9 +12,10 @@ from typing import Any, Sequence
 import torch
 from ase import Atoms
 
-from ase_moma.backbone import AdapterSite, Backbone, BackboneOutput, NodeFeatures, PathWeight
+from ase_moma.backbone import (AdapterSite, Backbone, BackboneOutput, NodeFeatures, PathWeight,
+                               parameter_path_weights)
 from ase_moma.checkpoints import load_weights_only, require_file
-from ase_moma.e3nn_tools import irrep_slices, prepare_e3nn
+from ase_moma.e3nn_tools import e3nn_path_weight, prepare_e3nn
 
 _LAST_BLOCK_END = "reduce_input_to_hidden"
 
@@ -137,17 +138,14 @@ class SevenNetBackbone(Backbone):
         return self.model._modules[site].register_forward_hook(rewrite)
 
     def path_weights(self) -> list[PathWeight]:
-        from e3nn import o3
-
         weights = []
         for name, module in self.model.named_modules():
             layer = name.split(".")[0]
-            if isinstance(module, (o3.Linear, o3.TensorProduct)) and module.weight.numel() > 0:
-                kind = "linear" if isinstance(module, o3.Linear) else "tensor_product"
-                weights.append(PathWeight(f"{name}.weight", layer, kind, irrep_slices(module)))
+            tagged = e3nn_path_weight(name, module, layer)
+            if tagged is not None:
+                weights.append(tagged)
             elif name.endswith("weight_nn"):
-                weights.extend(PathWeight(f"{name}.{param}", layer, "radial_mlp")
-                               for param, _ in module.named_parameters())
+                weights.extend(parameter_path_weights(name, module, layer, "radial_mlp"))
         return weights
 
 

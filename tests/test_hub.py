@@ -151,8 +151,8 @@ def test_a_crash_while_writing_leaves_the_hub_as_it_was_and_rerun_resumes(hub, t
     folders_before = sorted(p.name for p in (hub.path / "modules").iterdir())
     real_save = store_module.save_tensors
 
-    def save_then_crash(path, tensors, metadata=None):
-        real_save(path, tensors, metadata)
+    def save_then_crash(path, tensors):
+        real_save(path, tensors)
         raise OSError("disk full (simulated)")
 
     monkeypatch.setattr(store_module, "save_tensors", save_then_crash)

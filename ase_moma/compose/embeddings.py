@@ -20,7 +20,6 @@ from ase import Atoms
 from tqdm.auto import tqdm
 
 from ase_moma.atomic_io import atomic_file
-from ase_moma.backbone import mean_pool
 from ase_moma.hub.files import WEIGHTS, load_tensors, save_tensors
 from ase_moma.hub.store import Hub
 from ase_moma.labelled_data import structures_hash
@@ -48,7 +47,7 @@ def module_embeddings(hub: Hub, names: Sequence[str], structures: Sequence[Atoms
             backbone.model.load_state_dict(pretrained)
             model = hub.load_module(name, backbone=backbone)
             try:
-                result[name] = _embed(backbone, graphs, batch_size)
+                result[name] = backbone.embed_graphs(graphs, batch_size).double().numpy()
             finally:
                 if model.adapters is not None:
                     model.adapters.detach()
@@ -56,16 +55,6 @@ def module_embeddings(hub: Hub, names: Sequence[str], structures: Sequence[Atoms
                 save_tensors(tmp, {"embeddings": torch.from_numpy(result[name])})
         backbone.model.load_state_dict(pretrained)
     return result
-
-
-@torch.no_grad()
-def _embed(backbone, graphs: list, batch_size: int) -> np.ndarray:
-    rows = []
-    for start in range(0, len(graphs), batch_size):
-        chunk = graphs[start:start + batch_size]
-        features = backbone.node_features(backbone.collate(chunk))
-        rows.append(mean_pool(features.invariant, features.batch, len(chunk)).double().cpu())
-    return torch.cat(rows).numpy()
 
 
 def _cache_key(weights_sha256: str, data_key: str) -> str:

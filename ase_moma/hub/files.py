@@ -108,11 +108,11 @@ def load_tensors(path: Path) -> dict[str, torch.Tensor]:
         raise HubIntegrityError(f"{path} is not a valid safetensors file: {error}") from None
 
 
-def save_tensors(path: Path, tensors: dict[str, torch.Tensor], metadata: dict[str, str] | None = None) -> str:
+def save_tensors(path: Path, tensors: dict[str, torch.Tensor]) -> str:
     """Write ``tensors`` (contiguous CPU copies) to ``path``; return the file's sha256."""
     from safetensors.torch import save_file
 
-    save_file({k: v.detach().cpu().contiguous() for k, v in tensors.items()}, str(path), metadata=metadata)
+    save_file({k: v.detach().cpu().contiguous() for k, v in tensors.items()}, str(path))
     return sha256_file(path)
 
 

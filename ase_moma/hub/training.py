@@ -152,7 +152,8 @@ def train_module(hub: Hub | str | Path, name: str, data: str | Path, target: str
     groups = _parameter_groups(model, config)
     optimizer = torch.optim.AdamW(groups, weight_decay=config.weight_decay)
     trainable = {f"{gi}.{pi}": p for gi, group in enumerate(groups) for pi, p in enumerate(group["params"])}
-    run_hash = _run_hash(hub, name, target, config, readout, task_data)
+    data_hashes = {"train_hash": task_data.train.data_hash(), "val_hash": task_data.val.data_hash()}
+    run_hash = _run_hash(hub, name, target, config, readout, data_hashes)
     work = hub.path / ".work" / name
 
     start_epoch, best_mae, bad_epochs = 0, math.inf, 0
@@ -201,7 +202,7 @@ def train_module(hub: Hub | str | Path, name: str, data: str | Path, target: str
         "normalisation": {"mean": mean, "std": std}, "metrics": metrics,
         "training": dict(dataclasses.asdict(config), epochs_run=epoch, stopped_early=bad_epochs >= config.patience),
         "data": {"source": str(data), "split": task_data.split_source,
-                 "train_hash": task_data.train.data_hash(), "val_hash": task_data.val.data_hash()},
+                 **data_hashes},
         "build_mode": config.mode, "created_by": f"ase-moma {__version__}",
     }
     hub.write_module(name, meta, _module_tensors(model, config.kind), overwrite=overwrite)
@@ -256,10 +257,9 @@ def _assign(trainable: dict[str, torch.nn.Parameter], values: dict[str, torch.Te
 
 
 def _run_hash(hub: Hub, name: str, target: str, config: TrainConfig, readout: str,
-              task_data: TaskData) -> str:
+              data_hashes: dict[str, str]) -> str:
     content = json.dumps({"hub": hub.backbone["fingerprint"], "name": name, "target": target,
-                          "readout": readout, "config": dataclasses.asdict(config),
-                          "train": task_data.train.data_hash(), "val": task_data.val.data_hash()},
+                          "readout": readout, "config": dataclasses.asdict(config), **data_hashes},
                          sort_keys=True)
     return hashlib.sha256(content.encode()).hexdigest()
 
