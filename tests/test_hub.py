@@ -193,8 +193,15 @@ def test_training_interrupted_mid_run_resumes_to_the_same_module(hub, tmp_path, 
     assert "heat" not in Hub(resumed.path).names()
     monkeypatch.setattr(training_module, "save_checkpoint", real_checkpoint)
     train_module(resumed, "heat", hub_data["perov"], "heat_all", config=config, device="cpu", progress=False)
+    from safetensors.torch import load_file
+
+    # Equal up to float32 round-off: multithreaded CPU BLAS may round the last bit differently
+    # from run to run; a resume that lost the optimiser state or restarted would differ by far more.
     for filename in ("weights.safetensors", "head.safetensors"):
-        assert (straight.folder("heat") / filename).read_bytes() == (resumed.folder("heat") / filename).read_bytes()
+        a, b = (load_file(str(h.folder("heat") / filename)) for h in (straight, resumed))
+        assert a.keys() == b.keys()
+        for key in a:
+            torch.testing.assert_close(a[key], b[key], rtol=1e-4, atol=1e-6, msg=key)
 
 
 @pytest.mark.parametrize("problem, match", [
