@@ -7,7 +7,7 @@ import json
 import math
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Sequence
+from typing import Any, Sequence
 
 import numpy as np
 from ase import Atoms
@@ -110,3 +110,62 @@ def random_split(n: int, val_fraction: float, seed: int) -> dict[str, list[int]]
     order = np.random.default_rng(seed).permutation(n)
     n_val = min(n - 1, max(1, round(val_fraction * n)))
     return {"train": sorted(order[n_val:].tolist()), "val": sorted(order[:n_val].tolist())}
+
+
+@dataclass
+class TaskData:
+    """The labelled splits of one task (``test`` may be None); split_source says where they came from."""
+
+    train: LabelledSet
+    val: LabelledSet
+    test: LabelledSet | None
+    split_source: str
+
+    def parts(self) -> dict[str, LabelledSet]:
+        """``{"train", "val"[, "test"]}`` → the non-empty splits."""
+        return {name: subset for name, subset in (("train", self.train), ("val", self.val),
+                                                   ("test", self.test)) if subset}
+
+    def graphs(self, backbone: Any) -> dict[str, tuple[list[Any], LabelledSet]]:
+        """``{split: (graphs, labelled set)}`` for every non-empty split."""
+        return {name: (build_graphs(backbone, subset), subset) for name, subset in self.parts().items()}
+
+
+def load_task_data(data: str | Path, target: str, split: str | Path | None = None, task: str | None = None,
+                   *, val_fraction: float = 0.1, seed: int = 0, max_train: int | None = None) -> TaskData:
+    """Read the frames and split them: by a split file when given, else at random (seeded).
+
+    task: the split file's key (default: the data file's stem). max_train:
+    subsample the training split to at most this many structures (seeded).
+    """
+    if split is not None:
+        parts = read_split(split, task or Path(data).stem)
+        wanted = sorted(set().union(*parts.values()))
+        labelled = read_labelled(data, target, wanted)
+        where = {index: row for row, index in enumerate(labelled.indices)}
+        sets = {part: labelled.subset([where[i] for i in indices]) for part, indices in parts.items()}
+        split_source = str(split)
+    else:
+        labelled = read_labelled(data, target)
+        parts = random_split(len(labelled), val_fraction, seed)
+        sets = {part: labelled.subset(rows) for part, rows in parts.items()}
+        split_source = f"random (val_fraction={val_fraction}, seed={seed})"
+    train = sets["train"]
+    if max_train is not None and len(train) > max_train:
+        keep = np.random.default_rng(seed).choice(len(train), max_train, replace=False)
+        train = train.subset(sorted(keep.tolist()))
+    for part, subset in (("train", train), ("val", sets["val"])):
+        if len(subset) == 0:
+            raise ValueError(f"the {part} split of {data} is empty")
+    return TaskData(train, sets["val"], sets.get("test"), split_source)
+
+
+def build_graphs(backbone: Any, labelled: LabelledSet) -> list[Any]:
+    """``backbone.graph`` of every frame; an error names the frame's index in its file."""
+    graphs = []
+    for atoms, index in zip(labelled.frames, labelled.indices):
+        try:
+            graphs.append(backbone.graph(atoms))
+        except (ValueError, TypeError) as error:
+            raise type(error)(f"{labelled.source}: frame {index}: {error}") from None
+    return graphs

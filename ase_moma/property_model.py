@@ -13,6 +13,7 @@ from ase_moma.backbone import Backbone
 from ase_moma.heads import EnergyReference, PropertyHead
 
 READOUTS = ("head", "energy_per_atom")
+KINDS = ("full", "adapter")  # what a module changes: every backbone weight, or adapters only
 
 
 class PropertyModel(torch.nn.Module):

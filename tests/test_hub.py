@@ -17,8 +17,9 @@ from ase_moma import load_backbone
 from ase_moma.cli import main
 from ase_moma.hub import Hub, HubIntegrityError, TrainConfig, train_module
 from ase_moma.hub import store as store_module
-from ase_moma.hub import training as training_module
-from ase_moma.hub.files import sha256_file
+from ase_moma import fitting as fitting_module
+from ase_moma.labelled_data import load_task_data
+from ase_moma.module_files import sha256_file
 from hub_fixtures import TINY
 
 def _copy_hub(hub: Hub, tmp_path: Path) -> Hub:
@@ -32,7 +33,8 @@ def test_reloaded_modules_reproduce_their_recorded_predictions(hub, hub_data):
                               ("carbon_energy", "carbon", "energy_per_atom")):
         meta = hub.read_module(name)
         model = hub.load_module(name, device="cpu")
-        val = training_module.load_task_data(hub_data[source], key, _config(meta)).val
+        val = load_task_data(hub_data[source], key, val_fraction=_config(meta).val_fraction,
+                             seed=_config(meta).seed).val
         predictions = model.predict(val.frames)
         assert np.mean(np.abs(predictions - val.targets)) == pytest.approx(meta["metrics"]["val_mae"], rel=1e-12)
         again = hub.load_module(name, device="cpu").predict(val.frames)
@@ -178,7 +180,7 @@ def test_training_interrupted_mid_run_resumes_to_the_same_module(hub, tmp_path, 
     train_module(straight, "heat", hub_data["perov"], "heat_all", config=config, device="cpu", progress=False)
 
     resumed = _copy_hub(hub, tmp_path / "b")
-    real_checkpoint = training_module.save_checkpoint
+    real_checkpoint = fitting_module.save_checkpoint
     calls = []
 
     def interrupt_after_first_epoch(*args, **kwargs):
@@ -187,11 +189,11 @@ def test_training_interrupted_mid_run_resumes_to_the_same_module(hub, tmp_path, 
             raise KeyboardInterrupt
         real_checkpoint(*args, **kwargs)
 
-    monkeypatch.setattr(training_module, "save_checkpoint", interrupt_after_first_epoch)
+    monkeypatch.setattr(fitting_module, "save_checkpoint", interrupt_after_first_epoch)
     with pytest.raises(KeyboardInterrupt):
         train_module(resumed, "heat", hub_data["perov"], "heat_all", config=config, device="cpu", progress=False)
     assert "heat" not in Hub(resumed.path).names()
-    monkeypatch.setattr(training_module, "save_checkpoint", real_checkpoint)
+    monkeypatch.setattr(fitting_module, "save_checkpoint", real_checkpoint)
     train_module(resumed, "heat", hub_data["perov"], "heat_all", config=config, device="cpu", progress=False)
     from safetensors.torch import load_file
 

@@ -20,7 +20,7 @@ from ase import Atoms
 from tqdm.auto import tqdm
 
 from ase_moma.atomic_io import atomic_file
-from ase_moma.hub.files import WEIGHTS, load_tensors, save_tensors
+from ase_moma.module_files import WEIGHTS, load_tensors, save_tensors
 from ase_moma.hub.store import Hub
 from ase_moma.labelled_data import structures_hash
 

@@ -25,13 +25,12 @@ from ase_moma.adapters import AdapterSet
 from ase_moma.atomic_io import atomic_directory, atomic_file
 from ase_moma.backbone import Backbone
 from ase_moma.heads import EnergyReference, PropertyHead
-from ase_moma.hub.files import (HEAD, MODULE_JSON, WEIGHTS, HubIntegrityError, check_module_folder,
+from ase_moma.module_files import (HEAD, MODULE_JSON, WEIGHTS, HubIntegrityError, check_module_folder,
                                 load_tensors, read_json, save_tensors, write_json)
-from ase_moma.property_model import PropertyModel
+from ase_moma.property_model import KINDS, PropertyModel
 
 HUB_JSON = "hub.json"
 SCHEMA_VERSION = 1
-KINDS = ("full", "adapter")
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$")
 
 
@@ -136,22 +135,7 @@ class Hub:
         module overwrites its weights in place); else a fresh one is loaded.
         """
         meta = self.read_module(name)
-        folder = self.folder(name)
-        backbone = backbone or self.load_backbone(device, dtype)
-        tensors = load_tensors(folder / WEIGHTS)
-        adapters = None
-        if meta["kind"] == "full":
-            _load_state(backbone.model, tensors, folder / WEIGHTS)
-        else:
-            adapters = AdapterSet.for_backbone(backbone)
-            _load_state(adapters.adapters, tensors, folder / WEIGHTS)
-        if meta["readout"] == "head":
-            head = PropertyHead(**meta["head"]).to(device=backbone.device, dtype=backbone.dtype)
-        else:
-            head = EnergyReference(**meta["head"]).to(device=backbone.device)
-        _load_state(head, load_tensors(folder / HEAD), folder / HEAD)
-        model = PropertyModel(backbone, meta["readout"], head=head, adapters=adapters)
-        return model.eval()
+        return module_from_folder(self.folder(name), meta, backbone or self.load_backbone(device, dtype))
 
     def write_module(self, name: str, meta: dict[str, Any],
                      tensors: dict[str, dict[str, torch.Tensor]], overwrite: bool = False) -> Path:
@@ -165,13 +149,7 @@ class Hub:
             raise ValueError(f"module kind must be one of {', '.join(KINDS)}, got {meta.get('kind')!r}")
 
         def fill(folder: Path) -> None:
-            files = {}
-            for filename, content in tensors.items():
-                files[filename] = save_tensors(folder / filename, content)
-            record = dict(meta, name=name, files=files,
-                          backbone={k: self.meta["backbone"][k] for k in ("name", "version", "fingerprint")},
-                          created=datetime.now(timezone.utc).isoformat(timespec="seconds"))
-            write_json(folder / MODULE_JSON, record)
+            write_module_folder(folder, dict(meta, name=name), tensors, self.meta["backbone"])
 
         return self._install(name, fill, overwrite)
 
@@ -274,7 +252,42 @@ def index_entry(meta: dict[str, Any], size_bytes: int) -> dict[str, Any]:
             "val_mae": metrics.get("val_mae"), "size_bytes": size_bytes}
 
 
-def _load_state(module: torch.nn.Module, tensors: dict[str, torch.Tensor], path: Path) -> None:
+def write_module_folder(folder: Path, meta: dict[str, Any], tensors: dict[str, dict[str, torch.Tensor]],
+                        backbone: dict[str, Any]) -> None:
+    """Fill an empty ``folder`` with the safetensors files and a ``module.json``.
+
+    ``meta`` is completed with each file's sha256, the ``backbone`` record
+    (name, version, fingerprint) and the creation time.
+    """
+    files = {filename: save_tensors(folder / filename, content) for filename, content in tensors.items()}
+    record = dict(meta, files=files, backbone={k: backbone[k] for k in ("name", "version", "fingerprint")},
+                  created=datetime.now(timezone.utc).isoformat(timespec="seconds"))
+    write_json(folder / MODULE_JSON, record)
+
+
+def module_from_folder(folder: Path, meta: dict[str, Any], backbone: Backbone) -> PropertyModel:
+    """The PropertyModel of a verified module folder (``meta`` its module.json) on ``backbone``.
+
+    A ``full`` module overwrites the backbone's weights in place; an
+    ``adapter`` module attaches its adapters to it.
+    """
+    tensors = load_tensors(folder / WEIGHTS)
+    adapters = None
+    if meta["kind"] == "full":
+        load_state(backbone.model, tensors, folder / WEIGHTS)
+    else:
+        adapters = AdapterSet.for_backbone(backbone)
+        load_state(adapters.adapters, tensors, folder / WEIGHTS)
+    if meta["readout"] == "head":
+        head = PropertyHead(**meta["head"]).to(device=backbone.device, dtype=backbone.dtype)
+    else:
+        head = EnergyReference(**meta["head"]).to(device=backbone.device)
+    load_state(head, load_tensors(folder / HEAD), folder / HEAD)
+    return PropertyModel(backbone, meta["readout"], head=head, adapters=adapters).eval()
+
+
+def load_state(module: torch.nn.Module, tensors: dict[str, torch.Tensor], path: Path) -> None:
+    """``module.load_state_dict(tensors)`` after checking names and shapes; errors name ``path``."""
     expected = module.state_dict()
     missing = sorted(expected.keys() - tensors.keys())
     unexpected = sorted(tensors.keys() - expected.keys())

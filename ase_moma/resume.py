@@ -1,4 +1,4 @@
-"""Training checkpoints in safetensors + JSON, so an interrupted ``hub train`` can resume.
+"""Training checkpoints in safetensors + JSON, so an interrupted training run can resume.
 
 A checkpoint holds the trainable tensors, the best tensors so far, the AdamW
 state and a JSON record (epoch, best validation error, patience counter, and
@@ -16,7 +16,7 @@ from typing import Any
 import torch
 
 from ase_moma.atomic_io import atomic_directory
-from ase_moma.hub.files import load_tensors, read_json, save_tensors, write_json
+from ase_moma.module_files import load_tensors, read_json, save_tensors, write_json
 
 STATE = "state.json"
 TENSORS = "tensors.safetensors"
