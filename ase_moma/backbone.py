@@ -159,8 +159,17 @@ class Backbone(abc.ABC):
         raise NotImplementedError(f"the {self.name} backbone does not support adapter modules")
 
     def fingerprint(self) -> str:
-        """sha256 of the pretrained weights as loaded (before any tuning)."""
+        """sha256 of the weights as loaded (before any tuning); see :meth:`refingerprint`."""
         return self._fingerprint
+
+    def refingerprint(self, *extra: torch.nn.Module) -> None:
+        """Fingerprint the weights as they are now, with ``extra`` modules (e.g. attached adapters).
+
+        For a backbone whose pretrained weights were replaced by tuned or merged
+        ones on loading: it then identifies those weights, not the pretrained ones.
+        """
+        parts = torch.nn.ModuleList([self.model, *extra])
+        self._fingerprint = state_fingerprint(parts if extra else self.model)
 
     def graph(self, atoms: Atoms) -> Any:
         """Check ``atoms`` (clear errors for bad input), then build its graph."""

@@ -1,4 +1,4 @@
-"""The ``ase-moma`` command line: the backbone registry, batched prediction, the module hub."""
+"""The ``ase-moma`` command line: the backbone registry, batched prediction, the module hub, composition."""
 
 from __future__ import annotations
 
@@ -6,6 +6,7 @@ import argparse
 import sys
 from typing import Sequence
 
+from ase_moma.compose.commands import add_compose_commands
 from ase_moma.hub.commands import add_hub_commands
 
 
@@ -27,10 +28,14 @@ def _parser() -> argparse.ArgumentParser:
     backbones = commands.add_parser("backbones", help="list registered backbones")
     backbones.set_defaults(run=_backbones)
 
-    predict = commands.add_parser("predict", help="energies, forces, stress for every frame")
+    predict = commands.add_parser("predict", help="energies, forces, stress (or a composed model's "
+                                  "property) for every frame")
     predict.add_argument("input", help="structures to evaluate (any format ase.io reads)")
     predict.add_argument("-o", "--output", required=True, help="extended XYZ file to write")
-    predict.add_argument("--backbone", required=True, help="registered backbone name")
+    model = predict.add_mutually_exclusive_group(required=True)
+    model.add_argument("--backbone", help="registered backbone name")
+    model.add_argument("--model", help="a fine-tuned `ase-moma compose` folder: writes its target "
+                       "into each frame's info")
     predict.add_argument("--source", help="checkpoint path (default: the embedded model)")
     predict.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
     predict.add_argument("--dtype", default="float32", choices=["float32", "float64"])
@@ -41,6 +46,7 @@ def _parser() -> argparse.ArgumentParser:
     predict.set_defaults(run=_predict)
 
     add_hub_commands(commands)
+    add_compose_commands(commands)
     return parser
 
 
@@ -65,6 +71,7 @@ def _predict(args: argparse.Namespace) -> int:
 
     from ase_moma import load_calculator
     from ase_moma.atomic_io import atomic_file
+    from ase_moma.calculators import PropertyCalculator
     from ase_moma.structures import read_structures
 
     frames = read_structures(args.input, "input file")
@@ -72,10 +79,19 @@ def _predict(args: argparse.Namespace) -> int:
     if output.exists() and not args.overwrite:
         raise FileExistsError(f"{output} already exists (pass --overwrite to replace it)")
     options = {"trust_pickle": True} if args.trust_pickle else {}
-    calc = load_calculator(args.backbone, args.source, device=args.device, dtype=args.dtype, **options)
-    results = calc.predict(frames, batch_size=args.batch_size, progress=True)
-    for atoms, result in zip(frames, results):
-        atoms.calc = SinglePointCalculator(atoms, **result)
+    calc = load_calculator(args.model or args.backbone, args.source, device=args.device, dtype=args.dtype,
+                           **options)
+    if isinstance(calc, PropertyCalculator):
+        target = calc.model.target
+        replaced = sum(target in atoms.info for atoms in frames)
+        for atoms, value in zip(frames, calc.predict(frames, batch_size=args.batch_size)):
+            atoms.info[target] = value
+        if replaced:
+            print(f"note: {replaced} input frames had info[{target!r}]; the predictions replace it")
+    else:
+        results = calc.predict(frames, batch_size=args.batch_size, progress=True)
+        for atoms, result in zip(frames, results):
+            atoms.calc = SinglePointCalculator(atoms, **result)
     with atomic_file(output) as tmp:
         ase.io.write(tmp, frames, format="extxyz")
     print(f"wrote {len(frames)} structures to {output}")

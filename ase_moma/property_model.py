@@ -23,11 +23,12 @@ class PropertyModel(torch.nn.Module):
     or ``"energy_per_atom"`` (the backbone's own energy head plus per-element
     reference energies, an EnergyReference, divided by the atom count; eV/atom).
     The backbone's torch model is a submodule, so ``parameters()`` covers
-    backbone, adapters and head.
+    backbone, adapters and head. target, unit: the ``atoms.info`` key the model
+    predicts and its unit, as recorded with a trained model.
     """
 
     def __init__(self, backbone: Backbone, readout: str, head: PropertyHead | EnergyReference,
-                 adapters: AdapterSet | None = None) -> None:
+                 adapters: AdapterSet | None = None, target: str = "", unit: str = "") -> None:
         super().__init__()
         if readout not in READOUTS:
             raise ValueError(f"unknown readout {readout!r}; choose one of {', '.join(READOUTS)}")
@@ -39,6 +40,8 @@ class PropertyModel(torch.nn.Module):
         self.readout = readout
         self.head = head
         self.adapters = adapters
+        self.target = target
+        self.unit = unit
         if adapters is not None:
             adapters.attach(backbone)
 

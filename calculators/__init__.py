@@ -2,5 +2,6 @@
 
 from ase_moma.calculators.batch import predict
 from ase_moma.calculators.moma import MomaCalculator
+from ase_moma.calculators.property import PropertyCalculator
 
-__all__ = ["MomaCalculator", "predict"]
+__all__ = ["MomaCalculator", "PropertyCalculator", "predict"]

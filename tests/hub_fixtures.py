@@ -11,6 +11,7 @@ from ase_moma import load_backbone
 from ase_moma.hub import Hub, TrainConfig, train_module
 
 DATA = Path(__file__).resolve().parents[2] / "shared" / "data" / "upstream"
+MATMINER = DATA.parent / "matminer"
 TINY = TrainConfig(epochs=2, batch_size=8, val_fraction=0.25, hidden=32)
 
 
@@ -44,7 +45,7 @@ def sevennet():
 
 @pytest.fixture(scope="session")
 def hub(tmp_path_factory, hub_data, sevennet) -> Hub:
-    """A 4-module SevenNet-0 hub: full and adapter modules with heads, and an energy module."""
+    """A 5-module SevenNet-0 hub: four full modules (three with heads, one energy module) and an adapter one."""
     hub = Hub.create(tmp_path_factory.mktemp("hub") / "hub", sevennet)
     train_module(hub, "heat_full", hub_data["perov"], "heat_all", config=TINY, unit="eV/atom",
                  device="cpu", progress=False)
@@ -54,6 +55,8 @@ def hub(tmp_path_factory, hub_data, sevennet) -> Hub:
     train_module(hub, "carbon_energy", hub_data["carbon"], "energy_per_atom", config=TINY,
                  unit="eV/atom", device="cpu", progress=False)
     train_module(hub, "dir_gap_full", hub_data["perov"], "dir_gap", config=TINY, unit="eV",
+                 device="cpu", progress=False)
+    train_module(hub, "ind_gap_full", hub_data["perov"], "ind_gap", config=TINY, unit="eV",
                  device="cpu", progress=False)
     return hub
 

@@ -1,8 +1,14 @@
-"""MoMa adaptive module composition: kNN proxy, simplex weights, weight-space merge."""
+"""MoMa adaptive module composition: embed, kNN proxy, simplex weights, merge, fine-tune."""
 
+from ase_moma.compose.composed import load_composed_backbone, load_composed_model
+from ase_moma.compose.composer import compose, read_recipe, replay
 from ase_moma.compose.embeddings import module_embeddings
+from ase_moma.compose.finetune import DOWNSTREAM, finetune_composed
 from ase_moma.compose.knn import knn_proxy, spearman
 from ase_moma.compose.merge import merge_safetensors
+from ase_moma.compose.strategies import STRATEGIES, strategy_weights
 from ase_moma.compose.weights import WeightSolution, solve_weights
 
-__all__ = ["WeightSolution", "knn_proxy", "module_embeddings", "merge_safetensors", "solve_weights", "spearman"]
+__all__ = ["DOWNSTREAM", "STRATEGIES", "WeightSolution", "compose", "finetune_composed", "knn_proxy",
+           "load_composed_backbone", "load_composed_model", "merge_safetensors", "module_embeddings",
+           "read_recipe", "replay", "solve_weights", "spearman", "strategy_weights"]

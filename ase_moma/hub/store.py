@@ -114,18 +114,7 @@ class Hub:
     def load_backbone(self, device: str | torch.device = "auto", dtype: str | torch.dtype = "float32",
                       source: str | None = None, **options: Any) -> Backbone:
         """The pretrained backbone this hub was built on; refuses one with another fingerprint."""
-        from ase_moma.registry import load_backbone
-
-        record = self.backbone
-        backbone = load_backbone(record["name"], source or record.get("source"), device=device,
-                                 dtype=dtype, **options)
-        if backbone.fingerprint() != record["fingerprint"]:
-            raise HubIntegrityError(
-                f"the {record['name']} weights loaded from {backbone.source} have fingerprint "
-                f"{backbone.fingerprint()[:16]}…, but hub {self.path} was built on "
-                f"{record['fingerprint'][:16]}…"
-            )
-        return backbone
+        return load_recorded_backbone(self.backbone, f"hub {self.path}", device, dtype, source, **options)
 
     def load_module(self, name: str, device: str | torch.device = "auto",
                     dtype: str | torch.dtype = "float32", backbone: Backbone | None = None) -> PropertyModel:
@@ -252,6 +241,26 @@ def index_entry(meta: dict[str, Any], size_bytes: int) -> dict[str, Any]:
             "val_mae": metrics.get("val_mae"), "size_bytes": size_bytes}
 
 
+def load_recorded_backbone(record: dict[str, Any], built_on: str, device: str | torch.device = "auto",
+                           dtype: str | torch.dtype = "float32", source: str | None = None,
+                           **options: Any) -> Backbone:
+    """The pretrained backbone a ``record`` (name, source, fingerprint) names, fingerprint checked.
+
+    built_on: what was built on it (e.g. ``"hub PATH"``), for the error message.
+    source: load from here instead of the recorded source.
+    """
+    from ase_moma.registry import load_backbone
+
+    backbone = load_backbone(record["name"], source or record.get("source"), device=device, dtype=dtype,
+                             **options)
+    if backbone.fingerprint() != record["fingerprint"]:
+        raise HubIntegrityError(
+            f"the {record['name']} weights loaded from {backbone.source} have fingerprint "
+            f"{backbone.fingerprint()[:16]}…, but {built_on} was built on {record['fingerprint'][:16]}…"
+        )
+    return backbone
+
+
 def write_module_folder(folder: Path, meta: dict[str, Any], tensors: dict[str, dict[str, torch.Tensor]],
                         backbone: dict[str, Any]) -> None:
     """Fill an empty ``folder`` with the safetensors files and a ``module.json``.
@@ -283,7 +292,8 @@ def module_from_folder(folder: Path, meta: dict[str, Any], backbone: Backbone) -
     else:
         head = EnergyReference(**meta["head"]).to(device=backbone.device)
     load_state(head, load_tensors(folder / HEAD), folder / HEAD)
-    return PropertyModel(backbone, meta["readout"], head=head, adapters=adapters).eval()
+    return PropertyModel(backbone, meta["readout"], head=head, adapters=adapters, target=meta.get("target", ""),
+                         unit=meta.get("unit", "")).eval()
 
 
 def load_state(module: torch.nn.Module, tensors: dict[str, torch.Tensor], path: Path) -> None:

@@ -1,0 +1,90 @@
+"""``ase-moma compose`` and ``ase-moma finetune``."""
+
+from __future__ import annotations
+
+import argparse
+
+from ase_moma.compose.strategies import STRATEGIES
+
+
+def add_compose_commands(commands: argparse._SubParsersAction) -> None:
+    """Register ``compose`` and ``finetune`` on the top-level parser's sub-parsers."""
+    compose = commands.add_parser("compose", help="compose a model for a dataset from a hub's modules (AMC)")
+    compose.add_argument("-o", "--output", required=True, help="folder to write (recipe, merged model, chart)")
+    compose.add_argument("--hub", help="hub directory")
+    compose.add_argument("--data", help="extxyz file with the target in atoms.info")
+    compose.add_argument("--target", help="atoms.info key of the target")
+    compose.add_argument("--recipe", help="replay this recipe.json instead of composing afresh")
+    compose.add_argument("--split", help="split file {task: {train, val, test}} (default: random split)")
+    compose.add_argument("--task", help="key in --split (default: the data file's stem)")
+    compose.add_argument("--seed", type=int, default=0, help="seed of the random split and selection")
+    compose.add_argument("--n-train", type=int, help="few-shot: subsample the training split to N")
+    compose.add_argument("--val-fraction", type=float, default=0.1)
+    compose.add_argument("--unit", default="", help="unit of the target, for reports")
+    compose.add_argument("--strategy", default="amc", choices=STRATEGIES,
+                         help="amc, or a baseline: model soup, AMC support averaged, random pick, "
+                              "softmax of proxy MAE, best single module, no hub")
+    compose.add_argument("--kind", choices=["full", "adapter"], help="which modules to compose "
+                         "(default: full ones when the hub has any)")
+    compose.add_argument("--modules", nargs="+", help="restrict to these modules")
+    compose.add_argument("--k", type=int, default=5, help="neighbours in the kNN proxy")
+    compose.add_argument("--knn-temperature", type=float, default=0.2)
+    compose.add_argument("--similarity", default="cosine", choices=["cosine", "dot", "euclidean"])
+    compose.add_argument("--solver", help="cvxpy solver (default: CLARABEL, else OSQP)")
+    compose.add_argument("--softmax-temperature", type=float, default=1.0)
+    compose.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
+    compose.add_argument("--overwrite", action="store_true", help="replace an existing output folder")
+    compose.set_defaults(run=_compose)
+
+    finetune = commands.add_parser("finetune", help="fine-tune a composed model with a fresh head")
+    finetune.add_argument("composed", help="folder written by `ase-moma compose`")
+    finetune.add_argument("--epochs", type=int, default=60)
+    finetune.add_argument("--batch-size", type=int, default=32)
+    finetune.add_argument("--lr", type=float, default=8e-5, help="backbone or adapter learning rate")
+    finetune.add_argument("--head-lr", type=float, default=1e-3)
+    finetune.add_argument("--patience", type=int, default=10)
+    finetune.add_argument("--seed", type=int, default=0)
+    finetune.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
+    finetune.set_defaults(run=_finetune)
+
+
+def _compose(args: argparse.Namespace) -> int:
+    from ase_moma.compose.composer import compose, replay
+
+    if args.recipe:
+        recipe = replay(args.recipe, args.output, hub=args.hub, overwrite=args.overwrite)
+    else:
+        missing = [flag for flag, value in (("--hub", args.hub), ("--data", args.data),
+                                            ("--target", args.target)) if value is None]
+        if missing:
+            raise ValueError(f"compose needs {', '.join(missing)} (or --recipe to replay a composition)")
+        recipe = compose(args.hub, args.data, args.target, args.output, split=args.split, task=args.task,
+                         seed=args.seed, n_train=args.n_train, val_fraction=args.val_fraction,
+                         unit=args.unit, strategy=args.strategy, kind=args.kind, modules=args.modules,
+                         k=args.k, temperature=args.knn_temperature, similarity=args.similarity,
+                         solver=args.solver, softmax_temperature=args.softmax_temperature,
+                         device=args.device, overwrite=args.overwrite)
+    print(f"{recipe['strategy']} composition for {recipe['task']['task']}:{recipe['task']['target']} "
+          f"(M = {recipe['task']['train_size']}) -> {args.output}")
+    for module in recipe["modules"]:
+        print(f"  {module['name']:<32} weight {module['weight']:.4f}  proxy MAE {module['proxy_mae']:.4g}  "
+              f"Spearman {module['spearman']:+.3f}")
+    timings = recipe["timings"]
+    print("  time: " + ", ".join(f"{key[:-2]} {value:.2f} s" for key, value in timings.items()))
+    return 0
+
+
+def _finetune(args: argparse.Namespace) -> int:
+    import dataclasses
+
+    from ase_moma.compose.finetune import DOWNSTREAM, finetune_composed
+
+    config = dataclasses.replace(DOWNSTREAM, epochs=args.epochs, batch_size=args.batch_size, lr=args.lr,
+                                 head_lr=args.head_lr, patience=args.patience, seed=args.seed)
+    meta = finetune_composed(args.composed, config, device=args.device)
+    metrics = meta["metrics"]
+    shown = ", ".join(f"{part} MAE {metrics[f'{part}_mae']:.4g} (predicting the mean: "
+                      f"{metrics[f'{part}_mae_predict_mean']:.4g})" for part in ("val", "test")
+                      if f"{part}_mae" in metrics)
+    print(f"fine-tuned {args.composed} for {meta['training']['epochs_run']} epochs: {shown} {meta['unit']}")
+    return 0

@@ -1,0 +1,88 @@
+"""MoMa Algorithm 1, step 5: fine-tune a composed model with a fresh head on its task.
+
+The training split is the one the composition was computed on (its hash is
+checked); the validation split drives early stopping and the test split, when
+the split file has one, is reported. The result is a hub module folder in
+``OUT/model/``: ``load_calculator(OUT)`` serves it and ``ase-moma hub add
+OUT/model`` adds it to a hub built on the same backbone.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import re
+import shutil
+from pathlib import Path
+from typing import Any
+
+from ase_moma.atomic_io import atomic_directory
+from ase_moma.compose.composed import FINETUNED, apply_merged, base_backbone
+from ase_moma.compose.composer import read_recipe
+from ase_moma.fitting import TrainConfig, build_property_model, evaluate, fit, model_tensors
+from ase_moma.hub.store import write_module_folder
+from ase_moma.labelled_data import load_task_data
+
+DOWNSTREAM = TrainConfig(epochs=60, batch_size=32, lr=8e-5, head_lr=1e-3, patience=10, mode="downstream")
+"""Downstream settings of DESIGN §5 (batch 32, lr 8e-5, ≤ 60 epochs, patience 10)."""
+
+
+def finetune_composed(out: str | Path, config: TrainConfig | None = None, *, device: str = "auto",
+                      progress: bool = True) -> dict[str, Any]:
+    """Fine-tune the composed model in ``out``; write ``OUT/model/``; return its module.json.
+
+    config: training settings (default DOWNSTREAM); its ``kind`` is the
+    composition's. An interrupted run resumes from ``OUT/.work/``.
+    """
+    from ase_moma import __version__
+
+    out = Path(out)
+    recipe = read_recipe(out)
+    config = dataclasses.replace(config or DOWNSTREAM, kind=recipe["kind"])
+    config.check()
+    task = recipe["task"]
+    task_data = load_task_data(task["data"], task["target"], task["split"], task["task"],
+                               val_fraction=task["val_fraction"], seed=task["seed"], max_train=task["n_train"])
+    if task_data.train.data_hash() != task["train_hash"]:
+        raise ValueError(f"the training split of {task['data']} is not the one {out} was composed on "
+                         "(the data or split file changed)")
+    backbone = base_backbone(out, device)
+    adapters = apply_merged(out, backbone)
+    parts = task_data.graphs(backbone)
+    readout = config.resolved_readout(task["target"])
+    model = build_property_model(backbone, config, readout, parts["train"][0], task_data.train, adapters)
+    work = out / ".work"
+    run_hash = hashlib.sha256(json.dumps({"merged": recipe["merged"], "config": dataclasses.asdict(config),
+                                          "train": task["train_hash"], "val": task_data.val.data_hash()},
+                                         sort_keys=True).encode()).hexdigest()
+    result = fit(model, config, *parts["train"], *parts["val"], work, run_hash, progress=progress,
+                 desc=f"fine-tune {task['task']}")
+
+    mean, std = float(task_data.train.targets.mean()), float(task_data.train.targets.std())
+    meta = {
+        "name": _module_name(f"{task['task']}_{recipe['strategy']}"),
+        "task": task["task"], "target": task["target"], "unit": task["unit"], "kind": config.kind,
+        "readout": readout, "head": model.head.config(),
+        "n_train": len(task_data.train), "n_val": len(task_data.val),
+        "n_test": len(task_data.test) if task_data.test else 0,
+        "normalisation": {"mean": mean, "std": std},
+        "metrics": {"train_target_std": std,
+                    **evaluate(model, {k: v for k, v in parts.items() if k != "train"}, mean)},
+        "training": dict(dataclasses.asdict(config), epochs_run=result.epochs_run,
+                         stopped_early=result.stopped_early),
+        "data": {"source": task["data"], "split": task_data.split_source, "train_hash": task["train_hash"],
+                 "val_hash": task_data.val.data_hash()},
+        "composition": {"strategy": recipe["strategy"], "merged": recipe["merged"],
+                        "modules": [{k: m[k] for k in ("name", "sha256", "weight")}
+                                    for m in recipe["modules"] if m["weight"] > 0]},
+        "build_mode": config.mode, "created_by": f"ase-moma {__version__}",
+    }
+    with atomic_directory(out / FINETUNED, overwrite=True) as tmp:
+        write_module_folder(tmp, meta, model_tensors(model, config.kind), recipe["backbone"])
+    shutil.rmtree(work, ignore_errors=True)
+    return meta
+
+
+def _module_name(text: str) -> str:
+    return re.sub(r"[^A-Za-z0-9_.-]", "_", text).lstrip("_.-")[:128] or "composed"
