@@ -3,7 +3,10 @@
 1. relax a rattled, strained silicon crystal with FIRE on a FrechetCellFilter (positions and cell);
 2. run NVE (velocity Verlet) and report the total-energy drift and steps/s;
 3. run Langevin MD at 600 K and report the mean temperature;
-4. batch-predict a few dozen generated structures and list the lowest energies per atom.
+4. batch-predict a few dozen generated structures and list the lowest energies per atom;
+5. build a small module hub, compose a model for a held-out task (MoMa AMC), print the module
+   weights, fine-tune it and rank structures with it (examples/compose_and_rank.py; needs the
+   data in ../shared/data).
 
     python examples/demo.py [--device auto|cpu|cuda] [--steps N]
 """
@@ -11,7 +14,9 @@
 from __future__ import annotations
 
 import argparse
+import tempfile
 import time
+from pathlib import Path
 
 import numpy as np
 from ase import Atoms, units
@@ -23,6 +28,7 @@ from ase.md.verlet import VelocityVerlet
 from ase.optimize import FIRE
 
 from ase_moma import load_calculator
+from compose_and_rank import DATA, build_small_hub, compose_and_rank
 
 
 def relax(calc, fmax: float = 0.01) -> Atoms:
@@ -112,6 +118,13 @@ def main() -> None:
     nve(calc, relaxed, args.steps)
     langevin(calc, relaxed, args.steps)
     screen(calc)
+    if not (DATA / "matminer").is_dir():
+        print(f"compose: skipped, the data is not at {DATA}")
+        return
+    with tempfile.TemporaryDirectory(prefix="ase_moma_demo_") as tmp:
+        hub = build_small_hub(Path(tmp) / "hub", device=args.device)
+        compose_and_rank(hub, "jarvis_2d_gap_opt", Path(tmp) / "composed", n_train=60, epochs=3,
+                         device=args.device)
 
 
 if __name__ == "__main__":
