@@ -8,6 +8,7 @@ weights restored. A checkpoint after every epoch lets an interrupted run resume.
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from dataclasses import dataclass
 from pathlib import Path
@@ -22,7 +23,7 @@ from ase_moma.backbone import Backbone
 from ase_moma.module_files import HEAD, WEIGHTS
 from ase_moma.resume import load_checkpoint, save_checkpoint
 from ase_moma.heads import EnergyReference, PropertyHead
-from ase_moma.labelled_data import LabelledSet
+from ase_moma.labelled_data import LabelledSet, TaskData
 from ase_moma.property_model import KINDS, READOUTS, PropertyModel
 
 ENERGY_KEYS = ("energy_per_atom",)
@@ -173,6 +174,34 @@ def evaluate(model: PropertyModel, parts: dict[str, tuple[Sequence[Any], Labelle
         metrics[f"{part}_rmse"] = float(np.sqrt(np.mean(error ** 2)))
         metrics[f"{part}_mae_predict_mean"] = float(np.mean(np.abs(subset.targets - train_mean)))
     return metrics
+
+
+def module_record(model: PropertyModel, config: TrainConfig, task_data: TaskData,
+                  parts: dict[str, tuple[Sequence[Any], LabelledSet]], result: FitResult, *, task: str,
+                  unit: str, source: str, data_hashes: dict[str, str]) -> dict[str, Any]:
+    """The module.json content of a trained model: task, read-out, sizes, metrics, training, data.
+
+    parts: the graphs of every split (:meth:`TaskData.graphs`); val and test
+    are evaluated. source: where the data came from; data_hashes: the splits'
+    ``train_hash`` and ``val_hash``, as the caller computed them for its run hash.
+    """
+    from ase_moma import __version__
+
+    train = task_data.train
+    mean, std = float(train.targets.mean()), float(train.targets.std())
+    return {
+        "task": task, "target": train.key, "unit": unit, "kind": config.kind,
+        "readout": model.readout, "head": model.head.config(),
+        "n_train": len(train), "n_val": len(task_data.val),
+        "n_test": len(task_data.test) if task_data.test else 0,
+        "normalisation": {"mean": mean, "std": std},
+        "metrics": {"train_target_std": std,
+                    **evaluate(model, {k: v for k, v in parts.items() if k != "train"}, mean)},
+        "training": dict(dataclasses.asdict(config), epochs_run=result.epochs_run,
+                         stopped_early=result.stopped_early),
+        "data": {"source": source, "split": task_data.split_source, **data_hashes},
+        "build_mode": config.mode, "created_by": f"ase-moma {__version__}",
+    }
 
 
 def model_tensors(model: PropertyModel, kind: str) -> dict[str, dict[str, torch.Tensor]]:

@@ -20,7 +20,7 @@ from typing import Any
 from ase_moma.atomic_io import atomic_directory
 from ase_moma.compose.composed import FINETUNED, apply_merged, base_backbone
 from ase_moma.compose.composer import read_recipe
-from ase_moma.fitting import TrainConfig, build_property_model, evaluate, fit, model_tensors
+from ase_moma.fitting import TrainConfig, build_property_model, fit, model_tensors, module_record
 from ase_moma.hub.store import write_module_folder
 from ase_moma.labelled_data import load_task_data
 
@@ -35,8 +35,6 @@ def finetune_composed(out: str | Path, config: TrainConfig | None = None, *, dev
     config: training settings (default DOWNSTREAM); its ``kind`` is the
     composition's. An interrupted run resumes from ``OUT/.work/``.
     """
-    from ase_moma import __version__
-
     out = Path(out)
     recipe = read_recipe(out)
     config = dataclasses.replace(config or DOWNSTREAM, kind=recipe["kind"])
@@ -53,31 +51,17 @@ def finetune_composed(out: str | Path, config: TrainConfig | None = None, *, dev
     readout = config.resolved_readout(task["target"])
     model = build_property_model(backbone, config, readout, parts["train"][0], task_data.train, adapters)
     work = out / ".work"
+    data_hashes = {"train_hash": task["train_hash"], "val_hash": task_data.val.data_hash()}
     run_hash = hashlib.sha256(json.dumps({"merged": recipe["merged"], "config": dataclasses.asdict(config),
-                                          "train": task["train_hash"], "val": task_data.val.data_hash()},
-                                         sort_keys=True).encode()).hexdigest()
+                                          **data_hashes}, sort_keys=True).encode()).hexdigest()
     result = fit(model, config, *parts["train"], *parts["val"], work, run_hash, progress=progress,
                  desc=f"fine-tune {task['task']}")
 
-    mean, std = float(task_data.train.targets.mean()), float(task_data.train.targets.std())
-    meta = {
-        "name": _module_name(f"{task['task']}_{recipe['strategy']}"),
-        "task": task["task"], "target": task["target"], "unit": task["unit"], "kind": config.kind,
-        "readout": readout, "head": model.head.config(),
-        "n_train": len(task_data.train), "n_val": len(task_data.val),
-        "n_test": len(task_data.test) if task_data.test else 0,
-        "normalisation": {"mean": mean, "std": std},
-        "metrics": {"train_target_std": std,
-                    **evaluate(model, {k: v for k, v in parts.items() if k != "train"}, mean)},
-        "training": dict(dataclasses.asdict(config), epochs_run=result.epochs_run,
-                         stopped_early=result.stopped_early),
-        "data": {"source": task["data"], "split": task_data.split_source, "train_hash": task["train_hash"],
-                 "val_hash": task_data.val.data_hash()},
-        "composition": {"strategy": recipe["strategy"], "merged": recipe["merged"],
-                        "modules": [{k: m[k] for k in ("name", "sha256", "weight")}
-                                    for m in recipe["modules"] if m["weight"] > 0]},
-        "build_mode": config.mode, "created_by": f"ase-moma {__version__}",
-    }
+    meta = module_record(model, config, task_data, parts, result, task=task["task"], unit=task["unit"],
+                         source=task["data"], data_hashes=data_hashes)
+    meta.update(name=_module_name(f"{task['task']}_{recipe['strategy']}"), composition={
+        "strategy": recipe["strategy"], "merged": recipe["merged"],
+        "modules": [{k: m[k] for k in ("name", "sha256", "weight")} for m in recipe["modules"] if m["weight"] > 0]})
     with atomic_directory(out / FINETUNED, overwrite=True) as tmp:
         write_module_folder(tmp, meta, model_tensors(model, config.kind), recipe["backbone"])
     shutil.rmtree(work, ignore_errors=True)

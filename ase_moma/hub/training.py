@@ -14,7 +14,7 @@ import shutil
 from pathlib import Path
 from typing import Any
 
-from ase_moma.fitting import TrainConfig, build_property_model, evaluate, fit, model_tensors
+from ase_moma.fitting import TrainConfig, build_property_model, fit, model_tensors, module_record
 from ase_moma.hub.store import Hub, check_module_name
 from ase_moma.labelled_data import load_task_data
 
@@ -31,8 +31,6 @@ def train_module(hub: Hub | str | Path, name: str, data: str | Path, target: str
     interrupted run leaves a checkpoint in ``HUB/.work/<name>/`` and the same call
     resumes from it. Returns the module's metadata as written to module.json.
     """
-    from ase_moma import __version__
-
     config = config or TrainConfig()
     config.check()
     hub = hub if isinstance(hub, Hub) else Hub(hub)
@@ -51,20 +49,8 @@ def train_module(hub: Hub | str | Path, name: str, data: str | Path, target: str
     result = fit(model, config, *parts["train"], *parts["val"], work, run_hash, progress=progress,
                  desc=f"train {name}")
 
-    mean = float(task_data.train.targets.mean())
-    metrics = {"train_target_std": float(task_data.train.targets.std()),
-               **evaluate(model, {k: v for k, v in parts.items() if k != "train"}, mean)}
-    meta = {
-        "task": task or Path(data).stem, "target": target, "unit": unit, "kind": config.kind,
-        "readout": readout, "head": model.head.config(),
-        "n_train": len(task_data.train), "n_val": len(task_data.val),
-        "n_test": len(task_data.test) if task_data.test else 0,
-        "normalisation": {"mean": mean, "std": float(task_data.train.targets.std())}, "metrics": metrics,
-        "training": dict(dataclasses.asdict(config), epochs_run=result.epochs_run,
-                         stopped_early=result.stopped_early),
-        "data": {"source": str(data), "split": task_data.split_source, **data_hashes},
-        "build_mode": config.mode, "created_by": f"ase-moma {__version__}",
-    }
+    meta = module_record(model, config, task_data, parts, result, task=task or Path(data).stem, unit=unit,
+                         source=str(data), data_hashes=data_hashes)
     hub.write_module(name, meta, model_tensors(model, config.kind), overwrite=overwrite)
     shutil.rmtree(work, ignore_errors=True)
     return hub.read_module(name)
