@@ -11,7 +11,7 @@ from __future__ import annotations
 import abc
 import hashlib
 from dataclasses import dataclass, field
-from typing import Any, ClassVar, Sequence
+from typing import Any, ClassVar, Mapping, Sequence
 
 import numpy as np
 import torch
@@ -59,13 +59,15 @@ class PathWeight:
     interaction block or readout it belongs to; kind: ``"linear"`` (e3nn
     ``o3.Linear``), ``"tensor_product"`` or ``"radial_mlp"``; irrep_slices: for
     e3nn linears, ``l -> [(start, stop), ...]`` slices of the flat weight whose
-    paths act on irreps of degree ``l``.
+    paths act on irreps of degree ``l``; blocks: for e3nn modules,
+    ``(start, stop, rows, cols)`` of each path's weight matrix in the flat weight.
     """
 
     name: str
     layer: str
     kind: str
     irrep_slices: dict[int, tuple[tuple[int, int], ...]] = field(default_factory=dict)
+    blocks: tuple[tuple[int, int, int, int], ...] = ()
 
 
 @dataclass(frozen=True)
@@ -146,6 +148,23 @@ class Backbone(abc.ABC):
     @abc.abstractmethod
     def path_weights(self) -> list[PathWeight]:
         """The parameters sparse fine-tuning may move, tagged (see PathWeight)."""
+
+    def readout_parameters(self) -> list[str]:
+        """Names of the read-out parameters (the layers after the last interaction block).
+
+        What the ``readout`` fine-tuning baseline trains; backbones without a
+        separable read-out keep this default.
+        """
+        raise NotImplementedError(f"the {self.name} backbone does not name its read-out parameters")
+
+    def add_reference_energies(self, shifts: Mapping[int, float]) -> str:
+        """Add ``shifts[Z]`` (eV per atom of element Z) to the model's per-element reference energies.
+
+        In place; every structure's energy moves by Σ_i shifts[Z_i] and forces
+        and stress do not change. Returns the name of the state-dict tensor that
+        holds the references. Backbones without such a tensor keep this default.
+        """
+        raise NotImplementedError(f"the {self.name} backbone has no per-element reference energies to shift")
 
     def adapter_sites(self) -> list[AdapterSite]:
         """Where adapters go: after each interaction block, in order.

@@ -1,4 +1,5 @@
-"""The ``ase-moma`` command line: the backbone registry, batched prediction, the module hub, composition."""
+"""The ``ase-moma`` command line: the backbone registry, batched prediction, the module hub, composition,
+fine-tuning."""
 
 from __future__ import annotations
 
@@ -7,6 +8,7 @@ import sys
 from typing import Sequence
 
 from ase_moma.compose.commands import add_compose_commands
+from ase_moma.finetune.commands import add_finetune_command
 from ase_moma.hub.commands import add_hub_commands
 
 
@@ -47,6 +49,7 @@ def _parser() -> argparse.ArgumentParser:
 
     add_hub_commands(commands)
     add_compose_commands(commands)
+    add_finetune_command(commands)
     return parser
 
 

@@ -28,7 +28,24 @@ def e3nn_path_weight(name: str, module: torch.nn.Module, layer: str) -> PathWeig
     if not isinstance(module, (o3.Linear, o3.TensorProduct)) or module.weight.numel() == 0:
         return None
     kind = "linear" if isinstance(module, o3.Linear) else "tensor_product"
-    return PathWeight(f"{name}.weight", layer, kind, irrep_slices(module))
+    return PathWeight(f"{name}.weight", layer, kind, irrep_slices(module), path_blocks(module))
+
+
+def path_blocks(module: torch.nn.Module) -> tuple[tuple[int, int, int, int], ...]:
+    """``(start, stop, rows, cols)`` of each weighted path in an e3nn module's flat ``weight``.
+
+    A path's weights form an array of ``path_shape``; rows are all its axes but
+    the last (the output multiplicity), cols the last.
+    """
+    blocks, offset = [], 0
+    for ins in module.instructions:
+        if hasattr(ins, "has_weight") and not ins.has_weight:
+            continue
+        size = prod(ins.path_shape)
+        cols = ins.path_shape[-1]
+        blocks.append((offset, offset + size, size // cols, cols))
+        offset += size
+    return tuple(blocks)
 
 
 def irrep_slices(module: torch.nn.Module) -> dict[int, tuple[tuple[int, int], ...]]:

@@ -19,11 +19,19 @@ import torch
 MODULE_JSON = "module.json"
 WEIGHTS = "weights.safetensors"
 HEAD = "head.safetensors"
+DELTA = "delta.safetensors"
+# What a module changes: every backbone weight (full), adapters only, or a sparse delta on the weights.
+MODULE_KINDS = ("full", "adapter", "delta")
 PICKLE_SUFFIXES = (".pt", ".pth", ".pkl", ".pickle", ".ckpt", ".bin", ".model", ".tar", ".npy", ".joblib")
 
 
 class HubIntegrityError(ValueError):
     """A hub or module folder failed a check (checksum, stray file, fingerprint, schema)."""
+
+
+def weights_file(meta: dict[str, Any]) -> str:
+    """The file that holds a module's backbone or adapter weights: its identity for merging and caching."""
+    return DELTA if meta.get("kind") == "delta" else WEIGHTS
 
 
 def sha256_file(path: str | os.PathLike) -> str:

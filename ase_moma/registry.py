@@ -71,17 +71,20 @@ def load_backbone(name: str, source: str | None = None, *, device: str | torch.d
                   dtype: str | torch.dtype = "float32", **options: Any) -> Backbone:
     """Load backbone ``name`` from ``source`` (None: the embedded default).
 
-    A composed model (an ``ase-moma compose`` output folder) loads by passing
-    its folder as ``name`` or as ``source``. options: plugin-specific loading
-    options (e.g. ``trust_pickle`` for mace).
+    A composed model (an ``ase-moma compose`` output folder) or a fine-tuned
+    potential (an ``ase-moma finetune --backbone`` output folder) loads by
+    passing its folder as ``name`` or as ``source``. options: plugin-specific
+    loading options (e.g. ``trust_pickle`` for mace).
     """
     from ase_moma.compose.composed import is_composed, load_composed_backbone
+    from ase_moma.finetune.export import is_tuned, load_tuned_backbone
 
-    if is_composed(name) or is_composed(source):
-        folder = name if is_composed(name) else source
-        backbone = load_composed_backbone(folder, device=device, dtype=dtype)
-        if not is_composed(name) and backbone.name != name:
-            raise ValueError(f"{source} holds a composed {backbone.name} model, not a {name} one")
+    folder = next((path for path in (name, source) if is_composed(path) or is_tuned(path)), None)
+    if folder is not None:
+        loader = load_composed_backbone if is_composed(folder) else load_tuned_backbone
+        backbone = loader(folder, device=device, dtype=dtype)
+        if folder != name and backbone.name != name:
+            raise ValueError(f"{source} holds a {backbone.name} model, not a {name} one")
         return backbone
     cls = backbone_class(name)
     backbone = cls.load(source, device=resolve_device(device), dtype=resolve_dtype(dtype), **options)

@@ -15,7 +15,7 @@ from __future__ import annotations
 import json
 import types
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Mapping, Sequence
 
 import numpy as np
 import torch
@@ -105,6 +105,20 @@ class MACEBackbone(Backbone):
             elif name.endswith("symmetric_contractions"):
                 weights.extend(parameter_path_weights(name, module, layer, "tensor_product"))
         return weights
+
+    def readout_parameters(self) -> list[str]:
+        return [name for name, _ in self.model.named_parameters() if name.startswith("readouts.")]
+
+    def add_reference_energies(self, shifts: Mapping[int, float]) -> str:
+        name = "atomic_energies_fn.atomic_energies"
+        energies = dict(self.model.named_buffers())[name]
+        slots = {int(z): i for i, z in enumerate(self.model.atomic_numbers)}
+        with torch.no_grad():
+            for z, value in shifts.items():
+                if int(z) not in slots:
+                    raise ValueError(f"element {z} is not covered by this MACE model")
+                energies[..., slots[int(z)]] += value
+        return name
 
 
 def save_mace(model: torch.nn.Module, path: str | Path, overwrite: bool = False) -> Path:

@@ -7,7 +7,7 @@ are batched with torch-geometric and run through the model in batch mode.
 
 from __future__ import annotations
 
-from typing import Any, Sequence
+from typing import Any, Mapping, Sequence
 
 import torch
 from ase import Atoms
@@ -147,6 +147,20 @@ class SevenNetBackbone(Backbone):
             elif name.endswith("weight_nn"):
                 weights.extend(parameter_path_weights(name, module, layer, "radial_mlp"))
         return weights
+
+    def readout_parameters(self) -> list[str]:
+        return [name for name, _ in self.model.named_parameters()
+                if name.startswith(("reduce_input_to_hidden.", "reduce_hidden_to_energy."))]
+
+    def add_reference_energies(self, shifts: Mapping[int, float]) -> str:
+        name = "rescale_atomic_energy.shift"
+        shift = dict(self.model.named_parameters())[name]
+        with torch.no_grad():
+            for z, value in shifts.items():
+                if int(z) not in self.model.type_map:
+                    raise ValueError(f"element {z} is not covered by this SevenNet model")
+                shift[self.model.type_map[int(z)]] += value
+        return name
 
 
 def _cast_onehot_output(model: torch.nn.Module, dtype: torch.dtype) -> None:

@@ -1,4 +1,4 @@
-"""``ase-moma compose`` and ``ase-moma finetune``."""
+"""``ase-moma compose``, and the composed-model form of ``ase-moma finetune``."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ from ase_moma.compose.strategies import STRATEGIES
 
 
 def add_compose_commands(commands: argparse._SubParsersAction) -> None:
-    """Register ``compose`` and ``finetune`` on the top-level parser's sub-parsers."""
+    """Register ``compose`` on the top-level parser's sub-parsers."""
     compose = commands.add_parser("compose", help="compose a model for a dataset from a hub's modules (AMC)")
     compose.add_argument("-o", "--output", required=True, help="folder to write (recipe, merged model, chart)")
     compose.add_argument("--hub", help="hub directory")
@@ -35,17 +35,6 @@ def add_compose_commands(commands: argparse._SubParsersAction) -> None:
     compose.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
     compose.add_argument("--overwrite", action="store_true", help="replace an existing output folder")
     compose.set_defaults(run=_compose)
-
-    finetune = commands.add_parser("finetune", help="fine-tune a composed model with a fresh head")
-    finetune.add_argument("composed", help="folder written by `ase-moma compose`")
-    finetune.add_argument("--epochs", type=int, default=60)
-    finetune.add_argument("--batch-size", type=int, default=32)
-    finetune.add_argument("--lr", type=float, default=8e-5, help="backbone or adapter learning rate")
-    finetune.add_argument("--head-lr", type=float, default=1e-3)
-    finetune.add_argument("--patience", type=int, default=10)
-    finetune.add_argument("--seed", type=int, default=0)
-    finetune.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
-    finetune.set_defaults(run=_finetune)
 
 
 def _compose(args: argparse.Namespace) -> int:
@@ -74,13 +63,15 @@ def _compose(args: argparse.Namespace) -> int:
     return 0
 
 
-def _finetune(args: argparse.Namespace) -> int:
+def finetune_composed_command(args: argparse.Namespace) -> int:
+    """``ase-moma finetune COMPOSED_DIR`` (the parser is in :mod:`ase_moma.finetune.commands`)."""
     import dataclasses
 
     from ase_moma.compose.finetune import DOWNSTREAM, finetune_composed
 
-    config = dataclasses.replace(DOWNSTREAM, epochs=args.epochs, batch_size=args.batch_size, lr=args.lr,
-                                 head_lr=args.head_lr, patience=args.patience, seed=args.seed)
+    given = {key: value for key, value in (("epochs", args.epochs), ("batch_size", args.batch_size),
+                                           ("lr", args.lr), ("patience", args.patience)) if value is not None}
+    config = dataclasses.replace(DOWNSTREAM, head_lr=args.head_lr, seed=args.seed, **given)
     meta = finetune_composed(args.composed, config, device=args.device)
     metrics = meta["metrics"]
     shown = ", ".join(f"{part} MAE {metrics[f'{part}_mae']:.4g} (predicting the mean: "

@@ -25,8 +25,11 @@ from ase_moma.compose.strategies import STRATEGIES, strategy_weights
 from ase_moma.devices import resolve_device
 from ase_moma.hub.store import Hub
 from ase_moma.labelled_data import load_task_data
-from ase_moma.module_files import WEIGHTS, read_json, save_tensors, write_json
+from ase_moma.module_files import read_json, save_tensors, weights_file, write_json
 from ase_moma.property_model import KINDS
+
+# Delta modules (fine-tuned potentials) are whole backbone states too: they compose with full ones.
+WHOLE_MODEL = {"delta": "full"}
 
 RECIPE = "recipe.json"
 MERGED = "merged.safetensors"
@@ -95,7 +98,7 @@ def compose(hub: Hub | str | Path, data: str | Path, target: str, out: str | Pat
             "name": solution.solver, "status": solution.status, "seconds": solution.seconds,
             "proxy_error": solution.proxy_error},
         "softmax_temperature": softmax_temperature if strategy == "softmax" else None,
-        "modules": [{"name": name, "task": metas[name].get("task"), "sha256": metas[name]["files"][WEIGHTS],
+        "modules": [{"name": name, "task": metas[name].get("task"), "sha256": metas[name]["files"][weights_file(metas[name])],
                      "weight": float(weights[j]) if len(weights) else 0.0,
                      "proxy_mae": float(proxy_mae[j]),
                      "spearman": spearman(predictions[j], train.targets)}
@@ -121,7 +124,8 @@ def replay(recipe_path: str | Path, out: str | Path, *, hub: Hub | str | Path | 
         raise ValueError(f"hub {hub.path} holds modules of another backbone than the recipe {recipe_path}")
     for entry in recipe["modules"]:
         if entry["weight"] > 0:
-            sha = hub.read_module(entry["name"])["files"][WEIGHTS]
+            meta = hub.read_module(entry["name"])
+            sha = meta["files"][weights_file(meta)]
             if sha != entry["sha256"]:
                 raise ValueError(f"module {entry['name']} in {hub.path} changed since the recipe was written "
                                  f"(sha256 {sha[:16]}…, recipe {entry['sha256'][:16]}…)")
@@ -138,8 +142,12 @@ def write_composition(hub: Hub, recipe: dict[str, Any], out: Path, overwrite: bo
     with atomic_directory(out, overwrite=overwrite) as tmp:
         merged_sha = None
         if used:
-            merged = merge_safetensors([hub.folder(m["name"]) / WEIGHTS for m in used],
-                                       [m["weight"] for m in used])
+            metas = [hub.read_module(m["name"]) for m in used]
+            base = None
+            if any(meta["kind"] == "delta" for meta in metas):
+                base = hub.load_backbone(device="cpu", dtype="float32").model.state_dict()
+            merged = merge_safetensors([hub.folder(m["name"]) / weights_file(meta) for m, meta in zip(used, metas)],
+                                       [m["weight"] for m in used], base)
             merged_sha = save_tensors(tmp / MERGED, merged)
             del merged
         recipe = dict(recipe, merged={"file": MERGED, "sha256": merged_sha} if merged_sha else None,
@@ -173,10 +181,10 @@ def _candidates(hub: Hub, kind: str | None, modules: Sequence[str] | None) -> tu
         entries = [e for e in entries if e["name"] in set(modules)]
     kinds = {e["kind"] for e in entries}
     if kind is None:
-        kind = "full" if "full" in kinds else "adapter"
+        kind = "adapter" if kinds == {"adapter"} else "full"
     if kind not in KINDS:
         raise ValueError(f"module kind must be one of {', '.join(KINDS)}, got {kind!r}")
-    names = [e["name"] for e in entries if e["kind"] == kind]
+    names = [e["name"] for e in entries if WHOLE_MODEL.get(e["kind"], e["kind"]) == kind]
     if not names:
         raise ValueError(f"hub {hub.path} has no {kind} modules to compose (it has: "
                          f"{', '.join(sorted(kinds)) or 'none'})")

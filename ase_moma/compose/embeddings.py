@@ -20,7 +20,7 @@ from ase import Atoms
 from tqdm.auto import tqdm
 
 from ase_moma.atomic_io import atomic_file
-from ase_moma.module_files import WEIGHTS, load_tensors, save_tensors
+from ase_moma.module_files import load_tensors, save_tensors, weights_file
 from ase_moma.hub.store import Hub
 from ase_moma.labelled_data import structures_hash
 
@@ -36,7 +36,7 @@ def module_embeddings(hub: Hub, names: Sequence[str], structures: Sequence[Atoms
         raise ValueError(f"hub {hub.path} has no modules to compose")
     cache = Path(cache_dir) if cache_dir is not None else hub.path / ".cache" / "embeddings"
     data_key = structures_hash(structures)
-    keys = {name: _cache_key(hub.read_module(name)["files"][WEIGHTS], data_key) for name in names}
+    keys = {name: _cache_key(_weights_sha(hub.read_module(name)), data_key) for name in names}
     result = {name: _read_cached(cache / f"{keys[name]}.safetensors") for name in names}
     missing = [name for name in names if result[name] is None]
     if missing:
@@ -63,3 +63,7 @@ def _cache_key(weights_sha256: str, data_key: str) -> str:
 
 def _read_cached(path: Path) -> np.ndarray | None:
     return load_tensors(path)["embeddings"].numpy() if path.is_file() else None
+
+
+def _weights_sha(meta: dict) -> str:
+    return meta["files"][weights_file(meta)]

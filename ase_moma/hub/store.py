@@ -24,10 +24,11 @@ import torch
 from ase_moma.adapters import AdapterSet
 from ase_moma.atomic_io import atomic_directory, atomic_file
 from ase_moma.backbone import Backbone
+from ase_moma.finetune.delta import apply_delta, read_delta
 from ase_moma.heads import EnergyReference, PropertyHead
-from ase_moma.module_files import (HEAD, MODULE_JSON, WEIGHTS, HubIntegrityError, check_module_folder,
-                                load_tensors, read_json, save_tensors, write_json)
-from ase_moma.property_model import KINDS, PropertyModel
+from ase_moma.module_files import (DELTA, HEAD, MODULE_JSON, MODULE_KINDS, WEIGHTS, HubIntegrityError,
+                                   check_module_folder, load_tensors, read_json, save_tensors, write_json)
+from ase_moma.property_model import PropertyModel
 
 HUB_JSON = "hub.json"
 SCHEMA_VERSION = 1
@@ -134,8 +135,8 @@ class Hub:
         creation time, then written as ``module.json``; the index follows.
         """
         check_module_name(name)
-        if meta.get("kind") not in KINDS:
-            raise ValueError(f"module kind must be one of {', '.join(KINDS)}, got {meta.get('kind')!r}")
+        if meta.get("kind") not in MODULE_KINDS:
+            raise ValueError(f"module kind must be one of {', '.join(MODULE_KINDS)}, got {meta.get('kind')!r}")
 
         def fill(folder: Path) -> None:
             write_module_folder(folder, dict(meta, name=name), tensors, self.meta["backbone"])
@@ -195,7 +196,7 @@ class Hub:
                 f"{str(theirs.get('fingerprint'))[:16]}…, hub {ours['fingerprint'][:16]}…); merging "
                 "needs modules fine-tuned from one shared initialisation"
             )
-        if meta.get("kind") not in KINDS:
+        if meta.get("kind") not in MODULE_KINDS:
             raise HubIntegrityError(f"{folder / MODULE_JSON}: unknown module kind {meta.get('kind')!r}")
 
     def _reload(self) -> None:
@@ -277,9 +278,14 @@ def write_module_folder(folder: Path, meta: dict[str, Any], tensors: dict[str, d
 def module_from_folder(folder: Path, meta: dict[str, Any], backbone: Backbone) -> PropertyModel:
     """The PropertyModel of a verified module folder (``meta`` its module.json) on ``backbone``.
 
-    A ``full`` module overwrites the backbone's weights in place; an
-    ``adapter`` module attaches its adapters to it.
+    A ``full`` module overwrites the backbone's weights in place, a ``delta``
+    module (a fine-tuned potential) adds its sparse change to them and reads
+    out energy per atom; an ``adapter`` module attaches its adapters.
     """
+    if meta["kind"] == "delta":
+        apply_delta(backbone.model, read_delta(load_tensors(folder / DELTA), folder / DELTA), folder / DELTA)
+        return PropertyModel(backbone, "energy_per_atom", head=EnergyReference().to(backbone.device),
+                             target=meta.get("target", ""), unit=meta.get("unit", "")).eval()
     tensors = load_tensors(folder / WEIGHTS)
     adapters = None
     if meta["kind"] == "full":

@@ -1,0 +1,83 @@
+"""``ase-moma finetune``: adapt a potential to DFT data, or fine-tune a composed model's property head."""
+
+from __future__ import annotations
+
+import argparse
+
+from ase_moma.finetune.trainer import METHODS, PRESETS
+
+
+def add_finetune_command(commands: argparse._SubParsersAction) -> None:
+    """Register ``finetune`` on the top-level parser's sub-parsers (both of its forms)."""
+    finetune = commands.add_parser(
+        "finetune", help="adapt a potential to DFT energies/forces/stress (--backbone ...), or fine-tune a "
+        "composed model (COMPOSED_DIR)",
+        description="Two forms: `ase-moma finetune --backbone NAME|DIR --train T --valid V --method M -o OUT/` "
+        "adapts a potential; `ase-moma finetune COMPOSED_DIR` fine-tunes a composition with a fresh head.")
+    finetune.add_argument("composed", nargs="?", help="folder written by `ase-moma compose`")
+    finetune.add_argument("--backbone", help="registered backbone name, or a composed / fine-tuned folder")
+    finetune.add_argument("--source", help="the backbone's checkpoint (default: the embedded model)")
+    finetune.add_argument("--train", help="training set (extxyz with energy, forces, stress)")
+    finetune.add_argument("--valid", help="validation set, for early stopping")
+    finetune.add_argument("--test", help="test set, evaluated once at the end")
+    finetune.add_argument("--method", choices=METHODS, default="sparse")
+    finetune.add_argument("--preset", choices=list(PRESETS), default="L",
+                          help="sparse: threshold decay 0.01 (L, accurate) or 0.3 (H, sparser)")
+    finetune.add_argument("-o", "--output", help="folder to write (the tuned potential)")
+    finetune.add_argument("--name", help="task name recorded in the hub module (default: the --train stem)")
+    finetune.add_argument("--epochs", type=int, help="default 100 (a composed model: 60)")
+    finetune.add_argument("--batch-size", type=int, help="default 64 (a composed model: 32)")
+    finetune.add_argument("--lr", type=float, help="default 1e-3 (a composed model: 8e-5)")
+    finetune.add_argument("--head-lr", type=float, default=1e-3, help="a composed model's head")
+    finetune.add_argument("--tau-lr", type=float, help="learning rate of the sparse thresholds (default: --lr)")
+    finetune.add_argument("--tau-decay", type=float, help="override the preset's threshold decay")
+    finetune.add_argument("--patience", type=int, help="default 10")
+    finetune.add_argument("--max-steps", type=int, help="stop after this many optimiser steps")
+    finetune.add_argument("--energy-weight", type=float, default=1.0)
+    finetune.add_argument("--forces-weight", type=float, default=10.0)
+    finetune.add_argument("--stress-weight", type=float, default=100.0)
+    finetune.add_argument("--rank", type=int, default=4, help="LoRA rank")
+    finetune.add_argument("--no-refit-references", action="store_true",
+                          help="keep the per-element reference energies instead of refitting them")
+    finetune.add_argument("--seed", type=int, default=0)
+    finetune.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
+    finetune.add_argument("--dtype", default="float32", choices=["float32", "float64"])
+    finetune.add_argument("--overwrite", action="store_true", help="replace an existing output folder")
+    finetune.set_defaults(run=_finetune)
+
+
+def _finetune(args: argparse.Namespace) -> int:
+    if args.composed is not None:
+        if args.backbone is not None:
+            raise ValueError("pass either COMPOSED_DIR or --backbone, not both")
+        from ase_moma.compose.commands import finetune_composed_command
+
+        return finetune_composed_command(args)
+    missing = [flag for flag, value in (("--backbone", args.backbone), ("--train", args.train),
+                                        ("--valid", args.valid), ("-o", args.output)) if value is None]
+    if missing:
+        raise ValueError(f"finetune needs {', '.join(missing)} (or a COMPOSED_DIR to fine-tune a composition)")
+    return _finetune_potential(args)
+
+
+def _finetune_potential(args: argparse.Namespace) -> int:
+    from ase_moma.finetune.loss import LossWeights
+    from ase_moma.finetune.pipeline import finetune_potential
+    from ase_moma.finetune.trainer import FinetuneConfig
+
+    given = {key: value for key, value in (("epochs", args.epochs), ("batch_size", args.batch_size),
+                                           ("lr", args.lr), ("patience", args.patience)) if value is not None}
+    config = FinetuneConfig(method=args.method, preset=args.preset, tau_lr=args.tau_lr, tau_decay=args.tau_decay,
+                            max_steps=args.max_steps, refit_references=not args.no_refit_references,
+                            rank=args.rank, seed=args.seed,
+                            loss=LossWeights(args.energy_weight, args.forces_weight, args.stress_weight), **given)
+    record = finetune_potential(args.backbone, args.train, args.valid, args.output, config, test=args.test,
+                                source=args.source, name=args.name, device=args.device, dtype=args.dtype,
+                                overwrite=args.overwrite)
+    errors = "; ".join(f"{role}: " + ", ".join(f"{key} {value:.4g}" for key, value in values.items())
+                       for role, values in record["metrics"].items())
+    updated = record["path_weights_updated"]
+    print(f"{args.method} fine-tuning: {record['result']['steps']} steps, {100 * updated['fraction']:.2f} % of "
+          f"{updated['size']} path weights updated. {errors} (energy meV/atom, forces meV/Å, stress GPa). "
+          f"Wrote {args.output}")
+    return 0

@@ -1,0 +1,105 @@
+"""A fine-tuned potential on disk (``ase-moma finetune --backbone ... -o OUT/``), and loading it back.
+
+OUT/ holds ``finetune.json`` (the base backbone's record with its fingerprint,
+method, settings, data hashes, history, metrics), ``model.safetensors`` (the
+whole tuned state: a plain backbone of the base architecture, as fast as the
+original), ``module/`` (a hub module of kind ``delta``: the change from the
+pretrained weights as indices + values, for ``ase-moma hub add``),
+``report.json`` and ``sparsity.png`` (which path weights moved). It is
+written as one atomic directory; loading checks every checksum.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from ase_moma.atomic_io import atomic_directory
+from ase_moma.backbone import Backbone
+from ase_moma.finetune.delta import Delta, changed_entries, delta_tensors
+from ase_moma.finetune.potential_data import PotentialSet
+from ase_moma.finetune.report import sparsity_chart, sparsity_report
+from ase_moma.finetune.trainer import FinetuneConfig, FinetuneResult
+from ase_moma.hub.store import load_recorded_backbone, load_state, write_module_folder
+from ase_moma.module_files import (DELTA, HubIntegrityError, load_tensors, read_json, save_tensors,
+                                   sha256_file, write_json)
+
+FINETUNE_JSON = "finetune.json"
+MODEL = "model.safetensors"
+MODULE = "module"
+REPORT = "report.json"
+CHART = "sparsity.png"
+SCHEMA = "ase-moma/finetune-1"
+
+
+def is_tuned(path: str | Path | None) -> bool:
+    """Whether ``path`` is a fine-tuned potential folder (it holds finetune.json)."""
+    return path is not None and Path(path).is_dir() and (Path(path) / FINETUNE_JSON).is_file()
+
+
+def write_tuned(out: str | Path, backbone: Backbone, base: dict[str, Any], delta: Delta,
+                config: FinetuneConfig, result: FinetuneResult, data: dict[str, PotentialSet],
+                metrics: dict[str, dict[str, float]], *, name: str, overwrite: bool = False) -> dict[str, Any]:
+    """Write OUT/ for ``backbone`` (tuned in place, plain) started from ``base`` (its backbone record).
+
+    data: the sets by role (``train``, ``valid``, optionally ``test``);
+    metrics: their errors after tuning (and ``zero_shot`` ones if measured).
+    name: the task name recorded in the hub module. Returns finetune.json's content.
+    """
+    from ase_moma import __version__
+
+    shapes = {k: v.shape for k, v in backbone.model.state_dict().items()}
+    report = sparsity_report(backbone.path_weights(), shapes, delta)
+    settings = dataclasses.asdict(config)
+    data_record = {role: {"source": part.source, "frames": len(part), "sha256": part.data_hash()}
+                   for role, part in data.items()}
+    summary = {"method": config.method, "preset": config.preset if config.method == "sparse" else None,
+               "path_weights_updated": report["total"], "entries_changed": changed_entries(delta)}
+    with atomic_directory(out, overwrite=overwrite) as tmp:
+        model_sha = save_tensors(tmp / MODEL, dict(backbone.model.state_dict()))
+        (tmp / MODULE).mkdir()
+        valid = metrics.get("valid", {})
+        write_module_folder(tmp / MODULE, {
+            "name": name, "task": name, "kind": "delta", "target": "energy_per_atom", "unit": "eV/atom",
+            "readout": "energy_per_atom", "n_train": len(data["train"]), "n_val": len(data["valid"]),
+            "metrics": {"val_mae": valid.get("energy_mae", float("nan")) / 1000, **{
+                f"{role}_{k}": v for role, values in metrics.items() for k, v in values.items()}},
+            "training": settings, "data": data_record, **summary,
+            "created_by": f"ase-moma {__version__}"}, {DELTA: delta_tensors(delta)}, base)
+        write_json(tmp / REPORT, {**summary, "sparsity": report, "thresholds": result.thresholds})
+        sparsity_chart(report, f"{config.method} on {name}", tmp / CHART)
+        record = {"schema": SCHEMA, "backbone": base, "name": name, **summary, "config": settings,
+                  "result": dataclasses.asdict(result), "metrics": metrics, "data": data_record,
+                  "files": {MODEL: model_sha}, "created_by": f"ase-moma {__version__}"}
+        write_json(tmp / FINETUNE_JSON, record)
+    return record
+
+
+def read_tuned(out: str | Path) -> dict[str, Any]:
+    """finetune.json of ``out``; a clear error when ``out`` is not a fine-tuned potential."""
+    path = Path(out) / FINETUNE_JSON
+    if not path.is_file():
+        raise FileNotFoundError(f"{out} is not a fine-tuned potential: it has no {FINETUNE_JSON}")
+    record = read_json(path, "fine-tuning record")
+    if record.get("schema") != SCHEMA:
+        raise HubIntegrityError(f"{path} is not an ase-moma fine-tuning record (schema {record.get('schema')!r})")
+    return record
+
+
+def load_tuned_backbone(out: str | Path, device: str | torch.device = "auto",
+                        dtype: str | torch.dtype = "float32") -> Backbone:
+    """The fine-tuned potential in ``out`` as a backbone: its base (fingerprint checked) with the
+    tuned weights of ``model.safetensors`` (checksum checked). Its fingerprint identifies them."""
+    record = read_tuned(out)
+    path = Path(out) / MODEL
+    if not path.is_file() or sha256_file(path) != record["files"][MODEL]:
+        raise HubIntegrityError(f"{path} is missing, corrupted or modified: its sha256 differs from "
+                                f"{FINETUNE_JSON}'s")
+    backbone = load_recorded_backbone(record["backbone"], f"the fine-tuned potential in {out}", device, dtype)
+    load_state(backbone.model, load_tensors(path), path)
+    backbone.refingerprint()
+    backbone.requested_source = str(Path(out).resolve())
+    return backbone

@@ -1,0 +1,109 @@
+"""Increments on a backbone's path weights, attached with ``torch.nn.utils.parametrize``.
+
+While attached, every path weight W of the model reads as W + increment; W
+itself stays frozen in ``parametrizations.<name>.original``. :meth:`dense`
+gives the increments as plain tensors for export, :meth:`detach` restores the
+plain model with its original weights.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+
+import torch
+from torch.nn.utils import parametrize
+
+from ase_moma.backbone import Backbone, PathWeight
+from ase_moma.finetune.lora import ALPHA, RANK, LowRankIncrement, dense_blocks
+from ase_moma.finetune.sparse import INITIAL_THRESHOLD, SIGMA, LayerThreshold, SparseIncrement
+
+INCREMENT_KINDS = ("sparse", "lora")
+
+
+class IncrementSet(torch.nn.Module):
+    """One increment per path weight of ``backbone``: ``sparse`` (STR) or ``lora``.
+
+    Sparse increments share one :class:`LayerThreshold` per ``PathWeight.layer``.
+    Construction draws the initial increments from torch's global generator.
+    """
+
+    def __init__(self, backbone: Backbone, kind: str, *, sigma: float = SIGMA,
+                 initial_threshold: float = INITIAL_THRESHOLD, rank: int = RANK, alpha: float = ALPHA) -> None:
+        super().__init__()
+        if kind not in INCREMENT_KINDS:
+            raise ValueError(f"increment kind must be one of {', '.join(INCREMENT_KINDS)}, got {kind!r}")
+        self.kind = kind
+        self.path_weights = backbone.path_weights()
+        if not self.path_weights:
+            raise ValueError(f"the {backbone.name} backbone exposes no path weights to tune")
+        parameters = dict(backbone.model.named_parameters())
+        self.thresholds = torch.nn.ModuleDict()
+        self.increments = torch.nn.ModuleDict()
+        for weight in self.path_weights:
+            tensor = parameters[weight.name]
+            if kind == "sparse":
+                key = _key(weight.layer)
+                if key not in self.thresholds:
+                    self.thresholds[key] = LayerThreshold(initial_threshold).to(tensor.device)
+                increment = SparseIncrement(tensor, self.thresholds[key], sigma)
+            else:
+                increment = LowRankIncrement(tensor, weight.blocks or dense_blocks(tensor.shape), rank, alpha)
+            self.increments[_key(weight.name)] = increment
+        self._model: torch.nn.Module | None = None
+
+    def attach(self, backbone: Backbone) -> None:
+        """Parametrise each path weight of ``backbone.model`` as W + increment; W is frozen."""
+        if self._model is not None:
+            raise RuntimeError("these increments are already attached")
+        modules = dict(backbone.model.named_modules())
+        for weight in self.path_weights:
+            owner, attribute = _owner(modules, weight.name)
+            getattr(owner, attribute).requires_grad_(False)
+            parametrize.register_parametrization(owner, attribute, self.increments[_key(weight.name)])
+        self._model = backbone.model
+
+    def detach(self) -> None:
+        """Remove the parametrisations; the model gets its original (untuned) weights back."""
+        if self._model is None:
+            return
+        modules = dict(self._model.named_modules())
+        for weight in self.path_weights:
+            owner, attribute = _owner(modules, weight.name)
+            parametrize.remove_parametrizations(owner, attribute, leave_parametrized=False)
+        self._model = None
+
+    @torch.no_grad()
+    def dense(self) -> dict[str, torch.Tensor]:
+        """``{parameter name: increment}`` (shape of W, W's dtype) for every path weight."""
+        return {weight.name: self.increments[_key(weight.name)].increment().detach().clone()
+                for weight in self.path_weights}
+
+    def increment_parameters(self) -> list[torch.nn.Parameter]:
+        """ΔW (sparse) or the A, B factors (lora)."""
+        return [p for increment in self.increments.values() for p in increment.increment_parameters()]
+
+    def threshold_parameters(self) -> list[torch.nn.Parameter]:
+        """The per-layer τ of sparse increments (empty for lora)."""
+        return [threshold.tau for threshold in self.thresholds.values()]
+
+    def layer_thresholds(self) -> dict[str, float]:
+        """``{layer: δ = sigmoid(τ)}`` now."""
+        layers = {_key(w.layer): w.layer for w in self.path_weights}
+        return {layers[key]: float(threshold.threshold().detach()) for key, threshold in self.thresholds.items()}
+
+    def layers(self) -> dict[str, list[PathWeight]]:
+        grouped: dict[str, list[PathWeight]] = defaultdict(list)
+        for weight in self.path_weights:
+            grouped[weight.layer].append(weight)
+        return dict(grouped)
+
+
+def _key(name: str) -> str:
+    """A ModuleDict key for a dotted name (dots are not allowed there)."""
+    return name.replace(".", ":")
+
+
+def _owner(modules: dict[str, torch.nn.Module], name: str) -> tuple[torch.nn.Module, str]:
+    """The module holding parameter ``name`` and the attribute name there."""
+    owner, _, attribute = name.rpartition(".")
+    return modules[owner], attribute

@@ -1,0 +1,96 @@
+"""The fine-tuning loss: Huber on energy per atom, forces and stress, with their weights.
+
+Energies per atom in eV/atom, forces in eV/Å, stress in eV/Å³; the Huber
+δ applies to each in its own unit (0.01 as in MACE's fine-tuning). Errors for
+reports are MAEs in meV/atom, meV/Å and GPa.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Sequence
+
+import numpy as np
+import torch
+
+from ase_moma.backbone import Backbone, BackboneOutput
+from ase_moma.finetune.potential_data import PotentialSet
+
+EV_PER_A3_IN_GPA = 160.21766208
+
+
+@dataclass
+class LossWeights:
+    """Weights of the energy-per-atom, force and stress terms, and the Huber δ."""
+
+    energy: float = 1.0
+    forces: float = 10.0
+    stress: float = 100.0
+    huber_delta: float = 0.01
+
+    def check(self) -> None:
+        for name in ("energy", "forces", "stress"):
+            if getattr(self, name) < 0:
+                raise ValueError(f"the {name} loss weight must be non-negative, got {getattr(self, name)}")
+        if self.energy == self.forces == self.stress == 0:
+            raise ValueError("every loss weight is zero: nothing to fit")
+        if not self.huber_delta > 0:
+            raise ValueError(f"the Huber delta must be positive, got {self.huber_delta}")
+
+
+@dataclass
+class Labels:
+    """Targets of one batch on the model's device: energy per atom (B,), forces (N, 3), stress (B, 3, 3)."""
+
+    energy_per_atom: torch.Tensor
+    n_atoms: torch.Tensor
+    forces: torch.Tensor | None
+    stress: torch.Tensor | None
+
+
+def batch_labels(data: PotentialSet, rows: Sequence[int], device: torch.device) -> Labels:
+    """The labels of frames ``rows`` of ``data``, in float64 on ``device``."""
+    counts = data.n_atoms()[list(rows)]
+    as_tensor = lambda a: torch.as_tensor(np.asarray(a), dtype=torch.float64, device=device)  # noqa: E731
+    return Labels(
+        energy_per_atom=as_tensor(data.energy[list(rows)] / counts),
+        n_atoms=torch.as_tensor(counts, device=device),
+        forces=as_tensor(np.concatenate([data.forces[i] for i in rows])) if data.forces is not None else None,
+        stress=as_tensor(data.stress[list(rows)]) if data.stress is not None else None,
+    )
+
+
+def potential_loss(out: BackboneOutput, labels: Labels, weights: LossWeights) -> torch.Tensor:
+    """Σ weight · Huber(prediction, label) over the weighted terms (a scalar, float64)."""
+    huber = lambda a, b: torch.nn.functional.huber_loss(a.double(), b, delta=weights.huber_delta)  # noqa: E731
+    loss = weights.energy * huber(out.energy / labels.n_atoms, labels.energy_per_atom)
+    if weights.forces > 0:
+        loss = loss + weights.forces * huber(out.forces, labels.forces)
+    if weights.stress > 0:
+        loss = loss + weights.stress * huber(out.stress, labels.stress)
+    return loss
+
+
+def evaluate(backbone: Backbone, graphs: Sequence[Any], data: PotentialSet, weights: LossWeights,
+             batch_size: int = 16) -> dict[str, float]:
+    """Loss and errors of ``backbone`` on ``data`` (graphs prebuilt): ``loss``, ``energy_mae``
+    (meV/atom), ``forces_mae`` (meV/Å, over components), ``stress_mae`` (GPa) where labelled."""
+    losses, sizes, energy, forces, stress = [], [], [], [], []
+    for start in range(0, len(graphs), batch_size):
+        rows = list(range(start, min(start + batch_size, len(graphs))))
+        labels = batch_labels(data, rows, backbone.device)
+        out = backbone.forward(backbone.collate([graphs[i] for i in rows]), forces=labels.forces is not None,
+                               stress=labels.stress is not None)
+        losses.append(float(potential_loss(out, labels, weights).detach()) * len(rows))
+        sizes.append(len(rows))
+        energy.append((out.energy.detach().double() / labels.n_atoms - labels.energy_per_atom).abs().cpu())
+        if labels.forces is not None:
+            forces.append((out.forces.detach().double() - labels.forces).abs().reshape(-1).cpu())
+        if labels.stress is not None:
+            stress.append((out.stress.detach().double() - labels.stress).abs().reshape(-1).cpu())
+    metrics = {"loss": sum(losses) / sum(sizes), "energy_mae": 1000 * float(torch.cat(energy).mean())}
+    if forces:
+        metrics["forces_mae"] = 1000 * float(torch.cat(forces).mean())
+    if stress:
+        metrics["stress_mae"] = EV_PER_A3_IN_GPA * float(torch.cat(stress).mean())
+    return metrics
