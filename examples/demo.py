@@ -6,7 +6,10 @@
 4. batch-predict a few dozen generated structures and list the lowest energies per atom;
 5. build a small module hub, compose a model for a held-out task (MoMa AMC), print the module
    weights, fine-tune it and rank structures with it (examples/compose_and_rank.py; needs the
-   data in ../shared/data).
+   data in ../shared/data);
+6. sparse-tune SevenNet-0 on a small generated set (strained, rattled copper labelled by ASE's EMT,
+   standing in for DFT), print what moved, and run NVE MD with the tuned model
+   (examples/sparse_finetune_md.py).
 
     python examples/demo.py [--device auto|cpu|cuda] [--steps N]
 """
@@ -21,14 +24,16 @@ from pathlib import Path
 import numpy as np
 from ase import Atoms, units
 from ase.build import bulk
+from ase.calculators.emt import EMT
 from ase.filters import FrechetCellFilter
 from ase.md.langevin import Langevin
-from ase.md.velocitydistribution import Stationary, thermalize_momenta
-from ase.md.verlet import VelocityVerlet
+from ase.md.velocitydistribution import thermalize_momenta
 from ase.optimize import FIRE
 
 from ase_moma import load_calculator
+from ase_moma.finetune.potential_data import label_frames
 from compose_and_rank import DATA, build_small_hub, compose_and_rank
+from sparse_finetune_md import adapt, run_md, run_nve
 
 
 def relax(calc, fmax: float = 0.01) -> Atoms:
@@ -50,16 +55,7 @@ def relax(calc, fmax: float = 0.01) -> Atoms:
 def nve(calc, atoms: Atoms, steps: int) -> None:
     """Velocity Verlet at 1 fs from 600 K; prints the drift of the total energy."""
     atoms = atoms.repeat((2, 1, 1))
-    atoms.calc = calc
-    thermalize_momenta(atoms, 600, rng=np.random.default_rng(0))
-    Stationary(atoms)
-    totals = []
-    dynamics = VelocityVerlet(atoms, 1.0 * units.fs)
-    dynamics.attach(lambda: totals.append(atoms.get_total_energy()), interval=1)
-    start = time.perf_counter()
-    dynamics.run(steps)
-    rate = steps / (time.perf_counter() - start)
-    per_atom = (np.array(totals) - totals[0]) / len(atoms)
+    rate, per_atom = run_nve(calc, atoms, steps, temperature_K=600)
     print(f"NVE    : {len(atoms)} atoms, {steps} steps at 1 fs, {rate:.1f} steps/s, "
           f"total-energy drift {1e3 * per_atom[-1]:+.4f} meV/atom "
           f"(peak-to-peak {1e3 * np.ptp(per_atom):.4f} meV/atom)")
@@ -107,6 +103,18 @@ def screen(calc, count: int = 48) -> None:
         print(f"         {names[index]:24s} {per_atom[index]:9.4f} eV/atom  P {pressure:7.2f} GPa")
 
 
+def generated_copper(count: int, seed: int) -> list[Atoms]:
+    """``count`` strained, rattled 8-atom copper cells labelled by EMT (energy, forces, stress)."""
+    rng = np.random.default_rng(seed)
+    frames = []
+    for _ in range(count):
+        atoms = bulk("Cu", "fcc", 3.61, cubic=True).repeat((2, 1, 1))
+        atoms.set_cell(atoms.cell.array @ (np.eye(3) + rng.normal(0, 0.015, (3, 3))), scale_atoms=True)
+        atoms.rattle(0.06, seed=int(rng.integers(1 << 30)))
+        frames.append(atoms)
+    return label_frames(frames, EMT())
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--device", default="auto")
@@ -118,10 +126,13 @@ def main() -> None:
     nve(calc, relaxed, args.steps)
     langevin(calc, relaxed, args.steps)
     screen(calc)
-    if not (DATA / "matminer").is_dir():
-        print(f"compose: skipped, the data is not at {DATA}")
-        return
     with tempfile.TemporaryDirectory(prefix="ase_moma_demo_") as tmp:
+        tuned = Path(tmp) / "tuned_cu"
+        adapt(generated_copper(24, 0), generated_copper(6, 1), tuned, epochs=2, device=args.device)
+        run_md(tuned, generated_copper(1, 2)[0].repeat((1, 2, 2)), args.steps // 4, args.device)
+        if not (DATA / "matminer").is_dir():
+            print(f"compose: skipped, the data is not at {DATA}")
+            return
         hub = build_small_hub(Path(tmp) / "hub", device=args.device)
         compose_and_rank(hub, "jarvis_2d_gap_opt", Path(tmp) / "composed", n_train=60, epochs=3,
                          device=args.device)

@@ -103,7 +103,7 @@ def test_mace_path_weights_take_sparse_increments_and_stay_equivariant(sources):
     names = {w.name for w in backbone.path_weights()}
     assert any("symmetric_contractions" in n for n in names) and any("conv_tp_weights" in n for n in names)
     probe = emt_copper(1, 3)[0]
-    probe.numbers[:2] = 8  # the test MACE model covers H, C, N, O and Cu is not among them
+    probe.numbers[:2] = 8  # the test MACE model covers H, C, O and Si, not Cu
     probe.numbers[2:] = 1
     probe.calc = None
     before = _predict(backbone, [probe])
@@ -188,7 +188,7 @@ def test_bad_fine_tuning_data_is_named():
         read_potential_set([no_stress], forces=True, stress=True)
     gpa = frames[0].copy()
     gpa.calc = type(frames[0].calc)(gpa, energy=1.0, forces=frames[0].get_forces(),
-                                    stress=frames[0].get_stress() * 160.2 + 5)
+                                    stress=frames[0].get_stress() * 1602 + 50)
     with pytest.raises(ValueError, match="GPa or kbar"):
         read_potential_set([gpa], forces=True, stress=True)
     backbone = load_backbone("sevennet", device="cpu")
