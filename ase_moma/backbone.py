@@ -11,7 +11,7 @@ from __future__ import annotations
 import abc
 import hashlib
 from dataclasses import dataclass, field
-from typing import Any, ClassVar, Mapping, Sequence
+from typing import Any, ClassVar, Mapping, Protocol, Sequence
 
 import numpy as np
 import torch
@@ -43,12 +43,38 @@ class NodeFeatures:
     invariant: (N, F) rotation-invariant (l=0) features of the last interaction
     block. batch: (N,) index of the structure each atom belongs to.
     equivariant: named extra feature blocks (e.g. ``"1e"`` → (N, C, 3)) that a
-    head may read; empty when the backbone has none.
+    head may read; empty when the backbone has none. inverted: the same
+    features of the inverted structure (r → −r), which a backbone that is not
+    parity-equivariant passes to energy terms so they can average over inversion.
     """
 
     invariant: torch.Tensor
     batch: torch.Tensor
     equivariant: dict[str, torch.Tensor] = field(default_factory=dict)
+    inverted: "NodeFeatures | None" = None
+
+
+@dataclass
+class Edges:
+    """The directed edges of a batch, each pair present both ways.
+
+    index: (2, E) atom indices (centre, neighbour). vectors: (E, 3) Å, the
+    neighbour's position minus the centre's (with its cell shift), the tensor the
+    backbone differentiates for forces and stress. numbers: (N,) atomic numbers.
+    """
+
+    index: torch.Tensor
+    vectors: torch.Tensor
+    numbers: torch.Tensor
+
+
+class EnergyTerm(Protocol):
+    """An energy added to a backbone's: ``term(features, edges, n_graphs)`` →
+    ((B,) eV, per-atom output such as moments or None), differentiable in the
+    edge vectors and the node features."""
+
+    def __call__(self, features: NodeFeatures, edges: Edges,
+                 n_graphs: int) -> tuple[torch.Tensor, torch.Tensor | None]: ...
 
 
 @dataclass(frozen=True)
@@ -94,6 +120,7 @@ class Backbone(abc.ABC):
     requires: ClassVar[tuple[str, ...]] = ()
     has_default: ClassVar[bool] = False
     requested_source: str | None = None  # as the user named it; None is the embedded default
+    parity_equivariant: bool = True  # False: equivariant under rotations only, not inversion
 
     def __init__(self, model: torch.nn.Module, *, device: torch.device, dtype: torch.dtype,
                  source: str, cutoff: float, covered_numbers: Sequence[int]) -> None:
@@ -132,6 +159,16 @@ class Backbone(abc.ABC):
     @abc.abstractmethod
     def forward(self, batch: Any, *, forces: bool = True, stress: bool = True) -> BackboneOutput:
         """Energy and, by autograd, forces and stress for a collated batch."""
+
+    def forward_with(self, batch: Any, term: EnergyTerm, *, forces: bool = True,
+                     stress: bool = True) -> BackboneOutput:
+        """:meth:`forward` with ``term``'s energy added before differentiating.
+
+        term reads this pass's node features and edges; forces and stress are
+        derivatives of the total, and the term's per-atom output is returned as
+        ``magmoms``. Backbones that cannot host an energy term keep this default.
+        """
+        raise NotImplementedError(f"the {self.name} backbone cannot host an extra energy term")
 
     def energy(self, batch: Any) -> torch.Tensor:
         """(B,) total energies in eV, differentiable with respect to the model's parameters.

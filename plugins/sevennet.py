@@ -12,8 +12,8 @@ from typing import Any, Mapping, Sequence
 import torch
 from ase import Atoms
 
-from ase_moma.backbone import (AdapterSite, Backbone, BackboneOutput, NodeFeatures, PathWeight,
-                               parameter_path_weights)
+from ase_moma.backbone import (AdapterSite, Backbone, BackboneOutput, Edges, EnergyTerm, NodeFeatures,
+                               PathWeight, parameter_path_weights)
 from ase_moma.checkpoints import load_weights_only, require_file
 from ase_moma.e3nn_tools import e3nn_path_weight, prepare_e3nn
 
@@ -47,8 +47,10 @@ class SevenNetBackbone(Backbone):
             _cast_onehot_output(model, dtype)
         model.to(device=device, dtype=dtype).eval()
         model.requires_grad_(False)
-        return cls(model, device=device, dtype=dtype, source=str(path), cutoff=config[KEY.CUTOFF],
-                   covered_numbers=config[KEY.TYPE_MAP].keys())
+        backbone = cls(model, device=device, dtype=dtype, source=str(path), cutoff=config[KEY.CUTOFF],
+                       covered_numbers=config[KEY.TYPE_MAP].keys())
+        backbone.parity_equivariant = bool(config.get(KEY.IS_PARITY, True))  # SevenNet-0: False
+        return backbone
 
     def build_graph(self, atoms: Atoms) -> Any:
         import sevenn._keys as KEY
@@ -74,31 +76,44 @@ class SevenNetBackbone(Backbone):
         import sevenn._keys as KEY
 
         self.model.set_is_batch_data(KEY.BATCH in batch)
-        out = self.model(batch)
-        voigt = -out[KEY.PRED_STRESS].reshape(-1, 6)  # sevenn order: xx yy zz xy yz zx
-        xx, yy, zz, xy, yz, zx = voigt.unbind(-1)
-        full = torch.stack([torch.stack([xx, xy, zx], -1), torch.stack([xy, yy, yz], -1),
-                            torch.stack([zx, yz, zz], -1)], -2)
-        return BackboneOutput(
-            energy=out[KEY.PRED_TOTAL_ENERGY].reshape(-1),
-            n_atoms=out[KEY.NUM_ATOMS].reshape(-1),
-            forces=out[KEY.PRED_FORCE] if forces else None,
-            stress=full if stress else None,
-        )
+        return _output(self.model(batch), forces, stress)
+
+    def forward_with(self, batch: Any, term: EnergyTerm, *, forces: bool = True,
+                     stress: bool = True) -> BackboneOutput:
+        import sevenn._keys as KEY
+
+        batch[self.model.key_grad].requires_grad_(True)  # the edge vectors, as the model's own forward does
+        mirror = None
+        if not self.parity_equivariant:  # the inverted structure: the same graph with edge vectors negated
+            mirror = batch.clone()
+            mirror[KEY.EDGE_VEC] = -batch[KEY.EDGE_VEC]
+        data, features = self._run(batch, stop="force_output")
+        if mirror is not None:
+            features.inverted = self._run(mirror, stop=_LAST_BLOCK_END)[1]
+        edges = Edges(index=data[KEY.EDGE_IDX], vectors=data[KEY.EDGE_VEC], numbers=data[KEY.ATOMIC_NUMBERS])
+        total = data[KEY.PRED_TOTAL_ENERGY]
+        extra, magmoms = term(features, edges, int(data[KEY.NUM_ATOMS].numel()))
+        data[KEY.PRED_TOTAL_ENERGY] = total + extra.to(total.dtype).reshape(total.shape)
+        if forces or stress:
+            data = self.model._modules["force_output"](data)
+        output = _output(data, forces, stress)
+        output.magmoms = magmoms
+        return output
 
     def energy(self, batch: Any) -> torch.Tensor:
         import sevenn._keys as KEY
 
-        self.model.set_is_batch_data(KEY.BATCH in batch)
-        data = batch
-        if self.model.eval_type_map:
-            data[KEY.NODE_FEATURE] = self.model._atomic_numbers_to_onehot(data[KEY.ATOMIC_NUMBERS])
-        for key, module in self.model._modules.items():
-            if key != "force_output":
-                data = module(data)
-        return data[KEY.PRED_TOTAL_ENERGY].reshape(-1)
+        return self._run(batch, stop="force_output")[0][KEY.PRED_TOTAL_ENERGY].reshape(-1)
 
     def node_features(self, batch: Any) -> NodeFeatures:
+        return self._run(batch, stop=_LAST_BLOCK_END)[1]
+
+    def _run(self, batch: Any, stop: str) -> tuple[Any, NodeFeatures]:
+        """Run the model's modules before ``stop`` on ``batch``.
+
+        Returns the data and the node features of the last interaction block
+        (its l=0 channels, and the l=1 blocks of the deepest gate that has them).
+        """
         import sevenn._keys as KEY
         from e3nn import o3
 
@@ -107,20 +122,20 @@ class SevenNetBackbone(Backbone):
         if self.model.eval_type_map:
             data[KEY.NODE_FEATURE] = self.model._atomic_numbers_to_onehot(data[KEY.ATOMIC_NUMBERS])
         equivariant: dict[str, torch.Tensor] = {}
+        invariant = None
         for key, module in self.model._modules.items():
             if key == _LAST_BLOCK_END:
+                scalars = o3.Irreps(module.linear.irreps_in)
+                invariant = data[KEY.NODE_FEATURE][:, :sum(mul for mul, ir in scalars if ir.l == 0)]
+            if key == stop:
                 break
             data = module(data)
             if key.endswith("_equivariant_gate"):
-                irreps = o3.Irreps(module.gate.irreps_out)
-                equivariant.update(_vector_blocks(data[KEY.NODE_FEATURE], irreps))
-        features = data[KEY.NODE_FEATURE]
-        scalars = o3.Irreps(self.model._modules[_LAST_BLOCK_END].linear.irreps_in)
-        n_scalar = sum(mul for mul, ir in scalars if ir.l == 0)
-        n_atoms = features.shape[0]
+                equivariant.update(_vector_blocks(data[KEY.NODE_FEATURE], o3.Irreps(module.gate.irreps_out)))
+        n_atoms = invariant.shape[0]
         index = data[KEY.BATCH] if KEY.BATCH in data else torch.zeros(
-            n_atoms, dtype=torch.long, device=features.device)
-        return NodeFeatures(invariant=features[:, :n_scalar], batch=index, equivariant=equivariant)
+            n_atoms, dtype=torch.long, device=invariant.device)
+        return data, NodeFeatures(invariant=invariant, batch=index, equivariant=equivariant)
 
     def adapter_sites(self) -> list[AdapterSite]:
         from e3nn import o3
@@ -161,6 +176,23 @@ class SevenNetBackbone(Backbone):
                     raise ValueError(f"element {z} is not covered by this SevenNet model")
                 shift[self.model.type_map[int(z)]] += value
         return name
+
+
+def _output(out: Any, forces: bool, stress: bool) -> BackboneOutput:
+    """A BackboneOutput from sevenn's output dict (its stress is −σ in Voigt order xx yy zz xy yz zx)."""
+    import sevenn._keys as KEY
+
+    full = None
+    if stress:
+        xx, yy, zz, xy, yz, zx = (-out[KEY.PRED_STRESS].reshape(-1, 6)).unbind(-1)
+        full = torch.stack([torch.stack([xx, xy, zx], -1), torch.stack([xy, yy, yz], -1),
+                            torch.stack([zx, yz, zz], -1)], -2)
+    return BackboneOutput(
+        energy=out[KEY.PRED_TOTAL_ENERGY].reshape(-1),
+        n_atoms=out[KEY.NUM_ATOMS].reshape(-1),
+        forces=out[KEY.PRED_FORCE] if forces else None,
+        stress=full,
+    )
 
 
 def _cast_onehot_output(model: torch.nn.Module, dtype: torch.dtype) -> None:

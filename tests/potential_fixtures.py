@@ -10,7 +10,8 @@ import pytest
 from ase import Atoms
 from ase.build import bulk
 from ase.calculators.emt import EMT
-from ase.calculators.singlepoint import SinglePointCalculator
+
+from ase_moma.finetune.potential_data import label_frames
 
 MLIP = Path(__file__).resolve().parents[2] / "shared" / "data" / "mlip"
 
@@ -23,12 +24,8 @@ def emt_copper(count: int, seed: int) -> list[Atoms]:
         atoms = bulk("Cu", "fcc", a=3.6, cubic=True)
         atoms.set_cell(atoms.cell.array @ (np.eye(3) + rng.normal(0, 0.02, (3, 3))), scale_atoms=True)
         atoms.rattle(0.08, seed=int(rng.integers(1 << 30)))
-        atoms.calc = EMT()
-        results = {"energy": atoms.get_potential_energy(), "forces": atoms.get_forces(),
-                   "stress": atoms.get_stress()}
-        atoms.calc = SinglePointCalculator(atoms, **results)
         frames.append(atoms)
-    return frames
+    return label_frames(frames, EMT())
 
 
 def small_mlearn_si(tmp: Path) -> tuple[Path, Path]:
@@ -41,3 +38,13 @@ def small_mlearn_si(tmp: Path) -> tuple[Path, Path]:
     ase.io.write(tmp / "si_train.extxyz", frames)
     ase.io.write(tmp / "si_valid.extxyz", valid)
     return tmp / "si_train.extxyz", tmp / "si_valid.extxyz"
+
+
+def small_iron(tmp: Path, count: int = 12) -> Path:
+    """The first ``count`` real fe_spin frames with at most 16 atoms (energy, forces, stress, moments)."""
+    source = MLIP.parent / "magnetic" / "fe_spin.extxyz"
+    if not source.is_file():
+        pytest.skip(f"real data not found at {source} (../shared/data is absent)")
+    frames = [a for a in ase.io.read(source, ":400") if len(a) <= 16][:count]
+    ase.io.write(tmp / "fe_small.extxyz", frames)
+    return tmp / "fe_small.extxyz"

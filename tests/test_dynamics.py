@@ -7,26 +7,9 @@ import pytest
 from ase import units
 from ase.filters import FrechetCellFilter
 from ase.md.langevin import Langevin
-from ase.md.velocitydistribution import Stationary, ZeroRotation, thermalize_momenta
-from ase.md.verlet import VelocityVerlet
+from ase.md.velocitydistribution import thermalize_momenta
 from ase.optimize import FIRE
-
-# Velocity Verlet's energy error is about (omega*dt)^2/8 of the kinetic energy. With the
-# fastest Si phonon (~15 THz, omega*dt ~ 0.09 at dt = 1 fs) that is ~1e-3 * 0.04 eV/atom
-# at 300-600 K, i.e. ~5e-5 eV/atom, which is what SevenNet-0 shows; the bound is 4x that.
-NVE_BOUND = 2e-4  # eV/atom, peak-to-peak total energy
-
-
-def _nve_spread(atoms, steps: int, temperature: float) -> float:
-    thermalize_momenta(atoms, temperature, rng=np.random.default_rng(0))
-    Stationary(atoms)
-    if not atoms.pbc.any():
-        ZeroRotation(atoms)
-    energies = []
-    dynamics = VelocityVerlet(atoms, 1.0 * units.fs)
-    dynamics.attach(lambda: energies.append(atoms.get_total_energy()), interval=1)
-    dynamics.run(steps)
-    return float(np.ptp(energies)) / len(atoms)
+from md_checks import NVE_BOUND, nve_spread
 
 
 def test_fire_with_frechet_cell_filter_relaxes(calculator, silicon):
@@ -40,20 +23,13 @@ def test_fire_with_frechet_cell_filter_relaxes(calculator, silicon):
 
 def test_nve_conserves_energy_in_a_crystal(calculator, silicon):
     silicon.calc = calculator("sevennet", "float32")
-    assert _nve_spread(silicon, steps=50, temperature=600) < NVE_BOUND
+    assert nve_spread(silicon, steps=50, temperature=600) < NVE_BOUND
 
 
 def test_nve_conserves_energy_in_a_molecule(calculator, methane):
     methane.calc = calculator("sevennet", "float64")
     # the C-H stretch (~90 THz) is ~6x faster than any Si mode: a 0.25 fs step keeps omega*dt
-    thermalize_momenta(methane, 300, rng=np.random.default_rng(1))
-    Stationary(methane)
-    ZeroRotation(methane)
-    energies = []
-    dynamics = VelocityVerlet(methane, 0.25 * units.fs)
-    dynamics.attach(lambda: energies.append(methane.get_total_energy()), interval=1)
-    dynamics.run(60)
-    assert np.ptp(energies) / len(methane) < NVE_BOUND
+    assert nve_spread(methane, steps=60, temperature=300, timestep_fs=0.25, seed=1) < NVE_BOUND
 
 
 @pytest.mark.parametrize("name", ["sevennet", "chgnet"])

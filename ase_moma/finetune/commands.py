@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 
+from ase_moma.finetune.spin import SPIN_KINDS
 from ase_moma.finetune.trainer import METHODS, PRESETS
 
 
@@ -28,14 +29,18 @@ def add_finetune_command(commands: argparse._SubParsersAction) -> None:
     finetune.add_argument("--epochs", type=int, help="default 100 (a composed model: 60)")
     finetune.add_argument("--batch-size", type=int, help="default 64 (a composed model: 32)")
     finetune.add_argument("--lr", type=float, help="default 1e-3 (a composed model: 8e-5)")
-    finetune.add_argument("--head-lr", type=float, default=1e-3, help="a composed model's head")
+    finetune.add_argument("--head-lr", type=float, default=1e-3, help="a composed model's or the spin head's")
     finetune.add_argument("--tau-lr", type=float, help="learning rate of the sparse thresholds (default: --lr)")
     finetune.add_argument("--tau-decay", type=float, help="override the preset's threshold decay")
     finetune.add_argument("--patience", type=int, help="default 10")
     finetune.add_argument("--max-steps", type=int, help="stop after this many optimiser steps")
-    finetune.add_argument("--energy-weight", type=float, default=1.0)
-    finetune.add_argument("--forces-weight", type=float, default=10.0)
-    finetune.add_argument("--stress-weight", type=float, default=100.0)
+    finetune.add_argument("--spin-head", choices=SPIN_KINDS,
+                          help="also train a spin head on the moments (arrays['magmoms_vector'] or per-atom magmoms)")
+    finetune.add_argument("--energy-weight", type=float, help="loss weights: default 1, 10, 100 for energy, "
+                          "forces, stress (1, 1, 1 and moments 1 with --spin-head)")
+    finetune.add_argument("--forces-weight", type=float)
+    finetune.add_argument("--stress-weight", type=float)
+    finetune.add_argument("--magmoms-weight", type=float)
     finetune.add_argument("--rank", type=int, default=4, help="LoRA rank")
     finetune.add_argument("--no-refit-references", action="store_true",
                           help="keep the per-element reference energies instead of refitting them")
@@ -61,7 +66,8 @@ def _finetune(args: argparse.Namespace) -> int:
 
 
 def _finetune_potential(args: argparse.Namespace) -> int:
-    from ase_moma.finetune.loss import LossWeights
+    import dataclasses
+
     from ase_moma.finetune.pipeline import finetune_potential
     from ase_moma.finetune.trainer import FinetuneConfig
 
@@ -69,15 +75,24 @@ def _finetune_potential(args: argparse.Namespace) -> int:
                                            ("lr", args.lr), ("patience", args.patience)) if value is not None}
     config = FinetuneConfig(method=args.method, preset=args.preset, tau_lr=args.tau_lr, tau_decay=args.tau_decay,
                             max_steps=args.max_steps, refit_references=not args.no_refit_references,
-                            rank=args.rank, seed=args.seed,
-                            loss=LossWeights(args.energy_weight, args.forces_weight, args.stress_weight), **given)
+                            rank=args.rank, seed=args.seed, spin_head=args.spin_head, head_lr=args.head_lr,
+                            **given)
+    weights = {key: value for key, value in (("energy", args.energy_weight), ("forces", args.forces_weight),
+                                             ("stress", args.stress_weight), ("magmoms", args.magmoms_weight))
+               if value is not None}
+    config.loss = dataclasses.replace(config.loss, **weights)
     record = finetune_potential(args.backbone, args.train, args.valid, args.output, config, test=args.test,
                                 source=args.source, name=args.name, device=args.device, dtype=args.dtype,
                                 overwrite=args.overwrite)
     errors = "; ".join(f"{role}: " + ", ".join(f"{key} {value:.4g}" for key, value in values.items())
                        for role, values in record["metrics"].items())
     updated = record["path_weights_updated"]
+    if record["spin_head"]:
+        head = record["spin_head"]
+        print(f"spin head ({args.spin_head}): {head['parameters']} parameters, "
+              f"{100 * head['fraction_of_backbone']:.2f} % of the backbone's")
     print(f"{args.method} fine-tuning: {record['result']['steps']} steps, {100 * updated['fraction']:.2f} % of "
-          f"{updated['size']} path weights updated. {errors} (energy meV/atom, forces meV/Å, stress GPa). "
+          f"{updated['size']} path weights updated. {errors} (energy meV/atom, forces meV/Å, stress GPa, "
+          "moments μB). "
           f"Wrote {args.output}")
     return 0

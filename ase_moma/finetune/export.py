@@ -5,7 +5,8 @@ method, settings, data hashes, history, metrics), ``model.safetensors`` (the
 whole tuned state: a plain backbone of the base architecture, as fast as the
 original), ``module/`` (a hub module of kind ``delta``: the change from the
 pretrained weights as indices + values, for ``ase-moma hub add``),
-``report.json`` and ``sparsity.png`` (which path weights moved). It is
+``report.json`` and ``sparsity.png`` (which path weights moved), and with a
+spin head ``spin_head.safetensors`` (its settings are in finetune.json). It is
 written as one atomic directory; loading checks every checksum.
 """
 
@@ -22,6 +23,8 @@ from ase_moma.backbone import Backbone
 from ase_moma.finetune.delta import Delta, changed_entries, delta_tensors
 from ase_moma.finetune.potential_data import PotentialSet
 from ase_moma.finetune.report import sparsity_chart, sparsity_report
+from ase_moma.finetune.spin import SpinHead
+from ase_moma.finetune.spin_model import SpinBackbone
 from ase_moma.finetune.trainer import FinetuneConfig, FinetuneResult
 from ase_moma.hub.store import load_recorded_backbone, load_state, write_module_folder
 from ase_moma.module_files import (DELTA, HubIntegrityError, load_tensors, read_json, save_tensors,
@@ -32,6 +35,7 @@ MODEL = "model.safetensors"
 MODULE = "module"
 REPORT = "report.json"
 CHART = "sparsity.png"
+SPIN_HEAD = "spin_head.safetensors"
 SCHEMA = "ase-moma/finetune-1"
 
 
@@ -42,12 +46,14 @@ def is_tuned(path: str | Path | None) -> bool:
 
 def write_tuned(out: str | Path, backbone: Backbone, base: dict[str, Any], delta: Delta,
                 config: FinetuneConfig, result: FinetuneResult, data: dict[str, PotentialSet],
-                metrics: dict[str, dict[str, float]], *, name: str, overwrite: bool = False) -> dict[str, Any]:
+                metrics: dict[str, dict[str, float]], *, name: str, overwrite: bool = False,
+                spin: SpinBackbone | None = None) -> dict[str, Any]:
     """Write OUT/ for ``backbone`` (tuned in place, plain) started from ``base`` (its backbone record).
 
     data: the sets by role (``train``, ``valid``, optionally ``test``);
     metrics: their errors after tuning (and ``zero_shot`` ones if measured).
-    name: the task name recorded in the hub module. Returns finetune.json's content.
+    name: the task name recorded in the hub module. spin: the backbone with its
+    trained spin head, saved beside it. Returns finetune.json's content.
     """
     from ase_moma import __version__
 
@@ -73,7 +79,12 @@ def write_tuned(out: str | Path, backbone: Backbone, base: dict[str, Any], delta
         sparsity_chart(report, f"{config.method} on {name}", tmp / CHART)
         record = {"schema": SCHEMA, "backbone": base, "name": name, **summary, "config": settings,
                   "result": dataclasses.asdict(result), "metrics": metrics, "data": data_record,
-                  "files": {MODEL: model_sha}, "created_by": f"ase-moma {__version__}"}
+                  "files": {MODEL: model_sha}, "spin_head": None, "created_by": f"ase-moma {__version__}"}
+        if spin is not None:
+            record["files"][SPIN_HEAD] = save_tensors(tmp / SPIN_HEAD, dict(spin.head.state_dict()))
+            record["spin_head"] = {"config": spin.head.config(),
+                                   "parameters": sum(p.numel() for p in spin.head.parameters()),
+                                   "fraction_of_backbone": spin.parameter_fraction()}
         write_json(tmp / FINETUNE_JSON, record)
     return record
 
@@ -92,14 +103,20 @@ def read_tuned(out: str | Path) -> dict[str, Any]:
 def load_tuned_backbone(out: str | Path, device: str | torch.device = "auto",
                         dtype: str | torch.dtype = "float32") -> Backbone:
     """The fine-tuned potential in ``out`` as a backbone: its base (fingerprint checked) with the
-    tuned weights of ``model.safetensors`` (checksum checked). Its fingerprint identifies them."""
+    tuned weights of ``model.safetensors`` (checksum checked), and its spin head when it has one
+    (a :class:`SpinBackbone`, which predicts moments). Its fingerprint identifies the weights."""
     record = read_tuned(out)
-    path = Path(out) / MODEL
-    if not path.is_file() or sha256_file(path) != record["files"][MODEL]:
-        raise HubIntegrityError(f"{path} is missing, corrupted or modified: its sha256 differs from "
-                                f"{FINETUNE_JSON}'s")
+    for filename, sha in record["files"].items():
+        path = Path(out) / filename
+        if not path.is_file() or sha256_file(path) != sha:
+            raise HubIntegrityError(f"{path} is missing, corrupted or modified: its sha256 differs from "
+                                    f"{FINETUNE_JSON}'s")
     backbone = load_recorded_backbone(record["backbone"], f"the fine-tuned potential in {out}", device, dtype)
-    load_state(backbone.model, load_tensors(path), path)
+    load_state(backbone.model, load_tensors(Path(out) / MODEL), Path(out) / MODEL)
     backbone.refingerprint()
+    if record.get("spin_head"):
+        head = SpinHead(**record["spin_head"]["config"])
+        load_state(head, load_tensors(Path(out) / SPIN_HEAD), Path(out) / SPIN_HEAD)
+        backbone = SpinBackbone(backbone, head)
     backbone.requested_source = str(Path(out).resolve())
     return backbone

@@ -8,12 +8,10 @@ plain model with its original weights.
 
 from __future__ import annotations
 
-from collections import defaultdict
-
 import torch
 from torch.nn.utils import parametrize
 
-from ase_moma.backbone import Backbone, PathWeight
+from ase_moma.backbone import Backbone
 from ase_moma.finetune.lora import ALPHA, RANK, LowRankIncrement, dense_blocks
 from ase_moma.finetune.sparse import INITIAL_THRESHOLD, SIGMA, LayerThreshold, SparseIncrement
 
@@ -90,12 +88,6 @@ class IncrementSet(torch.nn.Module):
         """``{layer: δ = sigmoid(τ)}`` now."""
         layers = {_key(w.layer): w.layer for w in self.path_weights}
         return {layers[key]: float(threshold.threshold().detach()) for key, threshold in self.thresholds.items()}
-
-    def layers(self) -> dict[str, list[PathWeight]]:
-        grouped: dict[str, list[PathWeight]] = defaultdict(list)
-        for weight in self.path_weights:
-            grouped[weight.layer].append(weight)
-        return dict(grouped)
 
 
 def _key(name: str) -> str:

@@ -21,15 +21,19 @@ EV_PER_A3_IN_GPA = 160.21766208
 
 @dataclass
 class LossWeights:
-    """Weights of the energy-per-atom, force and stress terms, and the Huber δ."""
+    """Weights of the energy-per-atom, force, stress and moment terms, and the Huber δ.
+
+    The moment term counts only when a spin head predicts moments.
+    """
 
     energy: float = 1.0
     forces: float = 10.0
     stress: float = 100.0
     huber_delta: float = 0.01
+    magmoms: float = 1.0
 
     def check(self) -> None:
-        for name in ("energy", "forces", "stress"):
+        for name in ("energy", "forces", "stress", "magmoms"):
             if getattr(self, name) < 0:
                 raise ValueError(f"the {name} loss weight must be non-negative, got {getattr(self, name)}")
         if self.energy == self.forces == self.stress == 0:
@@ -40,12 +44,14 @@ class LossWeights:
 
 @dataclass
 class Labels:
-    """Targets of one batch on the model's device: energy per atom (B,), forces (N, 3), stress (B, 3, 3)."""
+    """Targets of one batch on the model's device: energy per atom (B,), forces (N, 3), stress (B, 3, 3),
+    moments (N, 3) or (N,)."""
 
     energy_per_atom: torch.Tensor
     n_atoms: torch.Tensor
     forces: torch.Tensor | None
     stress: torch.Tensor | None
+    magmoms: torch.Tensor | None = None
 
 
 def batch_labels(data: PotentialSet, rows: Sequence[int], device: torch.device) -> Labels:
@@ -57,6 +63,7 @@ def batch_labels(data: PotentialSet, rows: Sequence[int], device: torch.device) 
         n_atoms=torch.as_tensor(counts, device=device),
         forces=as_tensor(np.concatenate([data.forces[i] for i in rows])) if data.forces is not None else None,
         stress=as_tensor(data.stress[list(rows)]) if data.stress is not None else None,
+        magmoms=as_tensor(np.concatenate([data.magmoms[i] for i in rows])) if data.magmoms is not None else None,
     )
 
 
@@ -68,14 +75,17 @@ def potential_loss(out: BackboneOutput, labels: Labels, weights: LossWeights) ->
         loss = loss + weights.forces * huber(out.forces, labels.forces)
     if weights.stress > 0:
         loss = loss + weights.stress * huber(out.stress, labels.stress)
+    if labels.magmoms is not None and weights.magmoms > 0:
+        loss = loss + weights.magmoms * huber(out.magmoms, labels.magmoms)
     return loss
 
 
 def evaluate(backbone: Backbone, graphs: Sequence[Any], data: PotentialSet, weights: LossWeights,
              batch_size: int = 16) -> dict[str, float]:
     """Loss and errors of ``backbone`` on ``data`` (graphs prebuilt): ``loss``, ``energy_mae``
-    (meV/atom), ``forces_mae`` (meV/Å, over components), ``stress_mae`` (GPa) where labelled."""
-    losses, sizes, energy, forces, stress = [], [], [], [], []
+    (meV/atom), ``forces_mae`` (meV/Å, over components), ``stress_mae`` (GPa) where labelled, and with
+    moments ``magmoms_mae`` (μB, over components) and ``magmom_magnitude_mae`` (μB, of |m|)."""
+    losses, sizes, energy, forces, stress, moments, magnitudes = [], [], [], [], [], [], []
     for start in range(0, len(graphs), batch_size):
         rows = list(range(start, min(start + batch_size, len(graphs))))
         labels = batch_labels(data, rows, backbone.device)
@@ -88,9 +98,21 @@ def evaluate(backbone: Backbone, graphs: Sequence[Any], data: PotentialSet, weig
             forces.append((out.forces.detach().double() - labels.forces).abs().reshape(-1).cpu())
         if labels.stress is not None:
             stress.append((out.stress.detach().double() - labels.stress).abs().reshape(-1).cpu())
+        if labels.magmoms is not None:
+            predicted = out.magmoms.detach().double()
+            moments.append((predicted - labels.magmoms).abs().reshape(-1).cpu())
+            magnitudes.append((_magnitude(predicted) - _magnitude(labels.magmoms)).abs().cpu())
     metrics = {"loss": sum(losses) / sum(sizes), "energy_mae": 1000 * float(torch.cat(energy).mean())}
     if forces:
         metrics["forces_mae"] = 1000 * float(torch.cat(forces).mean())
     if stress:
         metrics["stress_mae"] = EV_PER_A3_IN_GPA * float(torch.cat(stress).mean())
+    if moments:
+        metrics["magmoms_mae"] = float(torch.cat(moments).mean())
+        metrics["magmom_magnitude_mae"] = float(torch.cat(magnitudes).mean())
     return metrics
+
+
+def _magnitude(moments: torch.Tensor) -> torch.Tensor:
+    """|m| per atom of (N, 3) vectors or (N,) signed scalars."""
+    return moments.norm(dim=-1) if moments.ndim == 2 else moments.abs()

@@ -24,7 +24,8 @@ def finetune_potential(backbone: str, train: DataSource, valid: DataSource, out:
 
     backbone: a registered name (``source`` its checkpoint, None the embedded
     default), or a composed or fine-tuned folder. train, valid, test: extxyz
-    files (or frames) with energies, and forces/stress where weighted.
+    files (or frames) with energies, and forces/stress where weighted (and
+    moments for a spin head, ``config.spin_head``).
     name: the task name for the hub module (default: the training file's stem).
     Returns the finetune.json content; ``load_calculator(out)`` loads the result.
     """
@@ -35,7 +36,7 @@ def finetune_potential(backbone: str, train: DataSource, valid: DataSource, out:
     config.check()
     if Path(out).exists() and not overwrite:
         raise FileExistsError(f"{out} already exists (pass overwrite=True / --overwrite to replace it)")
-    need = {"forces": config.loss.forces > 0, "stress": config.loss.stress > 0}
+    need = {"forces": config.loss.forces > 0, "stress": config.loss.stress > 0, "magmoms": config.spin_head}
     data: dict[str, PotentialSet] = {
         "train": read_potential_set(train, what="training set", **need),
         "valid": read_potential_set(valid, what="validation set", **need)}
@@ -46,7 +47,8 @@ def finetune_potential(backbone: str, train: DataSource, valid: DataSource, out:
     tuner = Finetuner(model, config)
     result = tuner.fit(data["train"], data["valid"], progress=progress)
     delta = tuner.export()
-    metrics = {role: evaluate(model, [model.graph(a) for a in part.frames], part, config.loss)
+    metrics = {role: evaluate(tuner.model, [model.graph(a) for a in part.frames], part, config.loss)
                for role, part in data.items() if role != "train"}
     task = name or (Path(train).stem if isinstance(train, (str, Path)) else "finetune")
-    return write_tuned(out, model, base, delta, config, result, data, metrics, name=task, overwrite=overwrite)
+    return write_tuned(out, model, base, delta, config, result, data, metrics, name=task, overwrite=overwrite,
+                       spin=tuner.spin)

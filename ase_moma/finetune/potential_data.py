@@ -10,7 +10,7 @@ from __future__ import annotations
 import hashlib
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Sequence
+from typing import Any, Sequence
 
 import numpy as np
 from ase import Atoms
@@ -18,7 +18,7 @@ from ase import Atoms
 from ase_moma.labelled_data import structures_hash
 from ase_moma.structures import has_volume, read_structures
 
-MAX_STRESS = 1.0  # eV/Å³ (160 GPa): a larger DFT stress was almost surely written in GPa or kbar
+MAX_STRESS = 10.0  # eV/Å³ (1.6 TPa): a larger DFT stress was almost surely written in GPa or kbar
 
 
 @dataclass
@@ -27,7 +27,8 @@ class PotentialSet:
 
     energy: (B,) eV. forces: one (n_i, 3) eV/Å array per frame, or None when
     forces are not used. stress: (B, 3, 3) eV/Å³ (ASE sign), or None.
-    source: the file (or a description) the frames came from.
+    source: the file (or a description) the frames came from. magmoms: one
+    (n_i, 3) or (n_i,) μB array per frame when a spin head trains on them.
     """
 
     frames: list[Atoms]
@@ -35,6 +36,7 @@ class PotentialSet:
     forces: list[np.ndarray] | None
     stress: np.ndarray | None
     source: str
+    magmoms: list[np.ndarray] | None = None
 
     def __len__(self) -> int:
         return len(self.frames)
@@ -46,33 +48,62 @@ class PotentialSet:
     def data_hash(self) -> str:
         """sha256 of the structures and every label used, in order."""
         digest = hashlib.sha256(structures_hash(self.frames).encode())
-        for part in (self.energy, *(self.forces or []), *([self.stress] if self.stress is not None else [])):
+        for part in (self.energy, *(self.forces or []), *([self.stress] if self.stress is not None else []),
+                     *(self.magmoms or [])):
             digest.update(np.ascontiguousarray(part, dtype=np.float64).tobytes())
         return digest.hexdigest()
 
 
 def read_potential_set(source: str | Path | Sequence[Atoms], *, forces: bool, stress: bool,
-                       what: str = "data") -> PotentialSet:
+                       what: str = "data", magmoms: str | None = None) -> PotentialSet:
     """Read and check a labelled set.
 
     source: a file any ase.io format reads, or frames with a calculator holding
     the labels. forces, stress: whether those labels are needed (their loss
     weight is positive); a frame without them is an error that names it.
-    what: the set's role (``"training set"``), for messages.
+    what: the set's role (``"training set"``), for messages. magmoms:
+    ``"vector"`` or ``"collinear"`` to read per-atom moments (see :func:`frame_moments`).
     """
     if isinstance(source, (str, Path)):
         frames, name = read_structures(source, what), str(source)
     else:
         frames, name = list(source), f"the {what}"
     if not frames:
-        raise ValueError(f"{name} ({what}) holds no structures; fine-tuning needs at least one")
+        raise ValueError(f"{name} holds no structures; fine-tuning needs at least one")
     energy = np.array([_energy(atoms, i, name) for i, atoms in enumerate(frames)])
     return PotentialSet(
         frames=frames, energy=energy,
         forces=[_forces(atoms, i, name) for i, atoms in enumerate(frames)] if forces else None,
         stress=np.stack([_stress(atoms, i, name) for i, atoms in enumerate(frames)]) if stress else None,
         source=name,
+        magmoms=[frame_moments(atoms, magmoms, f"frame {i} of {name}") for i, atoms in enumerate(frames)]
+        if magmoms else None,
     )
+
+
+def frame_moments(atoms: Atoms, kind: str, where: str) -> np.ndarray:
+    """Per-atom magnetic moments (μB) of one frame: (N, 3) for ``"vector"``, (N,) for ``"collinear"``.
+
+    Vectors come from ``arrays["magmoms_vector"]`` or an (N, 3) ``magmoms``
+    result; scalars from an (N,) ``magmoms`` result or ``arrays["magmoms"]``,
+    else from the vectors, signed by their projection on the frame's largest
+    moment (so antiparallel moments are negative).
+    """
+    results = _results(atoms)
+    found = [np.asarray(v, dtype=np.float64) for v in (atoms.arrays.get("magmoms_vector"), results.get("magmoms"),
+                                                        atoms.arrays.get("magmoms")) if v is not None]
+    vectors = next((v for v in found if v.shape == (len(atoms), 3)), None)
+    scalars = next((v for v in found if v.shape == (len(atoms),)), None)
+    if kind == "collinear" and scalars is None and vectors is not None:
+        axis = vectors[np.argmax(np.linalg.norm(vectors, axis=1))]
+        scalars = np.linalg.norm(vectors, axis=1) * np.sign(vectors @ axis + (vectors @ axis == 0))
+    value = vectors if kind == "vector" else scalars
+    if value is None:
+        wanted = "arrays['magmoms_vector'] (N×3)" if kind == "vector" else "per-atom magmoms (N or N×3)"
+        raise ValueError(f"{where} has no magnetic moments ({wanted}), but the spin head is trained on them")
+    if not np.all(np.isfinite(value)):
+        raise ValueError(f"{where} has non-finite magnetic moments")
+    return value
 
 
 def _results(atoms: Atoms) -> dict:
@@ -118,9 +149,26 @@ def _stress(atoms: Atoms, index: int, name: str) -> np.ndarray:
     largest = float(np.abs(value).max())
     if largest > MAX_STRESS:
         raise ValueError(f"frame {index} of {name} has a stress component of {largest:.4g}, over {MAX_STRESS} "
-                         f"eV/Å³ (160 GPa): stress must be in eV/Å³ (ASE units); was it written in GPa or kbar? "
+                         f"eV/Å³ (1.6 TPa): stress must be in eV/Å³ (ASE units); was it written in GPa or kbar? "
                          "Divide GPa by 160.2 (kbar by 1602) to convert")
     return value
+
+
+def label_frames(frames: Sequence[Atoms], calculator: Any) -> list[Atoms]:
+    """Copies of ``frames`` labelled by an ASE ``calculator`` (energy, forces, and stress where the
+    cell is three-dimensional), stored as single-point results the way extended XYZ reads them back."""
+    from ase.calculators.singlepoint import SinglePointCalculator
+
+    labelled = []
+    for atoms in frames:
+        atoms = atoms.copy()
+        atoms.calc = calculator
+        results = {"energy": atoms.get_potential_energy(), "forces": atoms.get_forces()}
+        if has_volume(atoms):
+            results["stress"] = atoms.get_stress()
+        atoms.calc = SinglePointCalculator(atoms, **results)
+        labelled.append(atoms)
+    return labelled
 
 
 def split_frames(frames: Sequence[Atoms], fractions: tuple[float, float, float], seed: int

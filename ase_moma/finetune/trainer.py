@@ -6,14 +6,17 @@ Methods: ``zero_shot`` (no training), ``readout`` (the read-out layers only),
 the Huber loss of :mod:`ase_moma.finetune.loss`, mini-batches of seeded order
 and early stopping on the validation loss (the best weights are kept). Before
 training, the per-element reference energies can be refitted to the training
-energies by least squares (a different DFT set-up shifts them).
+energies by least squares (a different DFT set-up shifts them). A spin head
+(:mod:`ase_moma.finetune.spin`) can ride on any method: it always trains
+densely, beside whatever the method moves (with ``zero_shot``, the backbone
+stays frozen and only the head trains).
 """
 
 from __future__ import annotations
 
 import math
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, Sequence
 
 import numpy as np
@@ -26,10 +29,13 @@ from ase_moma.finetune.increments import IncrementSet
 from ase_moma.finetune.lora import ALPHA, RANK
 from ase_moma.finetune.loss import LossWeights, batch_labels, evaluate, potential_loss
 from ase_moma.finetune.potential_data import PotentialSet
+from ase_moma.finetune.spin import SPIN_KINDS
+from ase_moma.finetune.spin_model import SpinBackbone
 from ase_moma.heads import EnergyReference
 
 METHODS = ("zero_shot", "readout", "full", "lora", "sparse")
 PRESETS = {"L": 0.01, "H": 0.3}  # λ_τ, the threshold's weight decay: accurate (L) or sparse (H)
+SPIN_LOSS = LossWeights(energy=1.0, forces=1.0, stress=1.0, magmoms=1.0)
 
 
 @dataclass
@@ -44,6 +50,9 @@ class FinetuneConfig:
     optimiser steps in all (short runs). refit_references: refit the
     per-element reference energies to the training energies before training.
     rank, alpha: LoRA's. seed: of the increments' initialisation and the batch order.
+    spin_head: ``"vector"``, ``"collinear"`` or None; head_lr: its learning rate.
+    loss: the loss weights; default 1:10:100 (energy, forces, stress), or
+    1:1:1:1 with moments when a spin head is trained.
     """
 
     method: str = "sparse"
@@ -61,7 +70,13 @@ class FinetuneConfig:
     rank: int = RANK
     alpha: float = ALPHA
     seed: int = 0
-    loss: LossWeights = field(default_factory=LossWeights)
+    spin_head: str | None = None
+    head_lr: float = 1e-3
+    loss: LossWeights | None = None
+
+    def __post_init__(self) -> None:
+        if self.loss is None:
+            self.loss = SPIN_LOSS if self.spin_head else LossWeights()
 
     def check(self) -> None:
         if self.method not in METHODS:
@@ -73,6 +88,8 @@ class FinetuneConfig:
                 raise ValueError(f"{name} must be at least 1, got {getattr(self, name)}")
         if self.max_steps is not None and self.max_steps < 1:
             raise ValueError(f"max_steps must be at least 1, got {self.max_steps}")
+        if self.spin_head is not None and self.spin_head not in SPIN_KINDS:
+            raise ValueError(f"spin head must be one of {', '.join(SPIN_KINDS)}, got {self.spin_head!r}")
         if not self.lr > 0 or (self.tau_lr is not None and not self.tau_lr > 0):
             raise ValueError("learning rates must be positive")
         self.loss.check()
@@ -104,6 +121,7 @@ class Finetuner:
 
     Between the two, a ``sparse`` or ``lora`` backbone computes with its
     path weights parametrised as W + increment (the in-training model).
+    With a spin head, ``spin`` is the backbone with the head attached.
     """
 
     def __init__(self, backbone: Backbone, config: FinetuneConfig) -> None:
@@ -113,12 +131,20 @@ class Finetuner:
         self.base_state = {k: v.detach().clone() for k, v in backbone.model.state_dict().items()}
         self.increments: IncrementSet | None = None
         self.reference_shifts: dict[int, float] = {}
+        self.spin: SpinBackbone | None = None
+        if config.spin_head is not None:
+            torch.manual_seed(config.seed)
+            self.spin = SpinBackbone.for_backbone(backbone, config.spin_head)
+        self.model = self.spin or backbone  # what computes energies, forces (and moments)
 
     def fit(self, train: PotentialSet, valid: PotentialSet, *, progress: bool = True) -> FinetuneResult:
         """Train on ``train`` with early stopping on ``valid``; the model keeps the best weights."""
         if len(valid) == 0:
             raise ValueError("the validation set is empty: early stopping needs at least one structure")
         config, backbone = self.config, self.backbone
+        if self.spin is not None and (train.magmoms is None or valid.magmoms is None):
+            raise ValueError("the spin head trains on moments: read the sets with "
+                             f"magmoms={config.spin_head!r}")
         train_graphs = [backbone.graph(atoms) for atoms in train.frames]
         valid_graphs = [backbone.graph(atoms) for atoms in valid.frames]
         if config.refit_references:
@@ -144,8 +170,8 @@ class Finetuner:
                 start = time.perf_counter()
                 rows = order[begin:begin + config.batch_size].tolist()
                 labels = batch_labels(train, rows, backbone.device)
-                out = backbone.forward(backbone.collate([train_graphs[i] for i in rows]),
-                                       forces=config.loss.forces > 0, stress=config.loss.stress > 0)
+                out = self.model.forward(backbone.collate([train_graphs[i] for i in rows]),
+                                         forces=config.loss.forces > 0, stress=config.loss.stress > 0)
                 loss = potential_loss(out, labels, config.loss)
                 optimizer.zero_grad(set_to_none=True)
                 loss.backward()
@@ -220,6 +246,10 @@ class Finetuner:
                 parameter.requires_grad_(True)
             groups.append({"params": list(trainable.values()), "lr": config.lr,
                            "weight_decay": config.weight_decay})
+        if self.spin is not None:
+            head = dict(self.spin.head.named_parameters())
+            trainable.update({f"spin_head.{n}": p for n, p in head.items()})
+            groups.append({"params": list(head.values()), "lr": config.head_lr, "weight_decay": config.weight_decay})
         if not trainable:
             return None, {}
         optimizer = schedulefree.AdamWScheduleFree(groups, lr=config.lr, warmup_steps=config.warmup_steps)
@@ -234,7 +264,7 @@ class Finetuner:
 
     def _validate(self, graphs: Sequence[Any], valid: PotentialSet, optimizer: Any) -> dict[str, float]:
         self._train_mode(optimizer, False)
-        return evaluate(self.backbone, graphs, valid, self.config.loss)
+        return evaluate(self.model, graphs, valid, self.config.loss)
 
     def _mean_threshold(self) -> float | None:
         if self.increments is None or not self.increments.thresholds:
