@@ -21,15 +21,16 @@ from ase_moma.finetune.spin_model import SpinBackbone
 
 @pytest.fixture(scope="module")
 def spin_models():
-    """Vector and collinear heads (random, seeded) on a float64 SevenNet-0, exchange made visible."""
+    """Vector and collinear heads (random, seeded) on a float64 SevenNet-0, moments and exchange made visible."""
     base = load_backbone("sevennet", device="cpu", dtype="float64")
     models = {}
     for kind in ("vector", "collinear"):
         torch.manual_seed(0)
         models[kind] = SpinBackbone.for_backbone(base, kind)
         with torch.no_grad():
-            models[kind].head.exchange[-1].bias.fill_(0.05)
-            models[kind].head.moment[-1].bias.fill_(20.0)  # large moments: a clearly visible exchange energy
+            for last, bias in ((models[kind].head.exchange[-1], 0.05), (models[kind].head.moment[-1], 20.0)):
+                torch.nn.init.normal_(last.weight, std=0.5)  # a fresh head starts at zero: make it act
+                last.bias.fill_(bias)  # large moments: a clearly visible exchange energy
     return models
 
 

@@ -37,6 +37,8 @@ class SpinHead(torch.nn.Module):
     (F). channels: l=1 channels read (C; vector heads only). cutoff: Å, the
     range of J. hidden: MLP width. n_basis: radial Bessel functions of J.
     vector_key: the block of ``NodeFeatures.equivariant`` the vector head reads.
+    The last layers start at zero, so a fresh head predicts no moments and adds
+    no energy: training starts from the backbone as it is.
     """
 
     def __init__(self, kind: str, width: int, cutoff: float, channels: int = 0, hidden: int = 64,
@@ -57,6 +59,9 @@ class SpinHead(torch.nn.Module):
         self.exchange = torch.nn.Sequential(torch.nn.Linear(n_basis + embedding, hidden), torch.nn.SiLU(),
                                             torch.nn.Linear(hidden, 1))
         self.register_buffer("frequencies", torch.arange(1, n_basis + 1, dtype=torch.float64) * math.pi / cutoff)
+        for last in (self.moment[-1], self.exchange[-1]):  # start neutral: no moments, no exchange energy
+            torch.nn.init.zeros_(last.weight)
+            torch.nn.init.zeros_(last.bias)
 
     def config(self) -> dict:
         """Constructor arguments, for saving the head beside its weights."""
