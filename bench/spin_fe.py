@@ -1,4 +1,4 @@
-"""The spin-aware head on iron: frozen, sparse-tuned and fully tuned SevenNet-0 with a vector head.
+"""The spin-aware head on iron: frozen, sparse-tuned and fully tuned SevenNet-0 with a spin head.
 
 fe_spin.extxyz (../shared/data/magnetic) is split 80/10/10 within each config_type (seed 0), so
 every kind of configuration is in every part. For (a) the frozen backbone + head, (b) sparse
@@ -11,7 +11,10 @@ same test frames is the outside reference.
 3 epochs) runs on the 2-core CPU machine; the default (whole parts, batch 64, up to 100 epochs)
 is meant for a GPU.
 
-    python bench/spin_fe.py --quick [-o bench/out/spin_fe]
+--head collinear trains signed scalar moments (magnitudes signed along each frame's largest moment)
+instead of vectors (the default).
+
+    python bench/spin_fe.py --quick [--head vector|collinear] [-o bench/out/spin_fe]
 """
 
 from __future__ import annotations
@@ -54,6 +57,7 @@ def stratified_split(frames: list, seed: int = 0) -> dict[str, list]:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="capped parts, batch 8, 3 epochs (CPU)")
+    parser.add_argument("--head", default="vector", choices=["vector", "collinear"], help="spin head kind")
     parser.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
     parser.add_argument("-o", "--output", default="bench/out/spin_fe")
     args = parser.parse_args()
@@ -65,11 +69,11 @@ def main() -> None:
         for role, cap in (("train", 48), ("valid", 8), ("test", 32)):
             small = [atoms for atoms in parts[role] if len(atoms) <= 32]
             parts[role] = [small[i] for i in sorted(rng.permutation(len(small))[:cap])]
-    data = {role: read_potential_set(frames, forces=True, stress=True, magmoms="vector", what=f"fe_spin {role}")
+    data = {role: read_potential_set(frames, forces=True, stress=True, magmoms=args.head, what=f"fe_spin {role}")
             for role, frames in parts.items()}
     print(", ".join(f"{len(v)} {k}" for k, v in data.items()) + " frames", flush=True)
-    base_config = (FinetuneConfig(spin_head="vector", batch_size=8, epochs=3, patience=3) if args.quick
-                   else FinetuneConfig(spin_head="vector"))
+    base_config = (FinetuneConfig(spin_head=args.head, batch_size=8, epochs=3, patience=3) if args.quick
+                   else FinetuneConfig(spin_head=args.head))
     bare = load_backbone("sevennet", device=args.device)
     unlabelled = dataclasses.replace(data["test"], magmoms=None)  # the bare backbone predicts no moments
     zero_shot = evaluate(bare, [bare.graph(a) for a in unlabelled.frames], unlabelled, base_config.loss)
@@ -92,7 +96,7 @@ def main() -> None:
 
     chgnet = load_calculator("chgnet", device=args.device).predict(data["test"].frames, batch_size=8)
     predicted = np.concatenate([np.abs(row["magmoms"]) for row in chgnet])
-    reference = np.concatenate([np.linalg.norm(m, axis=1) for m in data["test"].magmoms])
+    reference = np.concatenate([np.linalg.norm(m, axis=-1) if m.ndim == 2 else np.abs(m) for m in data["test"].magmoms])
     chgnet_mae = float(np.mean(np.abs(predicted - reference)))
     report = {"quick": args.quick, "sizes": {k: len(v) for k, v in data.items()}, "rows": rows,
               "zero_shot_no_head": zero_shot,
@@ -100,7 +104,7 @@ def main() -> None:
     out = Path(args.output)
     out.mkdir(parents=True, exist_ok=True)
     (out / "report.json").write_text(json.dumps(report, indent=1))
-    print("\n| run | energy MAE (meV/atom) | force MAE (meV/Å) | stress MAE (GPa) | moment MAE, vectors (μB) "
+    print(f"\n| run | energy MAE (meV/atom) | force MAE (meV/Å) | stress MAE (GPa) | moment MAE, {args.head} (μB) "
           "| moment MAE, magnitudes (μB) |")
     print("|---|---|---|---|---|---|")
     print(f"| zero-shot, no head (no moments) | {zero_shot['energy_mae']:.2f} | {zero_shot['forces_mae']:.1f} | "
