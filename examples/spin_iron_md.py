@@ -1,11 +1,14 @@
 """Train a spin-aware head on iron, then print the predicted magnetic moments along an MD run.
 
 A seeded subset of ../shared/data/magnetic/fe_spin.extxyz (spin-polarised DFT with per-atom
-moment vectors) trains a vector spin head on SevenNet-0, sparse-tuning the backbone beside it;
-the result is saved, loaded back as an ASE calculator, and drives Langevin MD of a 16-atom bcc
-iron cell at 600 K while the mean moment magnitude and the total moment are printed.
+moment vectors) trains a spin head on SevenNet-0, sparse-tuning the backbone beside it; the result
+is saved, loaded back as an ASE calculator, and drives Langevin MD of a 16-atom bcc iron cell at
+600 K while the mean moment magnitude and the total moment are printed. The head is collinear
+(signed moments) by default: a vector head predicts zero at the centrosymmetric sites of bcc iron,
+since an axial vector built from the geometry vanishes there.
 
-    python examples/spin_iron_md.py [--frames 48] [--epochs 2] [--method sparse] [--steps 40] [-o OUT/]
+    python examples/spin_iron_md.py [--head collinear|vector] [--frames 48] [--epochs 2]
+        [--method sparse] [--head-lr 1e-2] [--steps 40] [-o OUT/]
 """
 
 from __future__ import annotations
@@ -35,6 +38,8 @@ def main() -> None:
     parser.add_argument("--epochs", type=int, default=2)
     parser.add_argument("--method", default="sparse", choices=METHODS, help="how the backbone moves "
                         "(zero_shot: frozen, only the head trains)")
+    parser.add_argument("--head", default="collinear", choices=["collinear", "vector"])
+    parser.add_argument("--head-lr", type=float, default=1e-2, help="the spin head's learning rate")
     parser.add_argument("--steps", type=int, default=40, help="MD steps")
     parser.add_argument("--device", default="auto")
     parser.add_argument("-o", "--output", type=Path, help="where to keep the model (default: a temp dir)")
@@ -44,14 +49,15 @@ def main() -> None:
     frames = [atoms for atoms in ase.io.read(DATA, ":") if len(atoms) <= 32]
     frames = [frames[i] for i in sorted(np.random.default_rng(0).permutation(len(frames))[:args.frames])]
     train, valid, _ = split_frames(frames, (0.8, 0.2, 0.0), seed=0)
-    config = FinetuneConfig(method=args.method, spin_head="vector", epochs=args.epochs, batch_size=8)
+    config = FinetuneConfig(method=args.method, spin_head=args.head, head_lr=args.head_lr, epochs=args.epochs,
+                            batch_size=8)
     with tempfile.TemporaryDirectory(prefix="ase_moma_spin_") as tmp:
         out = args.output or Path(tmp) / "fe_spin_model"
         record = finetune_potential("sevennet", train, valid, out, config, device=args.device, name="fe_spin",
                                     overwrite=True)
         errors = record["metrics"]["valid"]
         head = record["spin_head"]
-        print(f"train  : {args.method} + vector spin head ({head['parameters']} parameters, "
+        print(f"train  : {args.method} + {args.head} spin head ({head['parameters']} parameters, "
               f"{100 * head['fraction_of_backbone']:.2f} % of the backbone), {record['result']['steps']} steps; "
               f"validation moment MAE {errors['magmoms_mae']:.3f} μB (|m| {errors['magmom_magnitude_mae']:.3f} μB), "
               f"energy {errors['energy_mae']:.1f} meV/atom, forces {errors['forces_mae']:.0f} meV/Å")
@@ -64,10 +70,10 @@ def main() -> None:
 
         def report() -> None:
             moments = atoms.get_magnetic_moments()
-            total = atoms.get_magnetic_moment()
+            sizes = np.linalg.norm(moments, axis=1) if moments.ndim == 2 else np.abs(moments)
+            total = np.atleast_1d(atoms.get_magnetic_moment())
             print(f"MD     : step {dynamics.nsteps:4d}  T {atoms.get_temperature():5.0f} K  mean |m| "
-                  f"{np.linalg.norm(moments, axis=1).mean():.3f} μB  total m ({total[0]:+.2f}, {total[1]:+.2f}, "
-                  f"{total[2]:+.2f}) μB")
+                  f"{sizes.mean():.3f} μB  total m ({', '.join(f'{v:+.2f}' for v in total)}) μB")
 
         dynamics.attach(report, interval=max(1, args.steps // 8))
         dynamics.run(args.steps)
