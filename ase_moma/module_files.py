@@ -57,6 +57,14 @@ def read_json(path: Path, what: str) -> dict[str, Any]:
     return content
 
 
+def read_record(path: Path, what: str, schema: str) -> dict[str, Any]:
+    """:func:`read_json` of a record that must carry ``schema``; HubIntegrityError naming the file if not."""
+    record = read_json(path, what)
+    if record.get("schema") != schema:
+        raise HubIntegrityError(f"{path} is not an ase-moma {what} (schema {record.get('schema')!r})")
+    return record
+
+
 def write_json(path: Path, content: dict[str, Any]) -> None:
     with open(path, "w") as handle:
         json.dump(content, handle, indent=1, sort_keys=True)

@@ -25,7 +25,7 @@ from ase_moma.compose.strategies import STRATEGIES, strategy_weights
 from ase_moma.devices import resolve_device
 from ase_moma.hub.store import Hub
 from ase_moma.labelled_data import load_task_data
-from ase_moma.module_files import read_json, save_tensors, weights_file, write_json
+from ase_moma.module_files import read_record, save_tensors, weights_file, write_json
 from ase_moma.property_model import KINDS
 
 # Delta modules (fine-tuned potentials) are whole backbone states too: they compose with full ones.
@@ -98,7 +98,9 @@ def compose(hub: Hub | str | Path, data: str | Path, target: str, out: str | Pat
             "name": solution.solver, "status": solution.status, "seconds": solution.seconds,
             "proxy_error": solution.proxy_error},
         "softmax_temperature": softmax_temperature if strategy == "softmax" else None,
-        "modules": [{"name": name, "task": metas[name].get("task"), "sha256": metas[name]["files"][weights_file(metas[name])],
+        "modules": [{"name": name, "task": metas[name].get("task"), "kind": metas[name]["kind"],
+                     "file": weights_file(metas[name]),
+                     "sha256": metas[name]["files"][weights_file(metas[name])],
                      "weight": float(weights[j]) if len(weights) else 0.0,
                      "proxy_mae": float(proxy_mae[j]),
                      "spearman": spearman(predictions[j], train.targets)}
@@ -116,9 +118,7 @@ def replay(recipe_path: str | Path, out: str | Path, *, hub: Hub | str | Path | 
     module's weights must still have the recorded sha256; the merged file is
     then identical to the original's.
     """
-    recipe = read_json(Path(recipe_path), "composition recipe")
-    if recipe.get("schema") != SCHEMA:
-        raise ValueError(f"{recipe_path} is not an ase-moma composition recipe (schema {recipe.get('schema')!r})")
+    recipe = read_record(Path(recipe_path), "composition recipe", SCHEMA)
     hub = hub if isinstance(hub, Hub) else Hub(hub or recipe["hub"])
     if hub.backbone["fingerprint"] != recipe["backbone"]["fingerprint"]:
         raise ValueError(f"hub {hub.path} holds modules of another backbone than the recipe {recipe_path}")
@@ -142,11 +142,10 @@ def write_composition(hub: Hub, recipe: dict[str, Any], out: Path, overwrite: bo
     with atomic_directory(out, overwrite=overwrite) as tmp:
         merged_sha = None
         if used:
-            metas = [hub.read_module(m["name"]) for m in used]
             base = None
-            if any(meta["kind"] == "delta" for meta in metas):
+            if any(m["kind"] == "delta" for m in used):
                 base = hub.load_backbone(device="cpu", dtype="float32").model.state_dict()
-            merged = merge_safetensors([hub.folder(m["name"]) / weights_file(meta) for m, meta in zip(used, metas)],
+            merged = merge_safetensors([hub.folder(m["name"]) / m["file"] for m in used],
                                        [m["weight"] for m in used], base)
             merged_sha = save_tensors(tmp / MERGED, merged)
             del merged
@@ -163,10 +162,7 @@ def read_recipe(out: str | Path) -> dict[str, Any]:
     path = Path(out) / RECIPE
     if not path.is_file():
         raise FileNotFoundError(f"{out} is not a composed model: it has no {RECIPE}")
-    recipe = read_json(path, "composition recipe")
-    if recipe.get("schema") != SCHEMA:
-        raise ValueError(f"{path} is not an ase-moma composition recipe (schema {recipe.get('schema')!r})")
-    return recipe
+    return read_record(path, "composition recipe", SCHEMA)
 
 
 def _candidates(hub: Hub, kind: str | None, modules: Sequence[str] | None) -> tuple[list[str], str]:

@@ -16,7 +16,7 @@ from typing import Any, Mapping, Sequence
 
 import torch
 
-from ase_moma.finetune.delta import INDICES, read_delta
+from ase_moma.finetune.delta import INDICES, add_at, read_delta
 
 MIN_WEIGHT = 1e-6
 
@@ -77,9 +77,7 @@ class _DeltaFile:
     def get_tensor(self, name: str) -> torch.Tensor:
         tensor = self.base[name].clone()
         if name in self.delta:
-            indices, values = self.delta[name]
-            flat = tensor.view(-1)
-            flat[indices] = flat[indices] + values.to(tensor.dtype)
+            add_at(tensor.view(-1), *self.delta[name])
         return tensor
 
 

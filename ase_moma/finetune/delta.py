@@ -45,8 +45,13 @@ def apply_delta(model: torch.nn.Module, delta: Delta, source: str | Path = "delt
         flat = state[name].data.view(-1)
         if indices.numel() and (int(indices.min()) < 0 or int(indices.max()) >= flat.numel()):
             raise HubIntegrityError(f"{source}: indices of {name} fall outside its {flat.numel()} entries")
-        indices = indices.to(flat.device)
-        flat[indices] = flat[indices] + values.to(device=flat.device, dtype=flat.dtype)
+        add_at(flat, indices, values)
+
+
+def add_at(flat: torch.Tensor, indices: torch.Tensor, values: torch.Tensor) -> None:
+    """``flat[indices] += values`` in ``flat``'s dtype and device: the one way a delta is applied."""
+    indices = indices.to(flat.device)
+    flat[indices] = flat[indices] + values.to(device=flat.device, dtype=flat.dtype)
 
 
 def delta_tensors(delta: Delta) -> dict[str, torch.Tensor]:

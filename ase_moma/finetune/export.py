@@ -27,7 +27,7 @@ from ase_moma.finetune.spin import SpinHead
 from ase_moma.finetune.spin_model import SpinBackbone
 from ase_moma.finetune.trainer import FinetuneConfig, FinetuneResult
 from ase_moma.hub.store import load_recorded_backbone, load_state, write_module_folder
-from ase_moma.module_files import (DELTA, HubIntegrityError, load_tensors, read_json, save_tensors,
+from ase_moma.module_files import (DELTA, HubIntegrityError, load_tensors, read_record, save_tensors,
                                    sha256_file, write_json)
 
 FINETUNE_JSON = "finetune.json"
@@ -94,10 +94,7 @@ def read_tuned(out: str | Path) -> dict[str, Any]:
     path = Path(out) / FINETUNE_JSON
     if not path.is_file():
         raise FileNotFoundError(f"{out} is not a fine-tuned potential: it has no {FINETUNE_JSON}")
-    record = read_json(path, "fine-tuning record")
-    if record.get("schema") != SCHEMA:
-        raise HubIntegrityError(f"{path} is not an ase-moma fine-tuning record (schema {record.get('schema')!r})")
-    return record
+    return read_record(path, "fine-tuning record", SCHEMA)
 
 
 def load_tuned_backbone(out: str | Path, device: str | torch.device = "auto",
