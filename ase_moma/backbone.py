@@ -9,6 +9,7 @@ eV/Å, eV/Å³ (stress with ASE's sign: positive under tension).
 from __future__ import annotations
 
 import abc
+import dataclasses
 import hashlib
 from dataclasses import dataclass, field
 from typing import Any, ClassVar, Mapping, Protocol, Sequence
@@ -17,6 +18,7 @@ import numpy as np
 import torch
 from ase import Atoms
 
+from ase_moma.capabilities import Capabilities, require
 from ase_moma.structures import check_atoms
 
 
@@ -42,16 +44,10 @@ class NodeFeatures:
 
     invariant: (N, F) rotation-invariant (l=0) features of the last interaction
     block. batch: (N,) index of the structure each atom belongs to.
-    equivariant: named extra feature blocks (e.g. ``"1e"`` → (N, C, 3)) that a
-    head may read; empty when the backbone has none. inverted: the same
-    features of the inverted structure (r → −r), which a backbone that is not
-    parity-equivariant passes to energy terms so they can average over inversion.
     """
 
     invariant: torch.Tensor
     batch: torch.Tensor
-    equivariant: dict[str, torch.Tensor] = field(default_factory=dict)
-    inverted: "NodeFeatures | None" = None
 
 
 @dataclass
@@ -86,7 +82,9 @@ class PathWeight:
     ``o3.Linear``), ``"tensor_product"`` or ``"radial_mlp"``; irrep_slices: for
     e3nn linears, ``l -> [(start, stop), ...]`` slices of the flat weight whose
     paths act on irreps of degree ``l``; blocks: for e3nn modules,
-    ``(start, stop, rows, cols)`` of each path's weight matrix in the flat weight.
+    ``(start, stop, rows, cols)`` of each path's weight matrix in the flat weight;
+    element_slices: for weights with one block per element (a species
+    embedding), ``Z -> (start, stop)`` of that element's entries.
     """
 
     name: str
@@ -94,6 +92,7 @@ class PathWeight:
     kind: str
     irrep_slices: dict[int, tuple[tuple[int, int], ...]] = field(default_factory=dict)
     blocks: tuple[tuple[int, int, int, int], ...] = ()
+    element_slices: dict[int, tuple[int, int]] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -111,26 +110,42 @@ class AdapterSite:
 class Backbone(abc.ABC):
     """One loaded pretrained potential behind the protocol.
 
-    Subclasses set ``name`` and ``requires`` (the import names they need) and
-    implement the abstract methods. Instances hold the model on ``device`` in
-    ``dtype``; graphs are built on the CPU and moved by :meth:`collate`.
+    Subclasses set ``name``, ``requires`` (the import names they need) and
+    ``capabilities`` (what the family can do; the optional methods below are
+    implemented exactly where a capability says so), and implement the abstract
+    methods. Instances hold the model on ``device`` in ``dtype``; graphs are
+    built on the CPU and moved by :meth:`collate`.
     """
 
     name: ClassVar[str]
     requires: ClassVar[tuple[str, ...]] = ()
     has_default: ClassVar[bool] = False
-    requested_source: str | None = None  # as the user named it; None is the embedded default
-    parity_equivariant: bool = True  # False: equivariant under rotations only, not inversion
+    capabilities: Capabilities = Capabilities()
 
     def __init__(self, model: torch.nn.Module, *, device: torch.device, dtype: torch.dtype,
-                 source: str, cutoff: float, covered_numbers: Sequence[int]) -> None:
+                 source: str, cutoff: float, covered_numbers: Sequence[int],
+                 requested_source: str | None = None, parity: bool | None = None) -> None:
+        """source: where the weights were read; requested_source: the source as the
+        user named it (None: the embedded default), recorded in hubs and provenance.
+        parity: this checkpoint's parity equivariance where it differs from the class's."""
         self.model = model
         self.device = device
         self.dtype = dtype
         self.source = source
+        self.requested_source = requested_source
         self.cutoff = float(cutoff)
         self.covered_numbers = frozenset(int(z) for z in covered_numbers)
+        if parity is not None and parity != type(self).capabilities.parity:
+            self.capabilities = dataclasses.replace(type(self).capabilities, parity=parity)
         self._fingerprint = state_fingerprint(model)
+
+    def require(self, purpose: str, *needed: str) -> None:
+        """MissingCapability naming this backbone and ``purpose`` unless it has every ``needed`` capability."""
+        require(self.capabilities, self.name, purpose, *needed)
+
+    def mark_source(self, requested_source: str) -> None:
+        """Record that these weights were loaded from ``requested_source`` (a saved model's folder)."""
+        self.requested_source = requested_source
 
     @classmethod
     @abc.abstractmethod
@@ -157,6 +172,10 @@ class Backbone(abc.ABC):
         """Batch graphs from :meth:`build_graph` and move them to the device."""
 
     @abc.abstractmethod
+    def atomic_numbers(self, graph: Any) -> torch.Tensor:
+        """(n,) int64 atomic numbers of one graph from :meth:`build_graph`, on the CPU."""
+
+    @abc.abstractmethod
     def forward(self, batch: Any, *, forces: bool = True, stress: bool = True) -> BackboneOutput:
         """Energy and, by autograd, forces and stress for a collated batch."""
 
@@ -166,9 +185,10 @@ class Backbone(abc.ABC):
 
         term reads this pass's node features and edges; forces and stress are
         derivatives of the total, and the term's per-atom output is returned as
-        ``magmoms``. Backbones that cannot host an energy term keep this default.
+        ``magmoms``. Implemented where ``capabilities.energy_terms``.
         """
-        raise NotImplementedError(f"the {self.name} backbone cannot host an extra energy term")
+        self.require("an extra energy term", "energy_terms")
+        raise NotImplementedError(f"{type(self).__name__} declares energy_terms but does not implement forward_with")
 
     def energy(self, batch: Any) -> torch.Tensor:
         """(B,) total energies in eV, differentiable with respect to the model's parameters.
@@ -182,37 +202,42 @@ class Backbone(abc.ABC):
     def node_features(self, batch: Any) -> NodeFeatures:
         """Node features of the last interaction block for a collated batch."""
 
-    @abc.abstractmethod
     def path_weights(self) -> list[PathWeight]:
-        """The parameters sparse fine-tuning may move, tagged (see PathWeight)."""
+        """The parameters sparse fine-tuning may move, tagged (see PathWeight).
+
+        Implemented where ``capabilities.path_weights``.
+        """
+        self.require("sparse or low-rank fine-tuning", "path_weights")
+        raise NotImplementedError(f"{type(self).__name__} declares path_weights but does not implement them")
 
     def readout_parameters(self) -> list[str]:
         """Names of the read-out parameters (the layers after the last interaction block).
 
-        What the ``readout`` fine-tuning baseline trains; backbones without a
-        separable read-out keep this default.
+        What the ``readout`` fine-tuning baseline trains; implemented where
+        ``capabilities.readout``.
         """
-        raise NotImplementedError(f"the {self.name} backbone does not name its read-out parameters")
+        self.require("read-out fine-tuning", "readout")
+        raise NotImplementedError(f"{type(self).__name__} declares readout but does not name its parameters")
 
     def add_reference_energies(self, shifts: Mapping[int, float]) -> str:
         """Add ``shifts[Z]`` (eV per atom of element Z) to the model's per-element reference energies.
 
         In place; every structure's energy moves by Σ_i shifts[Z_i] and forces
         and stress do not change. Returns the name of the state-dict tensor that
-        holds the references. Backbones without such a tensor keep this default.
+        holds the references. Implemented where ``capabilities.reference_energies``.
         """
-        raise NotImplementedError(f"the {self.name} backbone has no per-element reference energies to shift")
+        self.require("refitting reference energies", "reference_energies")
+        raise NotImplementedError(f"{type(self).__name__} declares reference_energies but cannot shift them")
 
     def adapter_sites(self) -> list[AdapterSite]:
-        """Where adapters go: after each interaction block, in order.
-
-        Backbones that do not support adapter modules keep this default.
-        """
-        raise NotImplementedError(f"the {self.name} backbone does not support adapter modules")
+        """Where adapters go: after each interaction block, in order (where ``capabilities.adapters``)."""
+        self.require("adapter modules", "adapters")
+        raise NotImplementedError(f"{type(self).__name__} declares adapters but names no sites")
 
     def hook_node_features(self, site: str, transform: Any) -> torch.utils.hooks.RemovableHandle:
         """Rewrite the node features leaving ``site`` with ``transform`` (N, F) -> (N, F)."""
-        raise NotImplementedError(f"the {self.name} backbone does not support adapter modules")
+        self.require("adapter modules", "adapters")
+        raise NotImplementedError(f"{type(self).__name__} declares adapters but cannot hook node features")
 
     def fingerprint(self) -> str:
         """sha256 of the weights as loaded (before any tuning); see :meth:`refingerprint`."""
@@ -252,6 +277,18 @@ class Backbone(abc.ABC):
 def parameter_path_weights(name: str, module: torch.nn.Module, layer: str, kind: str) -> list[PathWeight]:
     """Every parameter of submodule ``name`` as a path weight of ``kind`` in ``layer``."""
     return [PathWeight(f"{name}.{param}", layer, kind) for param, _ in module.named_parameters()]
+
+
+def stress_matrix(voigt: torch.Tensor, order: Sequence[int] = range(6)) -> torch.Tensor:
+    """(B, 3, 3) stress from (B, 6) Voigt components, differentiably.
+
+    order: the positions in ``voigt``'s last axis of ASE's xx, yy, zz, yz, xz, xy
+    (the identity for ASE's own order); the layout is ASE's (``ase.stress``).
+    """
+    from ase.stress import voigt_6_to_full_3x3_stress
+
+    index = torch.as_tensor(voigt_6_to_full_3x3_stress(np.asarray(list(order))), device=voigt.device)
+    return voigt.reshape(-1, 6)[:, index]
 
 
 def mean_pool(values: torch.Tensor, batch: torch.Tensor, n_graphs: int) -> torch.Tensor:

@@ -11,22 +11,35 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any
+from typing import Any, Mapping
 
 import torch
+
+from ase_moma.version import CREATED_BY
 
 MODULE_JSON = "module.json"
 WEIGHTS = "weights.safetensors"
 HEAD = "head.safetensors"
 DELTA = "delta.safetensors"
-# What a module changes: every backbone weight (full), adapters only, or a sparse delta on the weights.
-MODULE_KINDS = ("full", "adapter", "delta")
+# What a module changes, and the kind it merges as: every backbone weight (full), adapters after each
+# interaction block (adapter), or a sparse change of the backbone weights (delta: a fine-tuned
+# potential, which is a whole backbone state once added to the pretrained one).
+MODULE_KINDS = {"full": "full", "adapter": "adapter", "delta": "full"}
+TRAINED_KINDS = ("full", "adapter")  # what hub training and composition produce
 PICKLE_SUFFIXES = (".pt", ".pth", ".pkl", ".pickle", ".ckpt", ".bin", ".model", ".tar", ".npy", ".joblib")
 
 
 class HubIntegrityError(ValueError):
     """A hub or module folder failed a check (checksum, stray file, fingerprint, schema)."""
+
+
+def check_module_kind(kind: Any, where: str) -> str:
+    """``kind`` if it is one of MODULE_KINDS, else HubIntegrityError naming ``where``."""
+    if kind not in MODULE_KINDS:
+        raise HubIntegrityError(f"{where}: unknown module kind {kind!r} (known: {', '.join(MODULE_KINDS)})")
+    return kind
 
 
 def weights_file(meta: dict[str, Any]) -> str:
@@ -100,17 +113,56 @@ def check_module_folder(folder: Path) -> dict[str, Any]:
                 "JSON because loading a pickle can run arbitrary code. It was not read."
             )
         raise HubIntegrityError(f"{path} is not part of the module (module.json does not list it)")
+    verify_files(folder, files, MODULE_JSON)
+    return meta
+
+
+def verify_files(folder: Path, files: Mapping[str, str | None], record: str) -> None:
+    """Check that each ``folder/name`` exists with sha256 ``files[name]``, as ``record`` lists them.
+
+    The one checksum check of every saved file (modules, compositions, fine-tuned
+    potentials); HubIntegrityError naming the file that is missing or differs.
+    """
     for name, expected in files.items():
-        path = folder / name
+        path = Path(folder) / name
         if not path.is_file():
-            raise HubIntegrityError(f"{path} is listed in {MODULE_JSON} but missing")
+            raise HubIntegrityError(f"{path} is listed in {record} but missing")
         actual = sha256_file(path)
         if actual != expected:
             raise HubIntegrityError(
                 f"{path} is corrupted or was modified: sha256 {actual[:16]}… does not match "
-                f"the recorded {str(expected)[:16]}…"
+                f"the one {record} records ({str(expected)[:16]}…)"
             )
-    return meta
+
+
+def write_module_folder(folder: Path, meta: dict[str, Any], tensors: dict[str, dict[str, torch.Tensor]],
+                        backbone: dict[str, Any]) -> None:
+    """Fill an empty ``folder`` with the safetensors files and a ``module.json``.
+
+    ``meta`` is completed with each file's sha256, the ``backbone`` record
+    (name, version, source, fingerprint) and the creation time.
+    """
+    check_module_kind(meta.get("kind"), str(folder / MODULE_JSON))
+    files = {filename: save_tensors(folder / filename, content) for filename, content in tensors.items()}
+    record = dict(meta, files=files, created_by=CREATED_BY,
+                  backbone={k: backbone.get(k) for k in ("name", "version", "source", "fingerprint")},
+                  created=datetime.now(timezone.utc).isoformat(timespec="seconds"))
+    write_json(folder / MODULE_JSON, record)
+
+
+def load_state(module: torch.nn.Module, tensors: dict[str, torch.Tensor], path: Path) -> None:
+    """``module.load_state_dict(tensors)`` after checking names and shapes; errors name ``path``."""
+    expected = module.state_dict()
+    missing = sorted(expected.keys() - tensors.keys())
+    unexpected = sorted(tensors.keys() - expected.keys())
+    if missing or unexpected:
+        raise HubIntegrityError(f"{path} does not fit the model: missing {missing[:3]}, "
+                                f"unexpected {unexpected[:3]}")
+    for key, value in tensors.items():
+        if value.shape != expected[key].shape:
+            raise HubIntegrityError(f"{path}: tensor {key} has shape {tuple(value.shape)}, "
+                                    f"the model expects {tuple(expected[key].shape)}")
+    module.load_state_dict({k: v.to(expected[k].dtype) for k, v in tensors.items()})
 
 
 def load_tensors(path: Path) -> dict[str, torch.Tensor]:

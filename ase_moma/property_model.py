@@ -13,7 +13,6 @@ from ase_moma.backbone import Backbone
 from ase_moma.heads import EnergyReference, PropertyHead
 
 READOUTS = ("head", "energy_per_atom")
-KINDS = ("full", "adapter")  # what a module changes: every backbone weight, or adapters only
 
 
 class PropertyModel(torch.nn.Module):
@@ -49,7 +48,7 @@ class PropertyModel(torch.nn.Module):
         """(B,) predictions in the target's unit for graphs from ``backbone.graph``."""
         batch = self.backbone.collate(graphs)
         if self.readout == "energy_per_atom":
-            numbers = [_atomic_numbers(g) for g in graphs]
+            numbers = [self.backbone.atomic_numbers(g) for g in graphs]
             counts = torch.tensor([len(z) for z in numbers], device=self.backbone.device)
             index = torch.repeat_interleave(torch.arange(len(graphs), device=counts.device), counts)
             shift = self.head(torch.cat(numbers).long().to(counts.device), index, len(graphs))
@@ -76,11 +75,3 @@ class PropertyModel(torch.nn.Module):
                   for start in range(0, len(graphs), batch_size)]
         return torch.cat(values).numpy() if values else np.empty(0)
 
-
-def _atomic_numbers(graph: Any) -> torch.Tensor:
-    """(n,) atomic numbers of one backbone graph (sevenn/torch-geometric or CHGNet graph)."""
-    for name in ("atomic_numbers", "atomic_number"):
-        value = getattr(graph, name, None)
-        if value is not None:
-            return value
-    raise TypeError(f"cannot read the atomic numbers of a {type(graph).__name__} graph")

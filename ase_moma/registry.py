@@ -1,20 +1,18 @@
-"""The backbone registry: entry points in the group ``ase_moma.backbones``.
+"""The backbone registry: names in the entry-point group ``ase_moma.backbones`` → Backbone classes.
 
 Each entry point names a :class:`~ase_moma.backbone.Backbone` subclass
 (``name = module:Class``). ase-moma registers its own plugins there; any other
-installed distribution may add backbones to the same group.
+installed distribution may add backbones to the same group. Loading lives in
+:mod:`ase_moma.loading`.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 from importlib.metadata import EntryPoint, entry_points
-from typing import Any
-
-import torch
 
 from ase_moma.backbone import Backbone
-from ase_moma.devices import resolve_device, resolve_dtype
+from ase_moma.capabilities import Capabilities
 
 GROUP = "ase_moma.backbones"
 
@@ -25,7 +23,8 @@ class BackboneInfo:
 
     reason: why the backbone cannot be used here (None when it can);
     embedded: whether default weights ship with it (else a local checkpoint is
-    needed; named downloads need a network).
+    needed; named downloads need a network); capabilities: what the family
+    declares (None when its plugin failed to import).
     """
 
     name: str
@@ -33,6 +32,7 @@ class BackboneInfo:
     target: str
     reason: str | None
     embedded: bool
+    capabilities: Capabilities | None
 
     @property
     def usable(self) -> bool:
@@ -44,16 +44,16 @@ def _entry_points() -> dict[str, EntryPoint]:
 
 
 def list_backbones() -> list[BackboneInfo]:
-    """Every registered backbone, with whether it can load its default here and why not."""
+    """Every registered backbone, with its capabilities and whether it can load here (and why not)."""
     rows = []
     for name, ep in sorted(_entry_points().items()):
         distribution = ep.dist.name if ep.dist is not None else "?"
         try:
             cls = _backbone_class(ep)
-            reason, embedded = cls.unavailable_reason(), cls.has_default
+            reason, embedded, capabilities = cls.unavailable_reason(), cls.has_default, cls.capabilities
         except Exception as error:  # a broken third-party plugin must not break the listing
-            reason, embedded = f"plugin failed to import: {error}", False
-        rows.append(BackboneInfo(name, distribution, ep.value, reason, embedded))
+            reason, embedded, capabilities = f"plugin failed to import: {error}", False, None
+        rows.append(BackboneInfo(name, distribution, ep.value, reason, embedded, capabilities))
     return rows
 
 
@@ -65,31 +65,6 @@ def backbone_class(name: str) -> type[Backbone]:
             f"unknown backbone {name!r}; registered backbones: {', '.join(sorted(known)) or 'none'}"
         )
     return _backbone_class(known[name])
-
-
-def load_backbone(name: str, source: str | None = None, *, device: str | torch.device = "auto",
-                  dtype: str | torch.dtype = "float32", **options: Any) -> Backbone:
-    """Load backbone ``name`` from ``source`` (None: the embedded default).
-
-    A composed model (an ``ase-moma compose`` output folder) or a fine-tuned
-    potential (an ``ase-moma finetune --backbone`` output folder) loads by
-    passing its folder as ``name`` or as ``source``. options: plugin-specific
-    loading options (e.g. ``trust_pickle`` for mace).
-    """
-    from ase_moma.compose.composed import is_composed, load_composed_backbone
-    from ase_moma.finetune.export import is_tuned, load_tuned_backbone
-
-    folder = next((path for path in (name, source) if is_composed(path) or is_tuned(path)), None)
-    if folder is not None:
-        loader = load_composed_backbone if is_composed(folder) else load_tuned_backbone
-        backbone = loader(folder, device=device, dtype=dtype)
-        if folder != name and backbone.name != name:
-            raise ValueError(f"{source} holds a {backbone.name} model, not a {name} one")
-        return backbone
-    cls = backbone_class(name)
-    backbone = cls.load(source, device=resolve_device(device), dtype=resolve_dtype(dtype), **options)
-    backbone.requested_source = source
-    return backbone
 
 
 def _backbone_class(ep: EntryPoint) -> type[Backbone]:

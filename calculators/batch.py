@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any, Iterable
 
 import numpy as np
+from ase.stress import full_3x3_to_voigt_6_stress
 from tqdm.auto import tqdm
 
 from ase_moma.backbone import Backbone, BackboneOutput
@@ -60,8 +61,7 @@ def split_output(out: BackboneOutput, atoms_list: list) -> list[dict[str, Any]]:
         if forces is not None:
             row["forces"] = forces[lo:hi]
         if stress is not None and has_volume(atoms):
-            s = stress[i]
-            row["stress"] = np.array([s[0, 0], s[1, 1], s[2, 2], s[1, 2], s[0, 2], s[0, 1]])
+            row["stress"] = full_3x3_to_voigt_6_stress(stress[i])
         if magmoms is not None:
             row["magmoms"] = magmoms[lo:hi]
             row["magmom"] = float(magmoms[lo:hi].sum()) if magmoms.ndim == 1 else magmoms[lo:hi].sum(0)

@@ -20,6 +20,8 @@ class MomaCalculator(Calculator):
     Results: ``energy``/``free_energy`` (eV), ``forces`` (eV/Å), ``stress``
     (eV/Å³, ASE Voigt order, only for a three-dimensional cell), and
     ``magmoms``/``magmom`` (μB) when the backbone predicts moments.
+    ``parameters`` (and so ``todict()`` and trajectories) record which model
+    produced the numbers: backbone name, source, weights fingerprint, dtype, device.
     Use :meth:`predict` to evaluate many structures in batches.
     """
 
@@ -27,8 +29,9 @@ class MomaCalculator(Calculator):
         super().__init__(**kwargs)
         self.backbone = backbone
         self.implemented_properties = list(_BASE_PROPERTIES)
-        if getattr(backbone, "predicts_magmoms", False):
+        if backbone.capabilities.magmoms:
             self.implemented_properties += ["magmoms", "magmom"]
+        self.parameters.update(model_parameters(backbone))
 
     @property
     def name(self) -> str:  # shown by ASE in trajectories and errors
@@ -50,3 +53,10 @@ class MomaCalculator(Calculator):
                 progress: bool | None = None) -> list[dict[str, Any]]:
         """Batched evaluation; see :func:`ase_moma.calculators.batch.predict`."""
         return predict(self.backbone, structures, batch_size=batch_size, progress=progress)
+
+
+def model_parameters(backbone: Backbone) -> dict[str, str | None]:
+    """What a calculator records of its model: ``backbone``, ``source`` (as the user named it,
+    None for the embedded default), ``fingerprint`` (sha256 of the weights), ``dtype``, ``device``."""
+    return {"backbone": backbone.name, "source": backbone.requested_source, "fingerprint": backbone.fingerprint(),
+            "dtype": str(backbone.dtype).removeprefix("torch."), "device": str(backbone.device)}

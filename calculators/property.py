@@ -7,6 +7,7 @@ from typing import Any, Iterable
 from ase import Atoms
 from ase.calculators.calculator import Calculator, all_changes
 
+from ase_moma.calculators.moma import model_parameters
 from ase_moma.property_model import PropertyModel
 from ase_moma.structures import as_atoms
 
@@ -24,6 +25,7 @@ class PropertyCalculator(Calculator):
             raise ValueError("the property model does not record which target it predicts")
         self.model = model.eval()
         self.implemented_properties = [model.target]
+        self.parameters.update(model_parameters(model.backbone), target=model.target, unit=model.unit)
 
     @property
     def name(self) -> str:  # shown by ASE in trajectories and errors

@@ -23,8 +23,7 @@ from ase.md.velocitydistribution import Stationary, thermalize_momenta
 from ase.md.verlet import VelocityVerlet
 
 from ase_moma import load_calculator
-from ase_moma.finetune import METHODS, PRESETS, FinetuneConfig
-from ase_moma.finetune.pipeline import finetune_potential
+from ase_moma.finetune import METHODS, PRESETS, FinetuneConfig, finetune_potential
 from ase_moma.finetune.potential_data import split_frames
 
 DATA = Path(__file__).resolve().parents[2] / "shared" / "data"

@@ -1,11 +1,12 @@
 """Train a spin-aware head on iron, then print the predicted magnetic moments along an MD run.
 
 A seeded subset of ../shared/data/magnetic/fe_spin.extxyz (spin-polarised DFT with per-atom
-moment vectors) trains a spin head on SevenNet-0, sparse-tuning the backbone beside it; the result
-is saved, loaded back as an ASE calculator, and drives Langevin MD of a 16-atom bcc iron cell at
-600 K while the mean moment magnitude and the total moment are printed. The head is collinear
-(signed moments) by default: a vector head predicts zero at the centrosymmetric sites of bcc iron,
-since an axial vector built from the geometry vanishes there.
+moment vectors) trains a spin head on SevenNet-0, sparse-tuning the backbone beside it; each
+frame's DFT moment directions are its spin configuration, and the head learns the magnitudes.
+The result is saved, loaded back as an ASE calculator, and drives Langevin MD of a 16-atom bcc
+iron cell at 600 K, once ferromagnetic and once antiferromagnetic (alternating (001) layers), set
+with ``set_initial_magnetic_moments`` as for a DFT code, while the energy difference of the two
+orders, the mean moment magnitude and the total moment are printed.
 
     python examples/spin_iron_md.py [--head collinear|vector] [--frames 48] [--epochs 2]
         [--method sparse] [--head-lr 1e-2] [--steps 40] [-o OUT/]
@@ -25,8 +26,7 @@ from ase.md.langevin import Langevin
 from ase.md.velocitydistribution import thermalize_momenta
 
 from ase_moma import load_calculator
-from ase_moma.finetune import METHODS, FinetuneConfig
-from ase_moma.finetune.pipeline import finetune_potential
+from ase_moma.finetune import METHODS, FinetuneConfig, finetune_potential
 from ase_moma.finetune.potential_data import split_frames
 
 DATA = Path(__file__).resolve().parents[2] / "shared" / "data" / "magnetic" / "fe_spin.extxyz"
@@ -62,21 +62,31 @@ def main() -> None:
               f"validation moment MAE {errors['magmoms_mae']:.3f} μB (|m| {errors['magmom_magnitude_mae']:.3f} μB), "
               f"energy {errors['energy_mae']:.1f} meV/atom, forces {errors['forces_mae']:.0f} meV/Å")
 
-        atoms = bulk("Fe", "bcc", 2.83, cubic=True).repeat((2, 2, 2))
-        atoms.calc = load_calculator(str(out), device=args.device)
-        thermalize_momenta(atoms, 600, rng=np.random.default_rng(0))
-        dynamics = Langevin(atoms, 1.0 * units.fs, temperature_K=600, friction=0.02 / units.fs,
-                            rng=np.random.default_rng(1))
+        calc = load_calculator(str(out), device=args.device)
+        orders = {}
+        for order in ("ferromagnetic", "antiferromagnetic"):
+            atoms = bulk("Fe", "bcc", 2.83, cubic=True).repeat((2, 2, 2))
+            layer = np.where(np.isclose(atoms.get_scaled_positions()[:, 2] % 0.5, 0), 1.0, -1.0)
+            atoms.set_initial_magnetic_moments(2.2 * (layer if order == "antiferromagnetic" else 1.0))
+            atoms.calc = calc
+            orders[order] = atoms
+        difference = orders["antiferromagnetic"].get_potential_energy() - orders["ferromagnetic"].get_potential_energy()
+        print(f"orders : E(AFM) − E(FM) = {1000 * difference / 16:+.1f} meV/atom (the head's exchange term)")
 
-        def report() -> None:
-            moments = atoms.get_magnetic_moments()
-            sizes = np.linalg.norm(moments, axis=1) if moments.ndim == 2 else np.abs(moments)
-            total = np.atleast_1d(atoms.get_magnetic_moment())
-            print(f"MD     : step {dynamics.nsteps:4d}  T {atoms.get_temperature():5.0f} K  mean |m| "
-                  f"{sizes.mean():.3f} μB  total m ({', '.join(f'{v:+.2f}' for v in total)}) μB")
+        for order, atoms in orders.items():
+            thermalize_momenta(atoms, 600, rng=np.random.default_rng(0))
+            dynamics = Langevin(atoms, 1.0 * units.fs, temperature_K=600, friction=0.02 / units.fs,
+                                rng=np.random.default_rng(1))
 
-        dynamics.attach(report, interval=max(1, args.steps // 8))
-        dynamics.run(args.steps)
+            def report(atoms=atoms, dynamics=dynamics, order=order) -> None:
+                moments = atoms.get_magnetic_moments()
+                sizes = np.linalg.norm(moments, axis=1) if moments.ndim == 2 else np.abs(moments)
+                total = np.atleast_1d(atoms.get_magnetic_moment())
+                print(f"MD {order[:4]}: step {dynamics.nsteps:4d}  T {atoms.get_temperature():5.0f} K  mean |m| "
+                      f"{sizes.mean():.3f} μB  total m ({', '.join(f'{v:+.2f}' for v in total)}) μB")
+
+            dynamics.attach(report, interval=max(1, args.steps // 4))
+            dynamics.run(args.steps)
 
 
 if __name__ == "__main__":

@@ -16,6 +16,7 @@ import torch
 from ase import Atoms, units
 
 from ase_moma.backbone import AdapterSite, Backbone, BackboneOutput, NodeFeatures, PathWeight
+from ase_moma.capabilities import Capabilities
 from ase_moma.checkpoints import load_weights_only, require_file
 
 _TASKS = "efsm"
@@ -27,7 +28,7 @@ class CHGNetBackbone(Backbone):
     name = "chgnet"
     requires = ("chgnet",)
     has_default = True
-    predicts_magmoms = True
+    capabilities = Capabilities(magmoms=True, adapters=True, path_weights=True)
 
     @classmethod
     def load(cls, source: str | None = None, *, device: torch.device,
@@ -51,7 +52,8 @@ class CHGNetBackbone(Backbone):
         model.to(device).eval()
         model.requires_grad_(False)
         return cls(model, device=device, dtype=dtype, source=str(path), cutoff=model.graph_converter.atom_graph_cutoff,
-                   covered_numbers=range(1, model.atom_embedding.embedding.num_embeddings + 1))
+                   covered_numbers=range(1, model.atom_embedding.embedding.num_embeddings + 1),
+                   requested_source=source)
 
     def build_graph(self, atoms: Atoms) -> Any:
         from pymatgen.core import Lattice, Structure
@@ -60,6 +62,9 @@ class CHGNetBackbone(Backbone):
         structure = Structure(Lattice(periodic.cell.array), periodic.numbers, periodic.positions,
                               coords_are_cartesian=True)
         return self.model.graph_converter(structure)
+
+    def atomic_numbers(self, graph: Any) -> torch.Tensor:
+        return graph.atomic_number.long().cpu()
 
     def collate(self, graphs: Sequence[Any]) -> list[Any]:
         return [graph.to(self.device) for graph in graphs]

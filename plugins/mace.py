@@ -22,7 +22,9 @@ import torch
 from ase import Atoms
 
 from ase_moma.atomic_io import atomic_directory
-from ase_moma.backbone import Backbone, BackboneOutput, NodeFeatures, PathWeight, parameter_path_weights
+from ase_moma.backbone import (Backbone, BackboneOutput, Edges, EnergyTerm, NodeFeatures, PathWeight,
+                               parameter_path_weights)
+from ase_moma.capabilities import Capabilities
 from ase_moma.checkpoints import UnsafeCheckpointError, require_file
 from ase_moma.e3nn_tools import e3nn_path_weight, prepare_e3nn
 
@@ -38,6 +40,7 @@ class MACEBackbone(Backbone):
 
     name = "mace"
     requires = ("mace",)
+    capabilities = Capabilities(energy_terms=True, path_weights=True, readout=True, reference_energies=True)
 
     @classmethod
     def load(cls, source: str | None = None, *, device: torch.device, dtype: torch.dtype,
@@ -52,7 +55,7 @@ class MACEBackbone(Backbone):
         model.to(device=device, dtype=dtype).eval()
         model.requires_grad_(False)
         return cls(model, device=device, dtype=dtype, source=str(source), cutoff=float(model.r_max),
-                   covered_numbers=[int(z) for z in model.atomic_numbers])
+                   covered_numbers=[int(z) for z in model.atomic_numbers], requested_source=source)
 
     def build_graph(self, atoms: Atoms) -> Any:
         from mace.data import AtomicData, config_from_atoms
@@ -67,6 +70,14 @@ class MACEBackbone(Backbone):
                 cutoff=self.cutoff,
                 heads=list(getattr(self.model, "heads", ["Default"])),
             )
+
+    def atomic_numbers(self, graph: Any) -> torch.Tensor:
+        return self._numbers(graph.node_attrs).cpu()
+
+    def _numbers(self, node_attrs: torch.Tensor) -> torch.Tensor:
+        """(N,) atomic numbers from MACE's one-hot node attributes, on their device."""
+        table = torch.as_tensor([int(z) for z in self.model.atomic_numbers], device=node_attrs.device)
+        return table[node_attrs.argmax(dim=1)]
 
     def collate(self, graphs: Sequence[Any]) -> dict[str, torch.Tensor]:
         from mace.tools.torch_geometric import Batch  # mace vendors its own torch_geometric
@@ -84,12 +95,35 @@ class MACEBackbone(Backbone):
             stress=out["stress"] if stress else None,
         )
 
+    def forward_with(self, batch: dict[str, torch.Tensor], term: EnergyTerm, *, forces: bool = True,
+                     stress: bool = True) -> BackboneOutput:
+        from mace.modules.utils import get_outputs
+
+        data = dict(batch)
+        positions = data["positions"]  # forces differentiate this leaf; for stress the model displaces a copy
+        out = self.model(data, training=True, compute_force=False, compute_displacement=stress)
+        sender, receiver = data["edge_index"]  # MACE's edge vector: receiver − sender + shift
+        edges = Edges(index=data["edge_index"], numbers=self._numbers(data["node_attrs"]),
+                      vectors=data["positions"][receiver] - data["positions"][sender] + data["shifts"])
+        extra, magmoms = term(self._last_block(out["node_feats"], data["batch"]), edges, int(data["ptr"].numel() - 1))
+        extra = extra.to(out["energy"].dtype)
+        force, _, stress_tensor, _, _ = get_outputs(
+            energy=out["interaction_energy"] + extra, positions=positions, cell=data["cell"],
+            displacement=out["displacement"], training=self.model.training or torch.is_grad_enabled(),
+            compute_force=forces, compute_virials=False, compute_stress=stress)
+        return BackboneOutput(energy=out["energy"] + extra, n_atoms=torch.diff(data["ptr"]),
+                              forces=force if forces else None, stress=stress_tensor if stress else None,
+                              magmoms=magmoms)
+
     def node_features(self, batch: dict[str, torch.Tensor]) -> NodeFeatures:
         out = self.model(dict(batch), training=self.model.training, compute_force=False)
+        return self._last_block(out["node_feats"], batch["batch"])
+
+    def _last_block(self, node_feats: torch.Tensor, batch: torch.Tensor) -> NodeFeatures:
+        """The invariant (l=0) channels of the last product block's output."""
         last = self.model.products[-1].linear.irreps_out
         n_scalar = sum(mul for mul, ir in last if ir.l == 0)
-        last_block = out["node_feats"][:, -last.dim:]
-        return NodeFeatures(invariant=last_block[:, :n_scalar], batch=batch["batch"])
+        return NodeFeatures(invariant=node_feats[:, -last.dim:][:, :n_scalar], batch=batch)
 
     def path_weights(self) -> list[PathWeight]:
         weights = []

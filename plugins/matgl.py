@@ -20,6 +20,7 @@ from ase import Atoms, units
 from ase.data import atomic_numbers
 
 from ase_moma.backbone import Backbone, BackboneOutput, NodeFeatures, PathWeight
+from ase_moma.capabilities import Capabilities
 from ase_moma.checkpoints import require_file
 
 
@@ -28,6 +29,7 @@ class MatGLBackbone(Backbone):
 
     name = "matgl"
     requires = ("matgl",)
+    capabilities = Capabilities(path_weights=True)
 
     @classmethod
     def load(cls, source: str | None = None, *, device: torch.device,
@@ -46,12 +48,15 @@ class MatGLBackbone(Backbone):
             raise ValueError(f"{directory} holds a {type(potential).__name__}, not a matgl Potential")
         potential.to(device=device, dtype=dtype).eval()
         potential.requires_grad_(False)
-        elements = tuple(potential.model.element_types)
-        backbone = cls(potential, device=device, dtype=dtype, source=str(directory),
-                       cutoff=float(potential.model.cutoff),
-                       covered_numbers=[atomic_numbers[e] for e in elements])
-        backbone.element_types = elements
-        return backbone
+        return cls(potential, device=device, dtype=dtype, source=str(directory),
+                   cutoff=float(potential.model.cutoff),
+                   covered_numbers=[atomic_numbers[e] for e in potential.model.element_types],
+                   requested_source=source)
+
+    @property
+    def element_types(self) -> tuple[str, ...]:
+        """The model's element symbols, in the order of its node types."""
+        return tuple(self.model.model.element_types)
 
     def build_graph(self, atoms: Atoms) -> tuple[Any, torch.Tensor, torch.Tensor]:
         from matgl.ext.ase import Atoms2Graph
@@ -66,6 +71,10 @@ class MatGLBackbone(Backbone):
         lattice = torch.as_tensor(atoms.cell.array if periodic else np.identity(3), dtype=self.dtype)
         return graph, lattice, torch.as_tensor(np.asarray(state), dtype=self.dtype)
 
+    def atomic_numbers(self, graph: tuple[Any, torch.Tensor, torch.Tensor]) -> torch.Tensor:
+        table = torch.as_tensor([atomic_numbers[e] for e in self.element_types])
+        return table[graph[0].node_type.long().cpu()]
+
     def collate(self, graphs: Sequence[tuple[Any, torch.Tensor, torch.Tensor]]) -> tuple:
         from torch_geometric.data import Batch
 
@@ -76,7 +85,17 @@ class MatGLBackbone(Backbone):
 
     def forward(self, batch: tuple, *, forces: bool = True, stress: bool = True) -> BackboneOutput:
         graph, lattice, state = batch
-        out = self.model(graph, lattice, state)
+        grad_enabled, training = torch.is_grad_enabled(), self.model.training
+        # The Potential always differentiates its energy, and keeps that graph (for a loss on forces, or
+        # on the energy itself) only in training mode: set its own flag, not its layers', when grads are on.
+        self.model.training = training or grad_enabled
+        try:
+            with torch.enable_grad():
+                out = self.model(graph, lattice, state)
+        finally:
+            self.model.training = training
+        if not grad_enabled:
+            out = tuple(t.detach() if torch.is_tensor(t) else t for t in out)
         n_graphs = lattice.shape[0]
         return BackboneOutput(
             energy=out[0].reshape(-1),

@@ -16,7 +16,8 @@ from typing import Any, Iterator, Sequence
 import torch
 from ase import Atoms
 
-from ase_moma.backbone import Backbone, BackboneOutput, NodeFeatures, PathWeight
+from ase_moma.backbone import Backbone, BackboneOutput, NodeFeatures, PathWeight, stress_matrix
+from ase_moma.capabilities import Capabilities
 from ase_moma.checkpoints import load_weights_only, require_file
 
 _N_ELEMENTS = 118
@@ -27,11 +28,11 @@ class OrbBackbone(Backbone):
 
     name = "orb"
     requires = ("orb_models",)
+    capabilities = Capabilities(path_weights=True, parity=False)  # not equivariant by construction
 
     @classmethod
     def load(cls, source: str | None = None, *, device: torch.device, dtype: torch.dtype,
              architecture: str | None = None) -> "OrbBackbone":
-        from orb_models.forcefield.pretrained import ORB_PRETRAINED_MODELS
 
         if source is None:
             raise ValueError(
@@ -45,10 +46,8 @@ class OrbBackbone(Backbone):
             raise ValueError(f"{architecture} is a direct-force Orb model; ase-moma needs a conservative one")
         model.to(device=device, dtype=dtype).eval()
         model.requires_grad_(False)
-        backbone = cls(model, device=device, dtype=dtype, source=str(source),
-                       cutoff=model.system_config.radius, covered_numbers=range(1, _N_ELEMENTS + 1))
-        backbone.architecture = architecture
-        return backbone
+        return cls(model, device=device, dtype=dtype, source=str(source), cutoff=model.system_config.radius,
+                   covered_numbers=range(1, _N_ELEMENTS + 1), requested_source=source)
 
     def build_graph(self, atoms: Atoms) -> Any:
         from orb_models.forcefield.atomic_system import ase_atoms_to_atom_graphs
@@ -57,6 +56,9 @@ class OrbBackbone(Backbone):
         return ase_atoms_to_atom_graphs(bare, self.model.system_config, output_dtype=self.dtype,
                                         device=torch.device("cpu"))
 
+    def atomic_numbers(self, graph: Any) -> torch.Tensor:
+        return graph.node_features["atomic_numbers"].long().cpu()
+
     def collate(self, graphs: Sequence[Any]) -> Any:
         from orb_models.forcefield.base import batch_graphs
 
@@ -64,15 +66,11 @@ class OrbBackbone(Backbone):
 
     def forward(self, batch: Any, *, forces: bool = True, stress: bool = True) -> BackboneOutput:
         out = self.model.predict(batch)
-        voigt = out[self.model.grad_stress_name].reshape(-1, 6)  # ASE order: xx yy zz yz xz xy
-        xx, yy, zz, yz, xz, xy = voigt.unbind(-1)
-        full = torch.stack([torch.stack([xx, xy, xz], -1), torch.stack([xy, yy, yz], -1),
-                            torch.stack([xz, yz, zz], -1)], -2)
         return BackboneOutput(
             energy=out[self.model.energy_name].reshape(-1),
             n_atoms=batch.n_node,
             forces=out[self.model.grad_forces_name] if forces else None,
-            stress=full if stress else None,
+            stress=stress_matrix(out[self.model.grad_stress_name]) if stress else None,  # ASE's order
         )
 
     def node_features(self, batch: Any) -> NodeFeatures:

@@ -7,17 +7,21 @@ are batched with torch-geometric and run through the model in batch mode.
 
 from __future__ import annotations
 
+import dataclasses
 from typing import Any, Mapping, Sequence
 
 import torch
 from ase import Atoms
 
 from ase_moma.backbone import (AdapterSite, Backbone, BackboneOutput, Edges, EnergyTerm, NodeFeatures,
-                               PathWeight, parameter_path_weights)
+                               PathWeight, parameter_path_weights, stress_matrix)
+from ase_moma.capabilities import Capabilities
 from ase_moma.checkpoints import load_weights_only, require_file
 from ase_moma.e3nn_tools import e3nn_path_weight, prepare_e3nn
 
 _LAST_BLOCK_END = "reduce_input_to_hidden"
+_SPECIES_EMBEDDING = "onehot_to_feature_x.linear"  # e3nn Linear from one-hot species (N×0e) to features
+_SEVENN_VOIGT = (0, 1, 2, 4, 5, 3)  # where ASE's xx yy zz yz xz xy sit in sevenn's xx yy zz xy yz zx
 
 
 class SevenNetBackbone(Backbone):
@@ -26,6 +30,9 @@ class SevenNetBackbone(Backbone):
     name = "sevennet"
     requires = ("sevenn",)
     has_default = True
+    # parity: SevenNet-0's; a checkpoint trained with is_parity declares its own on loading
+    capabilities = Capabilities(adapters=True, energy_terms=True, path_weights=True, readout=True,
+                                reference_energies=True, parity=False)
 
     @classmethod
     def load(cls, source: str | None = None, *, device: torch.device,
@@ -47,10 +54,9 @@ class SevenNetBackbone(Backbone):
             _cast_onehot_output(model, dtype)
         model.to(device=device, dtype=dtype).eval()
         model.requires_grad_(False)
-        backbone = cls(model, device=device, dtype=dtype, source=str(path), cutoff=config[KEY.CUTOFF],
-                       covered_numbers=config[KEY.TYPE_MAP].keys())
-        backbone.parity_equivariant = bool(config.get(KEY.IS_PARITY, True))  # SevenNet-0: False
-        return backbone
+        return cls(model, device=device, dtype=dtype, source=str(path), cutoff=config[KEY.CUTOFF],
+                   covered_numbers=config[KEY.TYPE_MAP].keys(), requested_source=source,
+                   parity=bool(config.get(KEY.IS_PARITY, True)))
 
     def build_graph(self, atoms: Atoms) -> Any:
         import sevenn._keys as KEY
@@ -64,6 +70,11 @@ class SevenNetBackbone(Backbone):
             else dtype_correct(value, float_dtype=self.dtype)
             for key, value in fields.items()
         })
+
+    def atomic_numbers(self, graph: Any) -> torch.Tensor:
+        import sevenn._keys as KEY
+
+        return torch.as_tensor(graph[KEY.ATOMIC_NUMBERS]).long().cpu()
 
     def collate(self, graphs: Sequence[Any]) -> Any:
         from torch_geometric.data import Batch
@@ -83,13 +94,7 @@ class SevenNetBackbone(Backbone):
         import sevenn._keys as KEY
 
         batch[self.model.key_grad].requires_grad_(True)  # the edge vectors, as the model's own forward does
-        mirror = None
-        if not self.parity_equivariant:  # the inverted structure: the same graph with edge vectors negated
-            mirror = batch.clone()
-            mirror[KEY.EDGE_VEC] = -batch[KEY.EDGE_VEC]
         data, features = self._run(batch, stop="force_output")
-        if mirror is not None:
-            features.inverted = self._run(mirror, stop=_LAST_BLOCK_END)[1]
         edges = Edges(index=data[KEY.EDGE_IDX], vectors=data[KEY.EDGE_VEC], numbers=data[KEY.ATOMIC_NUMBERS])
         total = data[KEY.PRED_TOTAL_ENERGY]
         extra, magmoms = term(features, edges, int(data[KEY.NUM_ATOMS].numel()))
@@ -111,8 +116,7 @@ class SevenNetBackbone(Backbone):
     def _run(self, batch: Any, stop: str) -> tuple[Any, NodeFeatures]:
         """Run the model's modules before ``stop`` on ``batch``.
 
-        Returns the data and the node features of the last interaction block
-        (its l=0 channels, and the l=1 blocks of the deepest gate that has them).
+        Returns the data and the invariant (l=0) node features of the last interaction block.
         """
         import sevenn._keys as KEY
         from e3nn import o3
@@ -121,7 +125,6 @@ class SevenNetBackbone(Backbone):
         data = batch
         if self.model.eval_type_map:
             data[KEY.NODE_FEATURE] = self.model._atomic_numbers_to_onehot(data[KEY.ATOMIC_NUMBERS])
-        equivariant: dict[str, torch.Tensor] = {}
         invariant = None
         for key, module in self.model._modules.items():
             if key == _LAST_BLOCK_END:
@@ -130,12 +133,10 @@ class SevenNetBackbone(Backbone):
             if key == stop:
                 break
             data = module(data)
-            if key.endswith("_equivariant_gate"):
-                equivariant.update(_vector_blocks(data[KEY.NODE_FEATURE], o3.Irreps(module.gate.irreps_out)))
         n_atoms = invariant.shape[0]
         index = data[KEY.BATCH] if KEY.BATCH in data else torch.zeros(
             n_atoms, dtype=torch.long, device=invariant.device)
-        return data, NodeFeatures(invariant=invariant, batch=index, equivariant=equivariant)
+        return data, NodeFeatures(invariant=invariant, batch=index)
 
     def adapter_sites(self) -> list[AdapterSite]:
         from e3nn import o3
@@ -157,6 +158,10 @@ class SevenNetBackbone(Backbone):
         for name, module in self.model.named_modules():
             layer = name.split(".")[0]
             tagged = e3nn_path_weight(name, module, layer)
+            if tagged is not None and name == _SPECIES_EMBEDDING:  # one row of weights per element
+                width = module.irreps_out.dim
+                tagged = dataclasses.replace(tagged, element_slices={
+                    int(z): (index * width, (index + 1) * width) for z, index in self.model.type_map.items()})
             if tagged is not None:
                 weights.append(tagged)
             elif name.endswith("weight_nn"):
@@ -182,11 +187,7 @@ def _output(out: Any, forces: bool, stress: bool) -> BackboneOutput:
     """A BackboneOutput from sevenn's output dict (its stress is −σ in Voigt order xx yy zz xy yz zx)."""
     import sevenn._keys as KEY
 
-    full = None
-    if stress:
-        xx, yy, zz, xy, yz, zx = (-out[KEY.PRED_STRESS].reshape(-1, 6)).unbind(-1)
-        full = torch.stack([torch.stack([xx, xy, zx], -1), torch.stack([xy, yy, yz], -1),
-                            torch.stack([zx, yz, zz], -1)], -2)
+    full = stress_matrix(-out[KEY.PRED_STRESS], _SEVENN_VOIGT) if stress else None
     return BackboneOutput(
         energy=out[KEY.PRED_TOTAL_ENERGY].reshape(-1),
         n_atoms=out[KEY.NUM_ATOMS].reshape(-1),
@@ -206,12 +207,3 @@ def _cast_onehot_output(model: torch.nn.Module, dtype: torch.dtype) -> None:
         return data
 
     onehot.register_forward_hook(cast)
-
-
-def _vector_blocks(features: torch.Tensor, irreps: Any) -> dict[str, torch.Tensor]:
-    """``{"1e": (N, C, 3)}`` for each l=1 block of ``features`` laid out as ``irreps``."""
-    blocks = {}
-    for (mul, ir), part in zip(irreps, irreps.slices()):
-        if ir.l == 1:
-            blocks[str(ir)] = features[:, part].reshape(features.shape[0], mul, 3)
-    return blocks

@@ -16,8 +16,8 @@ import torch
 from ase_moma import load_backbone
 from ase_moma.cli import main
 from ase_moma.hub import Hub, HubIntegrityError, TrainConfig, train_module
-from ase_moma.hub import store as store_module
-from ase_moma import fitting as fitting_module
+from ase_moma import module_files
+from ase_moma.training import engine as engine_module
 from ase_moma.labelled_data import load_task_data
 from ase_moma.module_files import sha256_file
 from hub_fixtures import TINY
@@ -70,7 +70,7 @@ def test_energy_modules_fit_the_reference_shift_of_another_dft_set_up(hub, hub_d
 def test_module_metadata_records_provenance(hub, hub_data):
     for entry in hub.modules:
         meta = hub.read_module(entry["name"])
-        assert meta["backbone"] == {k: hub.backbone[k] for k in ("name", "version", "fingerprint")}
+        assert meta["backbone"] == hub.backbone  # name, version, source, fingerprint
         assert set(meta["metrics"]) >= {"val_mae", "val_rmse", "val_mae_predict_mean", "train_target_std"}
         assert meta["n_train"] + meta["n_val"] == len(ase.io.read(hub_data["perov" if "carbon" not in
                                                                           entry["name"] else "carbon"], ":"))
@@ -151,13 +151,13 @@ def test_a_crash_while_writing_leaves_the_hub_as_it_was_and_rerun_resumes(hub, t
     hub = _copy_hub(hub, tmp_path)
     index_before = (hub.path / "hub.json").read_bytes()
     folders_before = sorted(p.name for p in (hub.path / "modules").iterdir())
-    real_save = store_module.save_tensors
+    real_save = module_files.save_tensors
 
     def save_then_crash(path, tensors):
         real_save(path, tensors)
         raise OSError("disk full (simulated)")
 
-    monkeypatch.setattr(store_module, "save_tensors", save_then_crash)
+    monkeypatch.setattr(module_files, "save_tensors", save_then_crash)
     with pytest.raises(OSError, match="simulated"):
         train_module(hub, "dir_gap", hub_data["perov"], "dir_gap", config=TINY, device="cpu", progress=False)
     assert (hub.path / "hub.json").read_bytes() == index_before
@@ -165,7 +165,7 @@ def test_a_crash_while_writing_leaves_the_hub_as_it_was_and_rerun_resumes(hub, t
     assert main(["hub", "list", str(hub.path)]) == 0
     assert (hub.path / ".work" / "dir_gap").is_dir()  # the finished training is kept
 
-    monkeypatch.setattr(store_module, "save_tensors", real_save)
+    monkeypatch.setattr(module_files, "save_tensors", real_save)
     steps = []
     monkeypatch.setattr(torch.optim.AdamW, "step", lambda self, closure=None: steps.append(1))
     meta = train_module(hub, "dir_gap", hub_data["perov"], "dir_gap", config=TINY, device="cpu", progress=False)
@@ -180,7 +180,7 @@ def test_training_interrupted_mid_run_resumes_to_the_same_module(hub, tmp_path, 
     train_module(straight, "heat", hub_data["perov"], "heat_all", config=config, device="cpu", progress=False)
 
     resumed = _copy_hub(hub, tmp_path / "b")
-    real_checkpoint = fitting_module.save_checkpoint
+    real_checkpoint = engine_module.save_checkpoint
     calls = []
 
     def interrupt_after_first_epoch(*args, **kwargs):
@@ -189,11 +189,11 @@ def test_training_interrupted_mid_run_resumes_to_the_same_module(hub, tmp_path, 
             raise KeyboardInterrupt
         real_checkpoint(*args, **kwargs)
 
-    monkeypatch.setattr(fitting_module, "save_checkpoint", interrupt_after_first_epoch)
+    monkeypatch.setattr(engine_module, "save_checkpoint", interrupt_after_first_epoch)
     with pytest.raises(KeyboardInterrupt):
         train_module(resumed, "heat", hub_data["perov"], "heat_all", config=config, device="cpu", progress=False)
     assert "heat" not in Hub(resumed.path).names()
-    monkeypatch.setattr(fitting_module, "save_checkpoint", real_checkpoint)
+    monkeypatch.setattr(engine_module, "save_checkpoint", real_checkpoint)
     train_module(resumed, "heat", hub_data["perov"], "heat_all", config=config, device="cpu", progress=False)
     from safetensors.torch import load_file
 

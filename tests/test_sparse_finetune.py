@@ -5,15 +5,16 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
+from ase.stress import voigt_6_to_full_3x3_stress
 from potential_fixtures import emt_copper, small_mlearn_si
 from scipy.spatial.transform import Rotation
 
 from ase_moma import load_backbone
 from ase_moma.finetune import FinetuneConfig, Finetuner
-from ase_moma.finetune.delta import apply_delta
+from ase_moma.delta import apply_delta
 from ase_moma.finetune.increments import IncrementSet
 from ase_moma.finetune.potential_data import read_potential_set
-from ase_moma.finetune.sparse import LayerThreshold, SparseIncrement
+from ase_moma.finetune.sparse import LayerThreshold, SparseIncrement, SparsityBudget, ThresholdOffset
 
 STEPS = FinetuneConfig(method="sparse", batch_size=4, epochs=2, max_steps=2)
 
@@ -32,7 +33,7 @@ def test_gradient_reaches_only_unpruned_increments():
     torch.manual_seed(0)
     threshold = LayerThreshold(0.008)
     weight = torch.randn(2000)
-    increment = SparseIncrement(weight, threshold)
+    increment = SparseIncrement(weight, threshold, ThresholdOffset(), sigma=0.01)
     upstream = torch.randn(2000)
     (increment(weight) * upstream).sum().backward()
     pruned = increment.delta.detach().abs() <= threshold.threshold().detach()
@@ -59,20 +60,31 @@ def test_threshold_pushed_high_prunes_everything_and_model_equals_base():
     assert "parametrizations" not in dict(backbone.model.named_modules())["0_self_interaction_1.linear"].__dict__["_modules"]
 
 
-@pytest.mark.parametrize("refit", [False, True])
-def test_sparse_tuning_moves_only_path_weights(refit):
+@pytest.mark.parametrize("refit, target", [(False, 0.05), (True, 0.01)])
+def test_sparse_tuning_moves_only_path_weights_and_only_its_budget(refit, target):
     backbone = load_backbone("sevennet", device="cpu")
     pretrained = {k: v.clone() for k, v in backbone.model.state_dict().items()}
     train, valid = _sets()
-    tuner = Finetuner(backbone, FinetuneConfig(**{**STEPS.__dict__, "refit_references": refit}))
+    config = FinetuneConfig(**{**STEPS.__dict__, "refit_references": refit, "target_fraction": target})
+    tuner = Finetuner(backbone, config)
     result = tuner.fit(train, valid, progress=False)
-    tuner.export()
-    assert result.steps == 2
+    delta = tuner.export()
+    assert result.steps == 2 and result.best_epoch >= 1  # the chosen weights are trained ones, within budget
     path = {w.name for w in backbone.path_weights()}
     allowed = path | ({"rescale_atomic_energy.shift"} if refit else set())
     changed = {k for k, v in backbone.model.state_dict().items() if not torch.equal(v, pretrained[k])}
-    assert changed <= allowed and len(changed & path) == len(path)
+    assert changed <= allowed and changed & path
     assert ("rescale_atomic_energy.shift" in changed) == refit
+    moved = sum(int(delta[name][0].numel()) for name in path if name in delta)
+    size = sum(pretrained[name].numel() for name in path)
+    assert abs(moved / size - target) < 0.01  # measured on the exported model, after training
+
+
+def test_sparsity_budget_falls_to_its_target_and_holds_it():
+    budget = SparsityBudget(target=0.02, start=0.9, warmup_steps=10)
+    fractions = [budget.fraction(step) for step in range(15)]
+    assert fractions[0] == pytest.approx(0.9) and all(a >= b for a, b in zip(fractions, fractions[1:]))
+    assert fractions[10:] == [0.02] * 5 and budget.reached(10) and not budget.reached(9)
 
 
 def test_exported_model_equals_in_training_model_and_stays_equivariant():
@@ -168,8 +180,8 @@ def test_a_few_steps_on_real_silicon_lower_the_validation_loss(tmp_path):
     backbone = load_backbone("sevennet", device="cpu")
     config = FinetuneConfig(method="sparse", batch_size=4, epochs=3, max_steps=6)
     result = Finetuner(backbone, config).fit(train, valid, progress=False)
-    losses = [row["val_loss"] for row in result.history]
-    assert result.best_val["loss"] < losses[0]
+    losses = [row["loss"] for row in result.history]
+    assert result.best["loss"] < losses[0]
     assert result.steps == 6
 
 
@@ -186,11 +198,6 @@ def test_bad_fine_tuning_data_is_named():
     no_stress.calc = type(frames[0].calc)(no_stress, energy=1.0, forces=frames[0].get_forces())
     with pytest.raises(ValueError, match="frame 0 .* has no stress"):
         read_potential_set([no_stress], forces=True, stress=True)
-    gpa = frames[0].copy()
-    gpa.calc = type(frames[0].calc)(gpa, energy=1.0, forces=frames[0].get_forces(),
-                                    stress=frames[0].get_stress() * 1602 + 50)
-    with pytest.raises(ValueError, match="GPa or kbar"):
-        read_potential_set([gpa], forces=True, stress=True)
     backbone = load_backbone("sevennet", device="cpu")
     train = read_potential_set(frames, forces=True, stress=True)
     empty = read_potential_set(frames, forces=True, stress=True)
@@ -209,3 +216,32 @@ def test_delta_refuses_out_of_range_indices():
     model = torch.nn.Linear(2, 2)
     with pytest.raises(HubIntegrityError, match="outside"):
         apply_delta(model, {"weight": (torch.tensor([7]), torch.tensor([1.0]))}, "bad.safetensors")
+
+
+def test_stress_units_are_declared_checked_against_the_model_and_bounded():
+    from ase.units import GPa
+
+    from ase_moma.calculators import predict
+    from ase_moma.finetune.potential_data import check_stress_unit
+
+    frames = emt_copper(4, 11)
+    in_gpa = []
+    for atoms in frames:
+        copy = atoms.copy()
+        copy.calc = type(atoms.calc)(copy, energy=atoms.get_potential_energy(), forces=atoms.get_forces(),
+                                     stress=atoms.get_stress() / GPa)
+        in_gpa.append(copy)
+    backbone = load_backbone("sevennet", device="cpu")
+    predicted = np.stack([voigt_6_to_full_3x3_stress(row["stress"]) for row in predict(backbone, frames)])
+    undeclared = read_potential_set(in_gpa, forces=True, stress=True, what="training set")
+    with pytest.raises(ValueError, match=r"about 1\d\d(\.\d+)?× .*frames 0, 1, 2, 3.*look like GPa.*--stress-unit GPa"):
+        check_stress_unit(predicted, undeclared)
+    declared = read_potential_set(in_gpa, forces=True, stress=True, stress_unit="GPa")
+    np.testing.assert_allclose(declared.stress, read_potential_set(frames, forces=True, stress=True).stress)
+    check_stress_unit(predicted, declared, "GPa")
+    with pytest.raises(ValueError, match="declared GPa.*--stress-unit eV/A\\^3"):
+        check_stress_unit(predicted, read_potential_set(frames, forces=True, stress=True, stress_unit="GPa"), "GPa")
+    largest = np.abs(declared.stress).max(axis=(1, 2))
+    bounded = read_potential_set(in_gpa, forces=True, stress=True, stress_unit="GPa",
+                                 max_stress=float(np.median(largest)))
+    assert bounded.dropped == [i for i in range(4) if largest[i] > np.median(largest)] and len(bounded) == 2

@@ -14,7 +14,7 @@ from safetensors.torch import load_file
 from ase_moma import load_backbone, load_calculator
 from ase_moma.cli import main
 from ase_moma.compose import compose
-from ase_moma.finetune.delta import apply_delta, read_delta
+from ase_moma.delta import apply_delta, read_delta
 from ase_moma.finetune.export import FINETUNE_JSON, MODEL, MODULE
 from ase_moma.hub import Hub
 from ase_moma.module_files import DELTA, HubIntegrityError
@@ -65,7 +65,7 @@ def test_corrupted_tuned_model_is_refused(tuned, tmp_path):
     with open(copy / MODEL, "r+b") as handle:
         handle.seek(-8, 2)
         handle.write(b"\x00" * 8)
-    with pytest.raises(HubIntegrityError, match="corrupted or modified"):
+    with pytest.raises(HubIntegrityError, match="corrupted or was modified"):
         load_calculator(str(copy), device="cpu")
 
 
@@ -106,3 +106,41 @@ def test_delta_modules_join_a_hub_and_compose_with_each_other(tuned, tmp_path):
         if merged[name].is_floating_point():
             expected = (first[name].double() + second[name].double()) / 2
             torch.testing.assert_close(merged[name].double(), expected, rtol=0, atol=1e-6)
+
+
+def test_an_interrupted_finetune_resumes_and_ends_with_the_same_files(tmp_path, monkeypatch):
+    import ase_moma.training.engine as engine
+    from ase_moma.finetune.pipeline import work_folder
+
+    train, valid = _write_sets(tmp_path, 3)
+    arguments = ["finetune", "--backbone", "sevennet", "--train", str(train), "--valid", str(valid),
+                 "--method", "sparse", "--epochs", "3", "--batch-size", "4", "--device", "cpu"]
+    assert main(arguments + ["-o", str(tmp_path / "whole")]) == 0
+    save, saved = engine.save_checkpoint, []
+
+    def interrupted(*args, **kwargs):
+        save(*args, **kwargs)
+        saved.append(args[1]["epoch"])
+        if len(saved) == 1:
+            raise KeyboardInterrupt  # as if the run were stopped right after epoch 1's checkpoint
+
+    monkeypatch.setattr(engine, "save_checkpoint", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        main(arguments + ["-o", str(tmp_path / "resumed")])
+    assert not (tmp_path / "resumed").exists() and work_folder(tmp_path / "resumed").is_dir()
+    assert main(arguments + ["-o", str(tmp_path / "resumed")]) == 0
+    assert saved == [1, 2, 3]  # the second call went on from epoch 1 instead of starting again
+    assert not work_folder(tmp_path / "resumed").exists()
+    whole, resumed = tmp_path / "whole", tmp_path / "resumed"
+    assert sorted(p.relative_to(whole) for p in whole.rglob("*")) == \
+        sorted(p.relative_to(resumed) for p in resumed.rglob("*"))
+    a, b = load_file(str(whole / MODEL)), load_file(str(resumed / MODEL))
+    assert a.keys() == b.keys()
+    # Equal to float32 round-off (multithreaded BLAS may reorder sums between any two runs), except that
+    # round-off may tip an entry lying exactly at the sparsity threshold to the other side.
+    close = [torch.isclose(a[key], b[key], rtol=1e-5, atol=1e-6).reshape(-1) for key in a]
+    assert float(torch.cat(close).float().mean()) > 1 - 1e-4
+    delta_a, delta_b = (read_delta(load_file(str(out / MODULE / DELTA))) for out in (whole, resumed))
+    assert delta_a.keys() == delta_b.keys()
+    assert sum(len(i) for i, _ in delta_a.values()) == pytest.approx(sum(len(i) for i, _ in delta_b.values()),
+                                                                      abs=8)

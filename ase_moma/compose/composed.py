@@ -14,9 +14,11 @@ import torch
 from ase_moma.adapters import AdapterSet
 from ase_moma.backbone import Backbone
 from ase_moma.compose.composer import MERGED, RECIPE, read_recipe
-from ase_moma.hub.store import load_recorded_backbone, load_state, module_from_folder
-from ase_moma.module_files import HubIntegrityError, check_module_folder, load_tensors, sha256_file
+from ase_moma.module_files import check_module_folder, load_state, load_tensors, verify_files
+from ase_moma.module_model import module_from_folder
 from ase_moma.property_model import PropertyModel
+from ase_moma.provenance import load_recorded_backbone
+from ase_moma.saved_models import SavedModelKind
 
 FINETUNED = "model"
 
@@ -45,8 +47,7 @@ def apply_merged(out: str | Path, backbone: Backbone) -> AdapterSet | None:
     if recipe["merged"] is None:
         return None
     path = Path(out) / MERGED
-    if sha256_file(path) != recipe["merged"]["sha256"]:
-        raise HubIntegrityError(f"{path} is corrupted or was modified: its sha256 differs from {RECIPE}'s")
+    verify_files(Path(out), {MERGED: recipe["merged"]["sha256"]}, str(Path(out) / RECIPE))
     tensors = load_tensors(path)
     if recipe["kind"] == "full":
         load_state(backbone.model, tensors, path)
@@ -66,9 +67,8 @@ def load_composed_model(out: str | Path, device: str | torch.device = "auto",
                                 f"run `ase-moma finetune {out}` first")
     folder = Path(out) / FINETUNED
     meta = check_module_folder(folder)
-    backbone = base_backbone(out, device, dtype)
-    if meta.get("backbone", {}).get("fingerprint") != backbone.fingerprint():
-        raise HubIntegrityError(f"{folder} was not fine-tuned from the backbone its recipe names")
+    backbone = load_recorded_backbone(meta["backbone"], f"the fine-tuned composition in {folder}", device, dtype,
+                                      source=read_recipe(out)["backbone"].get("source"))
     return module_from_folder(folder, meta, backbone)
 
 
@@ -86,5 +86,30 @@ def load_composed_backbone(out: str | Path, device: str | torch.device = "auto",
         backbone = base_backbone(out, device, dtype)
         adapters = apply_merged(out, backbone)
     backbone.refingerprint(*([adapters] if adapters is not None else []))
-    backbone.requested_source = str(Path(out).resolve())
+    backbone.mark_source(str(Path(out).resolve()))
     return backbone
+
+
+class ComposedFolder(SavedModelKind):
+    """An ``ase-moma compose`` output folder: the merged model, and once fine-tuned, its property model."""
+
+    name = "composed"
+    description = "ase-moma compose output (recipe.json); serves its target once fine-tuned"
+
+    @classmethod
+    def detect(cls, path: Path) -> bool:
+        return is_composed(path)
+
+    @classmethod
+    def load_backbone(cls, path: Path, device: str | torch.device = "auto",
+                      dtype: str | torch.dtype = "float32") -> Backbone:
+        return load_composed_backbone(path, device, dtype)
+
+    @classmethod
+    def load_calculator(cls, path: Path, device: str | torch.device = "auto",
+                        dtype: str | torch.dtype = "float32"):
+        from ase_moma.calculators import PropertyCalculator
+
+        if is_finetuned(path):
+            return PropertyCalculator(load_composed_model(path, device=device, dtype=dtype))
+        return super().load_calculator(path, device, dtype)

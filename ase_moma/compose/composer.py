@@ -25,11 +25,8 @@ from ase_moma.compose.strategies import STRATEGIES, strategy_weights
 from ase_moma.devices import resolve_device
 from ase_moma.hub.store import Hub
 from ase_moma.labelled_data import load_task_data
-from ase_moma.module_files import read_record, save_tensors, weights_file, write_json
-from ase_moma.property_model import KINDS
-
-# Delta modules (fine-tuned potentials) are whole backbone states too: they compose with full ones.
-WHOLE_MODEL = {"delta": "full"}
+from ase_moma.module_files import MODULE_KINDS, TRAINED_KINDS, read_record, save_tensors, weights_file, write_json
+from ase_moma.version import CREATED_BY
 
 RECIPE = "recipe.json"
 MERGED = "merged.safetensors"
@@ -52,7 +49,7 @@ def compose(hub: Hub | str | Path, data: str | Path, target: str, out: str | Pat
     subsamples it for few-shot runs). kind: compose the hub's ``full`` or
     ``adapter`` modules (default: full when the hub has any); modules:
     restrict to these names. k, temperature, similarity: the kNN proxy
-    (DESIGN §5). strategy: ``amc`` or a baseline (see
+    (MoMa's settings: K = 5, temperature 0.2, cosine). strategy: ``amc`` or a baseline (see
     :func:`~ase_moma.compose.strategies.strategy_weights`). Returns the recipe.
     """
     hub = hub if isinstance(hub, Hub) else Hub(hub)
@@ -135,8 +132,6 @@ def replay(recipe_path: str | Path, out: str | Path, *, hub: Hub | str | Path | 
 
 def write_composition(hub: Hub, recipe: dict[str, Any], out: Path, overwrite: bool = False) -> dict[str, Any]:
     """Merge the recipe's modules with its weights and write OUT/ atomically; returns the final recipe."""
-    from ase_moma import __version__
-
     used = [m for m in recipe["modules"] if m["weight"] > 0]
     start = time.perf_counter()
     with atomic_directory(out, overwrite=overwrite) as tmp:
@@ -150,7 +145,7 @@ def write_composition(hub: Hub, recipe: dict[str, Any], out: Path, overwrite: bo
             merged_sha = save_tensors(tmp / MERGED, merged)
             del merged
         recipe = dict(recipe, merged={"file": MERGED, "sha256": merged_sha} if merged_sha else None,
-                      created_by=f"ase-moma {__version__}")
+                      created_by=CREATED_BY)
         recipe["timings"] = dict(recipe["timings"], merge_s=time.perf_counter() - start)
         write_json(tmp / RECIPE, recipe)
         weights_chart(recipe, tmp / CHART)
@@ -178,9 +173,9 @@ def _candidates(hub: Hub, kind: str | None, modules: Sequence[str] | None) -> tu
     kinds = {e["kind"] for e in entries}
     if kind is None:
         kind = "adapter" if kinds == {"adapter"} else "full"
-    if kind not in KINDS:
-        raise ValueError(f"module kind must be one of {', '.join(KINDS)}, got {kind!r}")
-    names = [e["name"] for e in entries if WHOLE_MODEL.get(e["kind"], e["kind"]) == kind]
+    if kind not in TRAINED_KINDS:
+        raise ValueError(f"module kind must be one of {', '.join(TRAINED_KINDS)}, got {kind!r}")
+    names = [e["name"] for e in entries if MODULE_KINDS[e["kind"]] == kind]
     if not names:
         raise ValueError(f"hub {hub.path} has no {kind} modules to compose (it has: "
                          f"{', '.join(sorted(kinds)) or 'none'})")

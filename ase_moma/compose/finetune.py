@@ -21,11 +21,11 @@ from ase_moma.atomic_io import atomic_directory
 from ase_moma.compose.composed import FINETUNED, apply_merged, base_backbone
 from ase_moma.compose.composer import read_recipe
 from ase_moma.fitting import TrainConfig, build_property_model, fit, model_tensors, module_record
-from ase_moma.hub.store import write_module_folder
+from ase_moma.module_files import write_module_folder
 from ase_moma.labelled_data import load_task_data
 
 DOWNSTREAM = TrainConfig(epochs=60, batch_size=32, lr=8e-5, head_lr=1e-3, patience=10, mode="downstream")
-"""Downstream settings of DESIGN §5 (batch 32, lr 8e-5, ≤ 60 epochs, patience 10)."""
+"""MoMa's downstream settings for JMP-L (batch 32, lr 8e-5, ≤ 60 epochs, patience 10)."""
 
 
 def finetune_composed(out: str | Path, config: TrainConfig | None = None, *, device: str = "auto",

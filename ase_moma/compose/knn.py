@@ -1,4 +1,4 @@
-"""Leave-one-out kNN label propagation in a module's embedding space (MoMa Eq. 1, DESIGN §5)."""
+"""Leave-one-out kNN label propagation in a module's embedding space (MoMa Eq. 1)."""
 
 from __future__ import annotations
 

@@ -16,7 +16,7 @@ from typing import Any, Mapping, Sequence
 
 import torch
 
-from ase_moma.finetune.delta import INDICES, add_at, read_delta
+from ase_moma.delta import INDICES, add_at, read_delta
 
 MIN_WEIGHT = 1e-6
 

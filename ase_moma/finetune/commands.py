@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 
+from ase_moma.finetune.potential_data import STRESS_UNITS
 from ase_moma.finetune.spin import SPIN_KINDS
 from ase_moma.finetune.trainer import METHODS, PRESETS
 
@@ -32,6 +33,14 @@ def add_finetune_command(commands: argparse._SubParsersAction) -> None:
     finetune.add_argument("--head-lr", type=float, default=1e-3, help="a composed model's or the spin head's")
     finetune.add_argument("--tau-lr", type=float, help="learning rate of the sparse thresholds (default: --lr)")
     finetune.add_argument("--tau-decay", type=float, help="override the preset's threshold decay")
+    finetune.add_argument("--target-sparsity", type=float, metavar="F",
+                          help="sparse: the fraction of path weights moved (default: the preset's, L 0.10, H 0.02)")
+    finetune.add_argument("--stress-unit", choices=list(STRESS_UNITS), default="eV/A^3",
+                          help="the unit of the files' stress labels (converted to eV/Å³ on reading)")
+    finetune.add_argument("--max-stress", type=float, metavar="EV_PER_A3",
+                          help="drop frames with a stress component above this (eV/Å³); they are reported")
+    finetune.add_argument("--no-stress-check", action="store_true",
+                          help="skip comparing the stress labels' scale with the backbone's predictions")
     finetune.add_argument("--patience", type=int, help="default 10")
     finetune.add_argument("--max-steps", type=int, help="stop after this many optimiser steps")
     finetune.add_argument("--spin-head", choices=SPIN_KINDS,
@@ -74,6 +83,7 @@ def _finetune_potential(args: argparse.Namespace) -> int:
     given = {key: value for key, value in (("epochs", args.epochs), ("batch_size", args.batch_size),
                                            ("lr", args.lr), ("patience", args.patience)) if value is not None}
     config = FinetuneConfig(method=args.method, preset=args.preset, tau_lr=args.tau_lr, tau_decay=args.tau_decay,
+                            target_fraction=args.target_sparsity,
                             max_steps=args.max_steps, refit_references=not args.no_refit_references,
                             rank=args.rank, seed=args.seed, spin_head=args.spin_head, head_lr=args.head_lr,
                             **given)
@@ -83,7 +93,8 @@ def _finetune_potential(args: argparse.Namespace) -> int:
     config.loss = dataclasses.replace(config.loss, **weights)
     record = finetune_potential(args.backbone, args.train, args.valid, args.output, config, test=args.test,
                                 source=args.source, name=args.name, device=args.device, dtype=args.dtype,
-                                overwrite=args.overwrite)
+                                overwrite=args.overwrite, stress_unit=args.stress_unit, max_stress=args.max_stress,
+                                stress_check=not args.no_stress_check)
     errors = "; ".join(f"{role}: " + ", ".join(f"{key} {value:.4g}" for key, value in values.items())
                        for role, values in record["metrics"].items())
     updated = record["path_weights_updated"]

@@ -20,15 +20,18 @@ import torch
 
 from ase_moma.atomic_io import atomic_directory
 from ase_moma.backbone import Backbone
-from ase_moma.finetune.delta import Delta, changed_entries, delta_tensors
+from ase_moma.delta import Delta, changed_entries, delta_tensors
 from ase_moma.finetune.potential_data import PotentialSet
 from ase_moma.finetune.report import sparsity_chart, sparsity_report
 from ase_moma.finetune.spin import SpinHead
 from ase_moma.finetune.spin_model import SpinBackbone
-from ase_moma.finetune.trainer import FinetuneConfig, FinetuneResult
-from ase_moma.hub.store import load_recorded_backbone, load_state, write_module_folder
-from ase_moma.module_files import (DELTA, HubIntegrityError, load_tensors, read_record, save_tensors,
-                                   sha256_file, write_json)
+from ase_moma.finetune.trainer import FinetuneConfig
+from ase_moma.module_files import (DELTA, load_state, load_tensors, read_record, save_tensors, verify_files,
+                                   write_json, write_module_folder)
+from ase_moma.provenance import load_recorded_backbone
+from ase_moma.saved_models import SavedModelKind
+from ase_moma.training.engine import EngineResult
+from ase_moma.version import CREATED_BY
 
 FINETUNE_JSON = "finetune.json"
 MODEL = "model.safetensors"
@@ -45,22 +48,24 @@ def is_tuned(path: str | Path | None) -> bool:
 
 
 def write_tuned(out: str | Path, backbone: Backbone, base: dict[str, Any], delta: Delta,
-                config: FinetuneConfig, result: FinetuneResult, data: dict[str, PotentialSet],
+                config: FinetuneConfig, result: EngineResult, data: dict[str, PotentialSet],
                 metrics: dict[str, dict[str, float]], *, name: str, overwrite: bool = False,
-                spin: SpinBackbone | None = None) -> dict[str, Any]:
+                spin: SpinBackbone | None = None, thresholds: dict[str, float] | None = None,
+                reference_shifts: dict[int, float] | None = None) -> dict[str, Any]:
     """Write OUT/ for ``backbone`` (tuned in place, plain) started from ``base`` (its backbone record).
 
     data: the sets by role (``train``, ``valid``, optionally ``test``);
     metrics: their errors after tuning (and ``zero_shot`` ones if measured).
     name: the task name recorded in the hub module. spin: the backbone with its
-    trained spin head, saved beside it. Returns finetune.json's content.
+    trained spin head, saved beside it. thresholds: the sparse increments'
+    per-layer thresholds; reference_shifts: the refitted reference energies
+    (eV per atom of each element). Returns finetune.json's content.
     """
-    from ase_moma import __version__
-
     shapes = {k: v.shape for k, v in backbone.model.state_dict().items()}
     report = sparsity_report(backbone.path_weights(), shapes, delta)
     settings = dataclasses.asdict(config)
-    data_record = {role: {"source": part.source, "frames": len(part), "sha256": part.data_hash()}
+    data_record = {role: {"source": part.source, "frames": len(part), "sha256": part.data_hash(),
+                          "dropped_over_max_stress": part.dropped or []}
                    for role, part in data.items()}
     summary = {"method": config.method, "preset": config.preset if config.method == "sparse" else None,
                "path_weights_updated": report["total"], "entries_changed": changed_entries(delta)}
@@ -73,13 +78,13 @@ def write_tuned(out: str | Path, backbone: Backbone, base: dict[str, Any], delta
             "readout": "energy_per_atom", "n_train": len(data["train"]), "n_val": len(data["valid"]),
             "metrics": {"val_mae": valid.get("energy_mae", float("nan")) / 1000, **{
                 f"{role}_{k}": v for role, values in metrics.items() for k, v in values.items()}},
-            "training": settings, "data": data_record, **summary,
-            "created_by": f"ase-moma {__version__}"}, {DELTA: delta_tensors(delta)}, base)
-        write_json(tmp / REPORT, {**summary, "sparsity": report, "thresholds": result.thresholds})
+            "training": settings, "data": data_record, **summary}, {DELTA: delta_tensors(delta)}, base)
+        write_json(tmp / REPORT, {**summary, "sparsity": report, "thresholds": thresholds or {}})
         sparsity_chart(report, f"{config.method} on {name}", tmp / CHART)
         record = {"schema": SCHEMA, "backbone": base, "name": name, **summary, "config": settings,
-                  "result": dataclasses.asdict(result), "metrics": metrics, "data": data_record,
-                  "files": {MODEL: model_sha}, "spin_head": None, "created_by": f"ase-moma {__version__}"}
+                  "result": dict(dataclasses.asdict(result), thresholds=thresholds or {},
+                                                          reference_shifts=reference_shifts or {}), "metrics": metrics, "data": data_record,
+                  "files": {MODEL: model_sha}, "spin_head": None, "created_by": CREATED_BY}
         if spin is not None:
             record["files"][SPIN_HEAD] = save_tensors(tmp / SPIN_HEAD, dict(spin.head.state_dict()))
             record["spin_head"] = {"config": spin.head.config(),
@@ -103,11 +108,7 @@ def load_tuned_backbone(out: str | Path, device: str | torch.device = "auto",
     tuned weights of ``model.safetensors`` (checksum checked), and its spin head when it has one
     (a :class:`SpinBackbone`, which predicts moments). Its fingerprint identifies the weights."""
     record = read_tuned(out)
-    for filename, sha in record["files"].items():
-        path = Path(out) / filename
-        if not path.is_file() or sha256_file(path) != sha:
-            raise HubIntegrityError(f"{path} is missing, corrupted or modified: its sha256 differs from "
-                                    f"{FINETUNE_JSON}'s")
+    verify_files(Path(out), record["files"], str(Path(out) / FINETUNE_JSON))
     backbone = load_recorded_backbone(record["backbone"], f"the fine-tuned potential in {out}", device, dtype)
     load_state(backbone.model, load_tensors(Path(out) / MODEL), Path(out) / MODEL)
     backbone.refingerprint()
@@ -115,5 +116,21 @@ def load_tuned_backbone(out: str | Path, device: str | torch.device = "auto",
         head = SpinHead(**record["spin_head"]["config"])
         load_state(head, load_tensors(Path(out) / SPIN_HEAD), Path(out) / SPIN_HEAD)
         backbone = SpinBackbone(backbone, head)
-    backbone.requested_source = str(Path(out).resolve())
+    backbone.mark_source(str(Path(out).resolve()))
     return backbone
+
+
+class TunedFolder(SavedModelKind):
+    """An ``ase-moma finetune --backbone`` output folder: a plain tuned potential (+ its spin head)."""
+
+    name = "tuned"
+    description = "ase-moma finetune --backbone output (finetune.json): a tuned potential"
+
+    @classmethod
+    def detect(cls, path: Path) -> bool:
+        return is_tuned(path)
+
+    @classmethod
+    def load_backbone(cls, path: Path, device: str | torch.device = "auto",
+                      dtype: str | torch.dtype = "float32") -> Backbone:
+        return load_tuned_backbone(path, device, dtype)

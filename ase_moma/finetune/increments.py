@@ -13,7 +13,7 @@ from torch.nn.utils import parametrize
 
 from ase_moma.backbone import Backbone
 from ase_moma.finetune.lora import ALPHA, RANK, LowRankIncrement, dense_blocks
-from ase_moma.finetune.sparse import INITIAL_THRESHOLD, SIGMA, LayerThreshold, SparseIncrement
+from ase_moma.finetune.sparse import INITIAL_THRESHOLD, SIGMA, LayerThreshold, SparseIncrement, ThresholdOffset
 
 INCREMENT_KINDS = ("sparse", "lora")
 
@@ -36,6 +36,7 @@ class IncrementSet(torch.nn.Module):
             raise ValueError(f"the {backbone.name} backbone exposes no path weights to tune")
         parameters = dict(backbone.model.named_parameters())
         self.thresholds = torch.nn.ModuleDict()
+        self.offset = ThresholdOffset()
         self.increments = torch.nn.ModuleDict()
         for weight in self.path_weights:
             tensor = parameters[weight.name]
@@ -43,7 +44,7 @@ class IncrementSet(torch.nn.Module):
                 key = _key(weight.layer)
                 if key not in self.thresholds:
                     self.thresholds[key] = LayerThreshold(initial_threshold).to(tensor.device)
-                increment = SparseIncrement(tensor, self.thresholds[key], sigma)
+                increment = SparseIncrement(tensor, self.thresholds[key], self.offset.to(tensor.device), sigma)
             else:
                 increment = LowRankIncrement(tensor, weight.blocks or dense_blocks(tensor.shape), rank, alpha)
             self.increments[_key(weight.name)] = increment
@@ -85,9 +86,37 @@ class IncrementSet(torch.nn.Module):
         return [threshold.tau for threshold in self.thresholds.values()]
 
     def layer_thresholds(self) -> dict[str, float]:
-        """``{layer: δ = sigmoid(τ)}`` now."""
+        """``{layer: δ_ℓ = sigmoid(τ_ℓ)}`` now (sparse increments)."""
         layers = {_key(w.layer): w.layer for w in self.path_weights}
         return {layers[key]: float(threshold.threshold().detach()) for key, threshold in self.thresholds.items()}
+
+    @torch.no_grad()
+    def moved_fraction(self) -> float:
+        """The fraction of path-weight entries the sparse increments move now."""
+        moved = sum(int(torch.count_nonzero(inc.increment())) for inc in self.increments.values())
+        return moved / sum(inc.delta.numel() for inc in self.increments.values())
+
+    @torch.no_grad()
+    def hold_fraction(self, fraction: float) -> None:
+        """Set the global offset c so that the increments move ``fraction`` of all path-weight entries.
+
+        With margins m = |ΔW| − sigmoid(τ_ℓ) over every entry, c is the (k+1)-th
+        largest margin for k = round(fraction · N): the k entries with the largest
+        margins stay (those of them with m > 0 move), the rest are pruned.
+        """
+        margins = torch.cat([inc.margins().reshape(-1).double() for inc in self.increments.values()])
+        keep = min(max(round(fraction * margins.numel()), 0), margins.numel())
+        if keep >= margins.numel():
+            self.offset.value.fill_(float(margins.min()) - 1e-12)
+            return
+        self.offset.value.fill_(float(torch.topk(margins, keep + 1).values[-1]))
+
+    def state_tensors(self) -> dict[str, torch.Tensor]:
+        """Everything training changes here: ΔW or the LoRA factors, τ, and the offset c."""
+        tensors = {name: p for name, p in self.named_parameters()}
+        if self.kind == "sparse":
+            tensors["offset"] = self.offset.value
+        return tensors
 
 
 def _key(name: str) -> str:

@@ -20,10 +20,11 @@ EV_PER_A3_IN_GPA = 160.21766208
 
 
 @dataclass
-class LossWeights:
-    """Weights of the energy-per-atom, force, stress and moment terms, and the Huber δ.
+class PotentialLoss:
+    """Σ weight · Huber(prediction, label) over energy per atom, forces, stress and moments.
 
-    The moment term counts only when a spin head predicts moments.
+    The weights of the four terms and the Huber δ; the moment term counts only
+    when a spin head predicts moments. Called on a batch's output and labels.
     """
 
     energy: float = 1.0
@@ -40,6 +41,18 @@ class LossWeights:
             raise ValueError("every loss weight is zero: nothing to fit")
         if not self.huber_delta > 0:
             raise ValueError(f"the Huber delta must be positive, got {self.huber_delta}")
+
+    def __call__(self, out: BackboneOutput, labels: "Labels") -> torch.Tensor:
+        """The weighted sum over the terms this loss weights (a scalar, float64)."""
+        huber = lambda a, b: torch.nn.functional.huber_loss(a.double(), b, delta=self.huber_delta)  # noqa: E731
+        loss = self.energy * huber(out.energy / labels.n_atoms, labels.energy_per_atom)
+        if self.forces > 0:
+            loss = loss + self.forces * huber(out.forces, labels.forces)
+        if self.stress > 0:
+            loss = loss + self.stress * huber(out.stress, labels.stress)
+        if labels.magmoms is not None and self.magmoms > 0:
+            loss = loss + self.magmoms * huber(out.magmoms, labels.magmoms)
+        return loss
 
 
 @dataclass
@@ -67,20 +80,8 @@ def batch_labels(data: PotentialSet, rows: Sequence[int], device: torch.device) 
     )
 
 
-def potential_loss(out: BackboneOutput, labels: Labels, weights: LossWeights) -> torch.Tensor:
-    """Σ weight · Huber(prediction, label) over the weighted terms (a scalar, float64)."""
-    huber = lambda a, b: torch.nn.functional.huber_loss(a.double(), b, delta=weights.huber_delta)  # noqa: E731
-    loss = weights.energy * huber(out.energy / labels.n_atoms, labels.energy_per_atom)
-    if weights.forces > 0:
-        loss = loss + weights.forces * huber(out.forces, labels.forces)
-    if weights.stress > 0:
-        loss = loss + weights.stress * huber(out.stress, labels.stress)
-    if labels.magmoms is not None and weights.magmoms > 0:
-        loss = loss + weights.magmoms * huber(out.magmoms, labels.magmoms)
-    return loss
 
-
-def evaluate(backbone: Backbone, graphs: Sequence[Any], data: PotentialSet, weights: LossWeights,
+def evaluate(backbone: Backbone, graphs: Sequence[Any], data: PotentialSet, loss: PotentialLoss,
              batch_size: int = 16) -> dict[str, float]:
     """Loss and errors of ``backbone`` on ``data`` (graphs prebuilt): ``loss``, ``energy_mae``
     (meV/atom), ``forces_mae`` (meV/Å, over components), ``stress_mae`` (GPa) where labelled, and with
@@ -91,7 +92,7 @@ def evaluate(backbone: Backbone, graphs: Sequence[Any], data: PotentialSet, weig
         labels = batch_labels(data, rows, backbone.device)
         out = backbone.forward(backbone.collate([graphs[i] for i in rows]), forces=labels.forces is not None,
                                stress=labels.stress is not None)
-        losses.append(float(potential_loss(out, labels, weights).detach()) * len(rows))
+        losses.append(float(loss(out, labels).detach()) * len(rows))
         sizes.append(len(rows))
         energy.append((out.energy.detach().double() / labels.n_atoms - labels.energy_per_atom).abs().cpu())
         if labels.forces is not None:

@@ -1,54 +1,102 @@
-"""``finetune_potential``: read the data, adapt a backbone, evaluate, write OUT/ — the CLI's job."""
+"""``finetune_potential``: load the backbone, check it can do what is asked, read the data, adapt,
+evaluate, write OUT/ — the CLI's job.
+
+Every epoch leaves a checkpoint in ``.OUT.work/`` beside OUT/; the same call
+after an interruption resumes from it and ends with the same tuned weights as
+an uninterrupted run. The checkpoint is removed once OUT/ is written.
+"""
 
 from __future__ import annotations
 
+import dataclasses
+import hashlib
+import json
+import shutil
 from pathlib import Path
 from typing import Any, Sequence
 
+import numpy as np
 from ase import Atoms
+from ase.stress import voigt_6_to_full_3x3_stress
 
 from ase_moma.finetune.export import write_tuned
 from ase_moma.finetune.loss import evaluate
-from ase_moma.finetune.potential_data import PotentialSet, read_potential_set
+from ase_moma.calculators.batch import predict
+from ase_moma.finetune.potential_data import PotentialSet, check_stress_unit, read_potential_set
 from ase_moma.finetune.trainer import FinetuneConfig, Finetuner
+from ase_moma.loading import load_backbone
+from ase_moma.provenance import backbone_record
 
 DataSource = str | Path | Sequence[Atoms]
+
+
+def work_folder(out: str | Path) -> Path:
+    """Where the checkpoints of a run writing ``out`` are kept: ``.OUT.work`` beside it."""
+    out = Path(out)
+    return out.with_name(f".{out.name}.work")
 
 
 def finetune_potential(backbone: str, train: DataSource, valid: DataSource, out: str | Path,
                        config: FinetuneConfig | None = None, *, test: DataSource | None = None,
                        source: str | None = None, name: str | None = None, device: str = "auto",
                        dtype: str = "float32", progress: bool = True, overwrite: bool = False,
+                       stress_unit: str = "eV/A^3", max_stress: float | None = None, stress_check: bool = True,
                        **options: Any) -> dict[str, Any]:
     """Adapt ``backbone`` to ``train`` (early stopping on ``valid``) and write OUT/.
 
     backbone: a registered name (``source`` its checkpoint, None the embedded
-    default), or a composed or fine-tuned folder. train, valid, test: extxyz
-    files (or frames) with energies, and forces/stress where weighted (and
-    moments for a spin head, ``config.spin_head``).
-    name: the task name for the hub module (default: the training file's stem).
-    Returns the finetune.json content; ``load_calculator(out)`` loads the result.
+    default), or a saved model's folder. train, valid, test: extxyz files (or
+    frames) with energies, and forces/stress where weighted (and moments for a
+    spin head, ``config.spin_head``). stress_unit: the unit the files' stresses
+    are written in (``eV/A^3``, ``GPa`` or ``kbar``); max_stress: drop frames
+    with a stress component above this many eV/Å³ (reported in finetune.json);
+    stress_check: compare the stress labels with the backbone's predictions
+    first and refuse a file whose declared unit they contradict. name: the task
+    name for the hub module (default: the training file's stem). Returns the
+    finetune.json content; ``load_calculator(out)`` loads the result.
     """
-    from ase_moma.hub.store import backbone_record
-    from ase_moma.registry import load_backbone
-
     config = config or FinetuneConfig()
     config.check()
     if Path(out).exists() and not overwrite:
         raise FileExistsError(f"{out} already exists (pass overwrite=True / --overwrite to replace it)")
-    need = {"forces": config.loss.forces > 0, "stress": config.loss.stress > 0, "magmoms": config.spin_head}
+    model = load_backbone(backbone, source, device=device, dtype=dtype, **options)
+    base = backbone_record(model)
+    tuner = Finetuner(model, config)  # refuses what the backbone cannot do, before any data is read
+    need = {"forces": config.loss.forces > 0, "stress": config.loss.stress > 0, "magmoms": config.spin_head,
+            "stress_unit": stress_unit, "max_stress": max_stress}
     data: dict[str, PotentialSet] = {
         "train": read_potential_set(train, what="training set", **need),
         "valid": read_potential_set(valid, what="validation set", **need)}
     if test is not None:
         data["test"] = read_potential_set(test, what="test set", **need)
-    model = load_backbone(backbone, source, device=device, dtype=dtype, **options)
-    base = backbone_record(model)
-    tuner = Finetuner(model, config)
-    result = tuner.fit(data["train"], data["valid"], progress=progress)
+    for role, part in data.items():
+        if part.dropped and progress:
+            print(f"{role}: dropped {len(part.dropped)} frames of {part.source} with a stress above "
+                  f"{max_stress} eV/Å³: {', '.join(map(str, part.dropped[:20]))}{' …' if len(part.dropped) > 20 else ''}")
+        if stress_check and part.stress is not None:
+            rows = predict(model, part.frames[:32], progress=False)
+            if all("stress" in row for row in rows):
+                predicted = np.stack([voigt_6_to_full_3x3_stress(row["stress"]) for row in rows])
+                check_stress_unit(predicted, _first(part, len(rows)), stress_unit)
+    work = work_folder(out)
+    run_hash = hashlib.sha256(json.dumps({
+        "base": base["fingerprint"], "config": dataclasses.asdict(config),
+        "data": {role: part.data_hash() for role, part in data.items()}}, sort_keys=True).encode()).hexdigest()
+    result = tuner.fit(data["train"], data["valid"], progress=progress, checkpoint=work, run_hash=run_hash)
+    if result.resumed_from and progress:
+        print(f"resumed from the checkpoint of epoch {result.resumed_from} in {work}")
+    thresholds = tuner.thresholds()
     delta = tuner.export()
-    metrics = {role: evaluate(tuner.model, [model.graph(a) for a in part.frames], part, config.loss)
+    metrics = {role: evaluate(tuner.model, tuner.graphs(part), part, config.loss)
                for role, part in data.items() if role != "train"}
     task = name or (Path(train).stem if isinstance(train, (str, Path)) else "finetune")
-    return write_tuned(out, model, base, delta, config, result, data, metrics, name=task, overwrite=overwrite,
-                       spin=tuner.spin)
+    record = write_tuned(out, model, base, delta, config, result, data, metrics, name=task, overwrite=overwrite,
+                         spin=tuner.spin, thresholds=thresholds, reference_shifts=tuner.reference_shifts)
+    shutil.rmtree(work, ignore_errors=True)
+    return record
+
+
+def _first(data: PotentialSet, count: int) -> PotentialSet:
+    """The first ``count`` frames of ``data`` with their stress labels (for the unit check)."""
+    return dataclasses.replace(data, frames=data.frames[:count], energy=data.energy[:count], forces=None,
+                               stress=data.stress[:count], magmoms=None)

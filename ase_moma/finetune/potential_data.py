@@ -1,8 +1,12 @@
 """Labelled structures for fine-tuning a potential: DFT energies, forces and stress.
 
 Labels are read the way ASE stores them (``atoms.get_potential_energy()``,
-``get_forces()``, ``get_stress()``; extended XYZ puts them there): eV, eV/Å and
-eV/Å³ with ASE's sign. Every check names the file and frame at fault.
+``get_forces()``, ``get_stress()``; extended XYZ puts them there): eV, eV/Å,
+and stress with ASE's sign in the unit the user declares (eV/Å³ by default,
+or GPa or kbar, converted on reading). Frames whose stress exceeds a bound can
+be dropped (reported); :func:`check_stress_unit` compares the labels with a
+backbone's own predictions and refuses a file whose declared unit the data
+contradicts. Every check names the file and frame at fault.
 """
 
 from __future__ import annotations
@@ -13,12 +17,14 @@ from pathlib import Path
 from typing import Any, Sequence
 
 import numpy as np
-from ase import Atoms
+from ase import Atoms, units
+from ase.stress import voigt_6_to_full_3x3_stress
 
 from ase_moma.labelled_data import structures_hash
 from ase_moma.structures import has_volume, read_structures
 
-MAX_STRESS = 10.0  # eV/Å³ (1.6 TPa): a larger DFT stress was almost surely written in GPa or kbar
+# Declared stress units and their value in eV/Å³ (ASE's unit).
+STRESS_UNITS = {"eV/A^3": 1.0, "GPa": units.GPa, "kbar": units.GPa / 10}
 
 
 @dataclass
@@ -29,6 +35,7 @@ class PotentialSet:
     forces are not used. stress: (B, 3, 3) eV/Å³ (ASE sign), or None.
     source: the file (or a description) the frames came from. magmoms: one
     (n_i, 3) or (n_i,) μB array per frame when a spin head trains on them.
+    dropped: positions in the source of frames left out for exceeding the stress bound.
     """
 
     frames: list[Atoms]
@@ -37,6 +44,7 @@ class PotentialSet:
     stress: np.ndarray | None
     source: str
     magmoms: list[np.ndarray] | None = None
+    dropped: list[int] | None = None
 
     def __len__(self) -> int:
         return len(self.frames)
@@ -55,7 +63,8 @@ class PotentialSet:
 
 
 def read_potential_set(source: str | Path | Sequence[Atoms], *, forces: bool, stress: bool,
-                       what: str = "data", magmoms: str | None = None) -> PotentialSet:
+                       what: str = "data", magmoms: str | None = None, stress_unit: str = "eV/A^3",
+                       max_stress: float | None = None) -> PotentialSet:
     """Read and check a labelled set.
 
     source: a file any ase.io format reads, or frames with a calculator holding
@@ -63,22 +72,70 @@ def read_potential_set(source: str | Path | Sequence[Atoms], *, forces: bool, st
     weight is positive); a frame without them is an error that names it.
     what: the set's role (``"training set"``), for messages. magmoms:
     ``"vector"`` or ``"collinear"`` to read per-atom moments (see :func:`frame_moments`).
+    stress_unit: the unit the file's stresses are in (a key of STRESS_UNITS),
+    converted to eV/Å³. max_stress: drop frames with a stress component above
+    this many eV/Å³ (after conversion); they are listed in ``dropped``.
     """
+    if stress_unit not in STRESS_UNITS:
+        raise ValueError(f"unknown stress unit {stress_unit!r}; choose one of {', '.join(STRESS_UNITS)}")
+    if max_stress is not None and not max_stress > 0:
+        raise ValueError(f"the stress bound must be positive, got {max_stress}")
     if isinstance(source, (str, Path)):
         frames, name = read_structures(source, what), str(source)
     else:
         frames, name = list(source), f"the {what}"
     if not frames:
         raise ValueError(f"{name} holds no structures; fine-tuning needs at least one")
-    energy = np.array([_energy(atoms, i, name) for i, atoms in enumerate(frames)])
+    stresses = ([_stress(atoms, i, name) * STRESS_UNITS[stress_unit] for i, atoms in enumerate(frames)]
+                if stress else None)
+    kept, dropped = list(range(len(frames))), []
+    if stresses is not None and max_stress is not None:
+        dropped = [i for i in kept if np.abs(stresses[i]).max() > max_stress]
+        kept = [i for i in kept if i not in set(dropped)]
+        if not kept:
+            raise ValueError(f"every frame of {name} has a stress above {max_stress} eV/Å³; nothing is left")
     return PotentialSet(
-        frames=frames, energy=energy,
-        forces=[_forces(atoms, i, name) for i, atoms in enumerate(frames)] if forces else None,
-        stress=np.stack([_stress(atoms, i, name) for i, atoms in enumerate(frames)]) if stress else None,
+        frames=[frames[i] for i in kept], energy=np.array([_energy(frames[i], i, name) for i in kept]),
+        forces=[_forces(frames[i], i, name) for i in kept] if forces else None,
+        stress=np.stack([stresses[i] for i in kept]) if stresses is not None else None,
         source=name,
-        magmoms=[frame_moments(atoms, magmoms, f"frame {i} of {name}") for i, atoms in enumerate(frames)]
-        if magmoms else None,
+        magmoms=[frame_moments(frames[i], magmoms, f"frame {i} of {name}") for i in kept] if magmoms else None,
+        dropped=dropped,
     )
+
+
+def check_stress_unit(predicted: np.ndarray, data: PotentialSet, stress_unit: str = "eV/A^3") -> None:
+    """Refuse labels whose scale contradicts the declared unit, naming the frames and the fix.
+
+    predicted: (B, 3, 3) a backbone's stresses (eV/Å³) for ``data``'s frames.
+    A foundation potential's stress is rarely off by more than a few times, so
+    labels about 160× (or 1600×) the predictions were written in GPa (or kbar)
+    though declared eV/Å³, and labels about 1/160 of them were eV/Å³ declared
+    as GPa. Frames whose predicted stress is below 1e-3 eV/Å³ (0.16 GPa) say
+    nothing about the unit and are not used.
+    """
+    if data.stress is None:
+        return
+    informative = [i for i in range(len(data)) if np.abs(predicted[i]).max() > 1e-3]
+    if not informative:
+        return
+    ratios = {i: float(np.sum(data.stress[i] * predicted[i]) / np.sum(predicted[i] ** 2)) for i in informative}
+    overall = float(np.median(list(ratios.values())))
+    for factor, looks_like in ((1 / units.GPa, "GPa"), (10 / units.GPa, "kbar"), (units.GPa, "eV/Å³ (declared GPa)"),
+                               (units.GPa / 10, "eV/Å³ (declared kbar)")):
+        if factor / 2 < overall < factor * 2:
+            frames = [i for i, r in ratios.items() if factor / 2 < r < factor * 2]
+            hint = {"GPa": "--stress-unit GPa", "kbar": "--stress-unit kbar"}.get(
+                looks_like, "--stress-unit eV/A^3")
+            raise ValueError(
+                f"the stress labels of {data.source} are about {overall:.4g}× what the backbone predicts "
+                f"(frames {', '.join(map(str, frames[:8]))}{' …' if len(frames) > 8 else ''}), though declared "
+                f"{_declared(stress_unit)}: they look like {looks_like.split(' ')[0]}. If so, pass {hint}; if the "
+                "unit is right, pass --no-stress-check to train on them as they are")
+
+
+def _declared(stress_unit: str) -> str:
+    return "eV/Å³" if stress_unit == "eV/A^3" else stress_unit
 
 
 def frame_moments(atoms: Atoms, kind: str, where: str) -> np.ndarray:
@@ -142,15 +199,9 @@ def _stress(atoms: Atoms, index: int, name: str) -> np.ndarray:
         raise ValueError(f"frame {index} of {name} has a stress label but no three-dimensional cell")
     value = np.asarray(value, dtype=np.float64)
     if value.shape == (6,):
-        xx, yy, zz, yz, xz, xy = value
-        value = np.array([[xx, xy, xz], [xy, yy, yz], [xz, yz, zz]])
+        value = voigt_6_to_full_3x3_stress(value)
     if value.shape != (3, 3) or not np.all(np.isfinite(value)):
         raise ValueError(f"frame {index} of {name}: stress must be finite, Voigt (6,) or (3, 3)")
-    largest = float(np.abs(value).max())
-    if largest > MAX_STRESS:
-        raise ValueError(f"frame {index} of {name} has a stress component of {largest:.4g}, over {MAX_STRESS} "
-                         f"eV/Å³ (1.6 TPa): stress must be in eV/Å³ (ASE units); was it written in GPa or kbar? "
-                         "Divide GPa by 160.2 (kbar by 1602) to convert")
     return value
 
 

@@ -1,20 +1,39 @@
-"""Soft-threshold reparametrisation (STR) of a path-weight increment: W' = W + S(ΔW).
+"""Soft-threshold reparametrisation (STR) of a path-weight increment, held to a sparsity budget.
 
-S(ΔW) = sign(ΔW) · relu(|ΔW| − δ) with δ = sigmoid(τ), τ one learnable scalar
-per layer (a :class:`LayerThreshold` shared by the layer's tensors). ΔW starts
-from N(0, σ²) rather than zero, because at zero the threshold would block
-every gradient; δ starts at ``initial_threshold``. Entries with |ΔW| ≤ δ are
-pruned: they leave W unchanged and receive no gradient.
+W' = W + S(ΔW), S(ΔW) = sign(ΔW) · relu(m) · 1[m > c], m = |ΔW| − δ_ℓ, δ_ℓ = sigmoid(τ_ℓ).
+
+- δ_ℓ: STR's soft threshold, from one learnable scalar τ_ℓ per layer
+  (:class:`LayerThreshold`) trained with its own learning rate and decoupled
+  weight decay λ_τ; it shrinks every increment slightly and, through the
+  margins m, decides how the layers share the budget.
+- c: one global cut on the margins (:class:`SparsityBudget`, a buffer in
+  :class:`ThresholdOffset`), re-solved after every optimiser step so that
+  exactly the scheduled fraction of path weights is moved: below the cut an
+  entry is pruned, above it the entry keeps its whole soft-thresholded value
+  (the cut does not shrink what survives, so pruning loses only the smallest
+  increments). The fraction falls from all active entries to the target over
+  a warm-up (cubic, as in gradual pruning), then holds.
+- ΔW starts at N(0, SIGMA²) against δ₀ = sigmoid(τ₀), with the paper's ratio
+  σ/δ₀ = 10 (about 92 % of entries start active) but SIGMA far below one
+  optimiser step, so which entries survive the warm-up is decided by how far
+  training moved them, not by their random start: an entry that never gets a
+  gradient (the embedding of an element absent from the data) never survives.
+
+Pruned entries (m ≤ max(c, 0)) leave W unchanged and get no gradient.
 """
 
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 
 import torch
 
-SIGMA = 0.01  # std of the initial ΔW
-INITIAL_THRESHOLD = 1e-3  # sigmoid(τ₀)
+# Std of the initial ΔW: 1 % of the paper's 0.01 and a tenth of one Adam step at lr 1e-3, so that an
+# entry training moves for a single step outgrows every entry it never moves (the budget then keeps
+# what training chose, not what the random start drew); the start is not zero, so signs are defined.
+SIGMA = 1e-4
+INITIAL_THRESHOLD = 1e-5  # sigmoid(τ₀): the paper's σ/δ₀ = 0.01/1e-3 = 10, at this σ
 
 
 def soft_threshold(delta: torch.Tensor, threshold: torch.Tensor) -> torch.Tensor:
@@ -23,7 +42,7 @@ def soft_threshold(delta: torch.Tensor, threshold: torch.Tensor) -> torch.Tensor
 
 
 class LayerThreshold(torch.nn.Module):
-    """The learnable τ of one layer; ``threshold()`` is δ = sigmoid(τ)."""
+    """The learnable τ of one layer; ``threshold()`` is sigmoid(τ)."""
 
     def __init__(self, initial_threshold: float = INITIAL_THRESHOLD) -> None:
         super().__init__()
@@ -35,21 +54,40 @@ class LayerThreshold(torch.nn.Module):
         return torch.sigmoid(self.tau)
 
 
+class ThresholdOffset(torch.nn.Module):
+    """The global cut c on the margins |ΔW| − δ_ℓ (a buffer: set by the budget, not trained)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.register_buffer("value", torch.zeros((), dtype=torch.float64))
+
+
 class SparseIncrement(torch.nn.Module):
     """A ``torch.nn.utils.parametrize`` parametrisation W ↦ W + S(ΔW) of one path weight.
 
-    shape, dtype, device: those of W. threshold: the layer's shared τ.
+    shape, dtype, device: those of W. threshold: the layer's shared τ; offset:
+    the global c shared by all increments.
     """
 
-    def __init__(self, weight: torch.Tensor, threshold: LayerThreshold, sigma: float = SIGMA) -> None:
+    def __init__(self, weight: torch.Tensor, threshold: LayerThreshold, offset: ThresholdOffset,
+                 sigma: float = SIGMA) -> None:
         super().__init__()
         self.delta = torch.nn.Parameter(torch.randn(weight.shape, dtype=weight.dtype, device=weight.device)
                                         * sigma)
         self.layer_threshold = threshold
+        self.offset = [offset]  # shared, not a submodule: its buffer is saved once, by the IncrementSet
+
+    def margins(self) -> torch.Tensor:
+        """m = |ΔW| − δ_ℓ, the shape of W."""
+        return self.delta.abs() - self.layer_threshold.threshold().to(self.delta.dtype)
+
+    def kept(self) -> torch.Tensor:
+        """Where the increment is not pruned: m > max(c, 0) (a boolean mask, no gradient)."""
+        return self.margins().detach() > self.offset[0].value.to(self.delta.dtype).clamp(min=0)
 
     def increment(self) -> torch.Tensor:
         """S(ΔW), the shape of W; exactly zero at pruned entries."""
-        return soft_threshold(self.delta, self.layer_threshold.threshold().to(self.delta.dtype))
+        return soft_threshold(self.delta, self.layer_threshold.threshold().to(self.delta.dtype)) * self.kept()
 
     def forward(self, weight: torch.Tensor) -> torch.Tensor:
         return weight + self.increment()
@@ -57,3 +95,31 @@ class SparseIncrement(torch.nn.Module):
     def increment_parameters(self) -> list[torch.nn.Parameter]:
         """ΔW: the parameters of the increment group (τ is the layer's, trained apart)."""
         return [self.delta]
+
+
+@dataclass(frozen=True)
+class SparsityBudget:
+    """The fraction of path weights moved at each optimiser step.
+
+    target: the fraction moved from the end of the warm-up on; start: the
+    fraction active before training; warmup_steps: steps to go from one to the
+    other, along f(t) = target + (start − target)(1 − t/warmup)³.
+    """
+
+    target: float
+    start: float
+    warmup_steps: int
+
+    def __post_init__(self) -> None:
+        if not 0 < self.target <= 1:
+            raise ValueError(f"the target fraction of path weights moved must lie in (0, 1], got {self.target}")
+
+    def fraction(self, step: int) -> float:
+        if self.warmup_steps <= 0 or step >= self.warmup_steps:
+            return self.target
+        remaining = 1 - step / self.warmup_steps
+        return self.target + max(self.start - self.target, 0.0) * remaining ** 3
+
+    def reached(self, step: int) -> bool:
+        """Whether the schedule holds the target from ``step`` on."""
+        return step >= self.warmup_steps

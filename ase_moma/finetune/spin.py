@@ -1,22 +1,21 @@
-"""The spin-aware head: per-atom magnetic moments and a spin-exchange energy (DESIGN §7).
+"""The spin-aware head: per-atom moment magnitudes from geometry, spin directions as input, and a
+spin-exchange energy.
 
-Moments are read from the backbone's node features of its last interaction
-block. ``vector`` (non-collinear): m_i = Σ_c g_c(s_i) v_ic, a mix of the
-block's l=1 channels v_ic with gates g computed from the invariant features
-s_i, so m rotates with the structure. ``collinear``: a signed scalar
-m_i = MLP(s_i). A magnetic moment is an axial vector: inversion leaves it
-unchanged. SevenNet-0 is equivariant under rotations only (``is_parity``
-off: its "1e" channels mix polar and axial parts), so on such a backbone the
-head averages over the structure and its inverse, m = ½ (m(r) + m(−r)),
-from the features the backbone passes in ``NodeFeatures.inverted``; on a
-parity-equivariant backbone the 1e channels are axial already.
+Moments predicted from geometry alone cannot carry an antiferromagnet's signs
+(symmetry-equivalent sites hold opposite moments), so the spin configuration is
+an input, as in DFT: the directions (non-collinear) or signs (collinear) come
+from ``atoms.set_initial_magnetic_moments``, and the head predicts what
+geometry does determine, the magnitudes |m_i| ≥ 0 (what CHGNet predicts),
+from the backbone's invariant node features: m_i = |m_i| · s_i.
 
 The exchange energy sums over directed edges (each pair twice, hence ½):
-E_spin = ½ Σ_ij J(r_ij, Z_i, Z_j) · f(m_i, m_j), with f the dot product
-(or the product of scalars) and J a radial network times a smooth cutoff
-envelope, so E_spin and its derivatives go to zero at the cutoff. The head
-is an :class:`~ase_moma.backbone.EnergyTerm`: the backbone adds E_spin before
-differentiating, so forces and stress are exact derivatives of the total.
+E_spin = ½ Σ_ij J(r_ij, Z_i, Z_j) · m_i·m_j, with J a radial network times a
+smooth cutoff envelope, so E_spin and its derivatives go to zero at the
+cutoff. Rotating every spin together, or flipping every spin, leaves E_spin
+unchanged (no spin–orbit coupling); ferromagnetic and antiferromagnetic orders
+of one structure get different energies and forces. The head is an energy
+term: the backbone adds E_spin before differentiating, so forces and stress are
+exact derivatives of the total at a fixed spin configuration.
 """
 
 from __future__ import annotations
@@ -27,62 +26,56 @@ import torch
 
 from ase_moma.backbone import Edges, NodeFeatures
 
-SPIN_KINDS = ("vector", "collinear")
+SPIN_KINDS = ("vector", "collinear")  # how training moments are read: 3-vectors, or signed scalars
 
 
 class SpinHead(torch.nn.Module):
-    """Moments and exchange energy from node features.
+    """Moment magnitudes and exchange energy from invariant node features and the spin directions.
 
-    kind: ``"vector"`` or ``"collinear"``. width: invariant features per atom
-    (F). channels: l=1 channels read (C; vector heads only). cutoff: Å, the
-    range of J. hidden: MLP width. n_basis: radial Bessel functions of J.
-    vector_key: the block of ``NodeFeatures.equivariant`` the vector head reads.
-    The last layers start at zero, so a fresh head predicts no moments and adds
-    no energy: training starts from the backbone as it is.
+    kind: the form of the moments it was trained on (``"vector"`` or
+    ``"collinear"``), recorded for the user. width: invariant features per atom
+    (F). cutoff: Å, the range of J. hidden: MLP width. n_basis: radial Bessel
+    functions of J. The exchange network's last layer starts at zero, so a
+    fresh head adds no energy; the magnitudes start at ``initial_magnitude`` μB.
     """
 
-    def __init__(self, kind: str, width: int, cutoff: float, channels: int = 0, hidden: int = 64,
-                 n_basis: int = 8, n_elements: int = 119, embedding: int = 16, vector_key: str = "1e") -> None:
+    def __init__(self, kind: str, width: int, cutoff: float, hidden: int = 64, n_basis: int = 8,
+                 n_elements: int = 119, embedding: int = 16, initial_magnitude: float = 1.0) -> None:
         super().__init__()
         if kind not in SPIN_KINDS:
             raise ValueError(f"spin head kind must be one of {', '.join(SPIN_KINDS)}, got {kind!r}")
-        if kind == "vector" and channels < 1:
-            raise ValueError("a vector spin head needs the backbone's l=1 channels; this backbone has none")
-        self.kind, self.cutoff, self.vector_key = kind, float(cutoff), vector_key
-        self.settings = {"kind": kind, "width": width, "cutoff": float(cutoff), "channels": channels,
-                         "hidden": hidden, "n_basis": n_basis, "n_elements": n_elements,
-                         "embedding": embedding, "vector_key": vector_key}
-        outputs = channels if kind == "vector" else 1
-        self.moment = torch.nn.Sequential(torch.nn.Linear(width, hidden), torch.nn.SiLU(),
-                                          torch.nn.Linear(hidden, outputs))
+        if not initial_magnitude > 0:
+            raise ValueError(f"the initial magnitude must be positive, got {initial_magnitude}")
+        self.kind, self.cutoff = kind, float(cutoff)
+        self.settings = {"kind": kind, "width": width, "cutoff": float(cutoff), "hidden": hidden,
+                         "n_basis": n_basis, "n_elements": n_elements, "embedding": embedding,
+                         "initial_magnitude": initial_magnitude}
+        self.magnitude = torch.nn.Sequential(torch.nn.Linear(width, hidden), torch.nn.SiLU(),
+                                             torch.nn.Linear(hidden, 1))
         self.species = torch.nn.Embedding(n_elements, embedding)
         self.exchange = torch.nn.Sequential(torch.nn.Linear(n_basis + embedding, hidden), torch.nn.SiLU(),
                                             torch.nn.Linear(hidden, 1))
         self.register_buffer("frequencies", torch.arange(1, n_basis + 1, dtype=torch.float64) * math.pi / cutoff)
-        for last in (self.moment[-1], self.exchange[-1]):  # start neutral: no moments, no exchange energy
-            torch.nn.init.zeros_(last.weight)
-            torch.nn.init.zeros_(last.bias)
+        self.start_at(initial_magnitude)
+        with torch.no_grad():
+            torch.nn.init.zeros_(self.exchange[-1].weight)
+            torch.nn.init.zeros_(self.exchange[-1].bias)
 
     def config(self) -> dict:
         """Constructor arguments, for saving the head beside its weights."""
         return dict(self.settings)
 
-    def moments(self, features: NodeFeatures) -> torch.Tensor:
-        """(N, 3) μB (vector) or (N,) μB (collinear), averaged over inversion when
-        ``features.inverted`` is given."""
-        moments = self._raw_moments(features)
-        if features.inverted is not None:
-            moments = 0.5 * (moments + self._raw_moments(features.inverted))
-        return moments
+    @torch.no_grad()
+    def start_at(self, magnitude: float) -> None:
+        """Make every predicted magnitude ``magnitude`` μB (the training mean: the trivial baseline)."""
+        if not magnitude > 0:
+            raise ValueError(f"the starting magnitude must be positive, got {magnitude}")
+        torch.nn.init.zeros_(self.magnitude[-1].weight)
+        self.magnitude[-1].bias.fill_(math.log(math.expm1(magnitude)))
 
-    def _raw_moments(self, features: NodeFeatures) -> torch.Tensor:
-        gates = self.moment(features.invariant)
-        if self.kind == "collinear":
-            return gates.squeeze(-1)
-        if self.vector_key not in features.equivariant:
-            raise ValueError(f"the backbone's node features have no {self.vector_key} block for a vector spin head")
-        vectors = features.equivariant[self.vector_key]  # (N, C, 3)
-        return torch.einsum("nc,ncx->nx", gates.to(vectors.dtype), vectors)
+    def magnitudes(self, features: NodeFeatures) -> torch.Tensor:
+        """(N,) |m_i| in μB, ≥ 0, invariant under rotations and inversion of the structure."""
+        return torch.nn.functional.softplus(self.magnitude(features.invariant).squeeze(-1))
 
     def coupling(self, edges: Edges) -> torch.Tensor:
         """(E,) J(r_ij, Z_i, Z_j) in eV/μB², zero with zero slope at the cutoff."""
@@ -94,12 +87,16 @@ class SpinHead(torch.nn.Module):
         inputs = torch.cat([basis.to(pair.dtype), pair], dim=-1)
         return self.exchange(inputs).squeeze(-1).to(length.dtype) * envelope
 
-    def forward(self, features: NodeFeatures, edges: Edges, n_graphs: int) -> tuple[torch.Tensor, torch.Tensor]:
-        """((B,) exchange energy in eV, per-atom moments) for one batch."""
-        moments = self.moments(features)
+    def forward(self, features: NodeFeatures, edges: Edges, n_graphs: int,
+                spins: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """((B,) exchange energy in eV, (N, 3) moments m_i = |m_i| s_i in μB) for one batch.
+
+        spins: (N, 3) the input spin directions s_i: unit vectors, or zero for an
+        atom given no moment (it then carries none).
+        """
+        moments = self.magnitudes(features)[:, None] * spins.to(features.invariant.dtype)
         m_i, m_j = moments[edges.index[0]], moments[edges.index[1]]
-        alignment = (m_i * m_j).sum(-1) if self.kind == "vector" else m_i * m_j
-        pair_energy = 0.5 * self.coupling(edges) * alignment.to(edges.vectors.dtype)
+        pair_energy = 0.5 * self.coupling(edges) * (m_i * m_j).sum(-1).to(edges.vectors.dtype)
         per_atom = torch.zeros(features.batch.shape[0], dtype=pair_energy.dtype, device=pair_energy.device)
         per_atom.index_add_(0, edges.index[0], pair_energy)
         energy = torch.zeros(n_graphs, dtype=per_atom.dtype, device=per_atom.device)

@@ -63,7 +63,7 @@ def add_hub_commands(commands: argparse._SubParsersAction) -> None:
 
 def _init(args: argparse.Namespace) -> int:
     from ase_moma.hub import Hub
-    from ase_moma.registry import load_backbone
+    from ase_moma.loading import load_backbone
 
     hub = Hub.create(args.hub, load_backbone(args.backbone, args.source, device="cpu"))
     record = hub.backbone

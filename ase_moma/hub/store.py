@@ -1,4 +1,4 @@
-"""The hub directory: ``hub.json`` plus one verified folder per module (DESIGN §4).
+"""The hub directory: ``hub.json`` plus one verified folder per module.
 
 Every change happens under an exclusive lock on ``hub/.lock`` and in two atomic
 steps: the module folder is written to a temporary sibling, fsynced and renamed
@@ -15,20 +15,18 @@ import fcntl
 import os
 import re
 import shutil
-from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Callable, Iterator
 
 import torch
 
-from ase_moma.adapters import AdapterSet
 from ase_moma.atomic_io import atomic_directory, atomic_file
 from ase_moma.backbone import Backbone
-from ase_moma.finetune.delta import apply_delta, read_delta
-from ase_moma.heads import EnergyReference, PropertyHead
-from ase_moma.module_files import (DELTA, HEAD, MODULE_JSON, MODULE_KINDS, WEIGHTS, HubIntegrityError,
-                                   check_module_folder, load_tensors, read_json, save_tensors, write_json)
+from ase_moma.module_files import (MODULE_JSON, HubIntegrityError, check_module_folder, check_module_kind,
+                                   read_json, write_json, write_module_folder)
+from ase_moma.module_model import module_from_folder
 from ase_moma.property_model import PropertyModel
+from ase_moma.provenance import backbone_record, load_recorded_backbone
 
 HUB_JSON = "hub.json"
 SCHEMA_VERSION = 1
@@ -135,8 +133,7 @@ class Hub:
         creation time, then written as ``module.json``; the index follows.
         """
         check_module_name(name)
-        if meta.get("kind") not in MODULE_KINDS:
-            raise ValueError(f"module kind must be one of {', '.join(MODULE_KINDS)}, got {meta.get('kind')!r}")
+        check_module_kind(meta.get("kind"), f"module {name}")
 
         def fill(folder: Path) -> None:
             write_module_folder(folder, dict(meta, name=name), tensors, self.meta["backbone"])
@@ -196,8 +193,7 @@ class Hub:
                 f"{str(theirs.get('fingerprint'))[:16]}…, hub {ours['fingerprint'][:16]}…); merging "
                 "needs modules fine-tuned from one shared initialisation"
             )
-        if meta.get("kind") not in MODULE_KINDS:
-            raise HubIntegrityError(f"{folder / MODULE_JSON}: unknown module kind {meta.get('kind')!r}")
+        check_module_kind(meta.get("kind"), str(folder / MODULE_JSON))
 
     def _reload(self) -> None:
         self.meta = Hub(self.path).meta
@@ -219,99 +215,9 @@ class Hub:
             os.close(fd)
 
 
-def backbone_record(backbone: Backbone) -> dict[str, Any]:
-    """What a hub records of its backbone: name, package version, source, fingerprint."""
-    from importlib.metadata import PackageNotFoundError, packages_distributions, version
-
-    versions = []
-    for module in backbone.requires:
-        for dist in packages_distributions().get(module, [module]):
-            try:
-                versions.append(f"{dist} {version(dist)}")
-            except PackageNotFoundError:
-                continue
-    return {"name": backbone.name, "version": ", ".join(versions), "source": backbone.requested_source,
-            "fingerprint": backbone.fingerprint()}
-
-
 def index_entry(meta: dict[str, Any], size_bytes: int) -> dict[str, Any]:
     """The hub.json row of a module: what ``hub list`` shows without opening the module."""
     metrics = meta.get("metrics", {})
     return {"name": meta["name"], "task": meta.get("task"), "kind": meta["kind"],
             "target": meta.get("target"), "unit": meta.get("unit"), "n_train": meta.get("n_train"),
             "val_mae": metrics.get("val_mae"), "size_bytes": size_bytes}
-
-
-def load_recorded_backbone(record: dict[str, Any], built_on: str, device: str | torch.device = "auto",
-                           dtype: str | torch.dtype = "float32", source: str | None = None,
-                           **options: Any) -> Backbone:
-    """The pretrained backbone a ``record`` (name, source, fingerprint) names, fingerprint checked.
-
-    built_on: what was built on it (e.g. ``"hub PATH"``), for the error message.
-    source: load from here instead of the recorded source.
-    """
-    from ase_moma.registry import load_backbone
-
-    backbone = load_backbone(record["name"], source or record.get("source"), device=device, dtype=dtype,
-                             **options)
-    if backbone.fingerprint() != record["fingerprint"]:
-        raise HubIntegrityError(
-            f"the {record['name']} weights loaded from {backbone.source} have fingerprint "
-            f"{backbone.fingerprint()[:16]}…, but {built_on} was built on {record['fingerprint'][:16]}…"
-        )
-    return backbone
-
-
-def write_module_folder(folder: Path, meta: dict[str, Any], tensors: dict[str, dict[str, torch.Tensor]],
-                        backbone: dict[str, Any]) -> None:
-    """Fill an empty ``folder`` with the safetensors files and a ``module.json``.
-
-    ``meta`` is completed with each file's sha256, the ``backbone`` record
-    (name, version, fingerprint) and the creation time.
-    """
-    files = {filename: save_tensors(folder / filename, content) for filename, content in tensors.items()}
-    record = dict(meta, files=files, backbone={k: backbone[k] for k in ("name", "version", "fingerprint")},
-                  created=datetime.now(timezone.utc).isoformat(timespec="seconds"))
-    write_json(folder / MODULE_JSON, record)
-
-
-def module_from_folder(folder: Path, meta: dict[str, Any], backbone: Backbone) -> PropertyModel:
-    """The PropertyModel of a verified module folder (``meta`` its module.json) on ``backbone``.
-
-    A ``full`` module overwrites the backbone's weights in place, a ``delta``
-    module (a fine-tuned potential) adds its sparse change to them and reads
-    out energy per atom; an ``adapter`` module attaches its adapters.
-    """
-    if meta["kind"] == "delta":
-        apply_delta(backbone.model, read_delta(load_tensors(folder / DELTA), folder / DELTA), folder / DELTA)
-        return PropertyModel(backbone, "energy_per_atom", head=EnergyReference().to(backbone.device),
-                             target=meta.get("target", ""), unit=meta.get("unit", "")).eval()
-    tensors = load_tensors(folder / WEIGHTS)
-    adapters = None
-    if meta["kind"] == "full":
-        load_state(backbone.model, tensors, folder / WEIGHTS)
-    else:
-        adapters = AdapterSet.for_backbone(backbone)
-        load_state(adapters.adapters, tensors, folder / WEIGHTS)
-    if meta["readout"] == "head":
-        head = PropertyHead(**meta["head"]).to(device=backbone.device, dtype=backbone.dtype)
-    else:
-        head = EnergyReference(**meta["head"]).to(device=backbone.device)
-    load_state(head, load_tensors(folder / HEAD), folder / HEAD)
-    return PropertyModel(backbone, meta["readout"], head=head, adapters=adapters, target=meta.get("target", ""),
-                         unit=meta.get("unit", "")).eval()
-
-
-def load_state(module: torch.nn.Module, tensors: dict[str, torch.Tensor], path: Path) -> None:
-    """``module.load_state_dict(tensors)`` after checking names and shapes; errors name ``path``."""
-    expected = module.state_dict()
-    missing = sorted(expected.keys() - tensors.keys())
-    unexpected = sorted(tensors.keys() - expected.keys())
-    if missing or unexpected:
-        raise HubIntegrityError(f"{path} does not fit the model: missing {missing[:3]}, "
-                                f"unexpected {unexpected[:3]}")
-    for key, value in tensors.items():
-        if value.shape != expected[key].shape:
-            raise HubIntegrityError(f"{path}: tensor {key} has shape {tuple(value.shape)}, "
-                                    f"the model expects {tuple(expected[key].shape)}")
-    module.load_state_dict({k: v.to(expected[k].dtype) for k, v in tensors.items()})

@@ -14,9 +14,11 @@ import shutil
 from pathlib import Path
 from typing import Any
 
+from ase_moma.capabilities import require
 from ase_moma.fitting import TrainConfig, build_property_model, fit, model_tensors, module_record
 from ase_moma.hub.store import Hub, check_module_name
 from ase_moma.labelled_data import load_task_data
+from ase_moma.registry import backbone_class
 
 
 def train_module(hub: Hub | str | Path, name: str, data: str | Path, target: str, *,
@@ -34,6 +36,9 @@ def train_module(hub: Hub | str | Path, name: str, data: str | Path, target: str
     config = config or TrainConfig()
     config.check()
     hub = hub if isinstance(hub, Hub) else Hub(hub)
+    if config.kind == "adapter":
+        require(backbone_class(hub.backbone["name"]).capabilities, hub.backbone["name"], "adapter modules",
+                "adapters")
     check_module_name(name)
     if name in hub.names() and not overwrite:
         raise FileExistsError(f"hub {hub.path} already has a module {name!r} (pass overwrite to replace it)")

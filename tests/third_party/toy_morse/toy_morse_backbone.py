@@ -11,6 +11,7 @@ import torch
 from ase.neighborlist import neighbor_list
 
 from ase_moma.backbone import Backbone, BackboneOutput, NodeFeatures, PathWeight
+from ase_moma.capabilities import Capabilities
 
 
 class MorsePair(torch.nn.Module):
@@ -31,6 +32,7 @@ class MorseBackbone(Backbone):
     name = "morse"
     requires = ("torch",)
     has_default = True
+    capabilities = Capabilities(path_weights=True)
 
     @classmethod
     def load(cls, source=None, *, device, dtype):
@@ -39,7 +41,11 @@ class MorseBackbone(Backbone):
 
     def build_graph(self, atoms):
         i, j, shift = neighbor_list("ijS", atoms, self.cutoff)
-        return {"positions": atoms.positions, "cell": atoms.cell.array, "i": i, "j": j, "shift": shift}
+        return {"positions": atoms.positions, "cell": atoms.cell.array, "i": i, "j": j, "shift": shift,
+                "numbers": atoms.numbers}
+
+    def atomic_numbers(self, graph):
+        return torch.as_tensor(graph["numbers"], dtype=torch.long)
 
     def collate(self, graphs):
         offsets = np.cumsum([0] + [len(g["positions"]) for g in graphs])

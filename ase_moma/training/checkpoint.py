@@ -1,10 +1,10 @@
 """Training checkpoints in safetensors + JSON, so an interrupted training run can resume.
 
-A checkpoint holds the trainable tensors, the best tensors so far, the AdamW
-state and a JSON record (epoch, best validation error, patience counter, and
-the hash of the run's configuration and data). It is written atomically after
-every epoch; a resumed run that finds a record with another configuration or
-data hash starts afresh instead of mixing runs.
+A checkpoint holds the trained tensors as they are and as they were at the best
+validation score so far, the optimiser's state, and a JSON record (epoch, steps,
+best score, patience counter, history, and the hash of everything that defines
+the run). It is written atomically after every epoch; a run that finds a record
+with another run hash starts afresh instead of mixing runs.
 """
 
 from __future__ import annotations
@@ -23,21 +23,24 @@ TENSORS = "tensors.safetensors"
 
 
 def save_checkpoint(folder: Path, record: dict[str, Any], current: dict[str, torch.Tensor],
-                    best: dict[str, torch.Tensor], optimizer: torch.optim.Optimizer) -> None:
+                    best: dict[str, torch.Tensor], optimizer: torch.optim.Optimizer | None) -> None:
     """Replace the checkpoint in ``folder`` with this one, atomically."""
     tensors = {f"current/{k}": v for k, v in current.items()}
     tensors.update({f"best/{k}": v for k, v in best.items()})
-    optim = optimizer.state_dict()
-    for index, state in optim["state"].items():
-        for key, value in state.items():
-            tensors[f"optim/{index}/{key}"] = value if torch.is_tensor(value) else torch.tensor(value)
+    groups = None
+    if optimizer is not None:
+        optim = optimizer.state_dict()
+        for index, state in optim["state"].items():
+            for key, value in state.items():
+                tensors[f"optim/{index}/{key}"] = value if torch.is_tensor(value) else torch.tensor(value)
+        groups = json.loads(json.dumps(optim["param_groups"]))
     with atomic_directory(folder, overwrite=True) as tmp:
         save_tensors(tmp / TENSORS, tensors)
-        write_json(tmp / STATE, dict(record, param_groups=json.loads(json.dumps(optim["param_groups"]))))
+        write_json(tmp / STATE, dict(record, param_groups=groups))
 
 
-def load_checkpoint(folder: Path, run_hash: str) -> tuple[dict[str, Any], dict, dict, dict] | None:
-    """(record, current, best, optimizer state dict) of a matching checkpoint, else None."""
+def load_checkpoint(folder: Path, run_hash: str) -> tuple[dict[str, Any], dict, dict, dict | None] | None:
+    """(record, current, best, optimizer state dict or None) of a matching checkpoint, else None."""
     if not (folder / STATE).is_file():
         return None
     record = read_json(folder / STATE, "training checkpoint")
@@ -46,10 +49,12 @@ def load_checkpoint(folder: Path, run_hash: str) -> tuple[dict[str, Any], dict, 
     tensors = load_tensors(folder / TENSORS)
     current = {k.split("/", 1)[1]: v for k, v in tensors.items() if k.startswith("current/")}
     best = {k.split("/", 1)[1]: v for k, v in tensors.items() if k.startswith("best/")}
+    groups = record.pop("param_groups")
+    if groups is None:
+        return record, current, best, None
     state: dict[int, dict[str, torch.Tensor]] = {}
     for key, value in tensors.items():
         if key.startswith("optim/"):
             _, index, name = key.split("/", 2)
             state.setdefault(int(index), {})[name] = value
-    optim = {"state": state, "param_groups": record.pop("param_groups")}
-    return record, current, best, optim
+    return record, current, best, {"state": state, "param_groups": groups}

@@ -1,0 +1,185 @@
+"""The one training loop under hub modules, composed models and fine-tuned potentials.
+
+Callers bring what is their own concern — which tensors train, the optimiser,
+a loss for a batch of item indices, a validation that returns metrics — and the
+engine does the rest the same way for all: seeded batch order per epoch, an
+optional cap on optimiser steps, validation once per epoch (and once before
+training, so a run that only gets worse keeps the starting weights), early
+stopping on one validation metric, best-weights restore, a progress bar, a
+safetensors checkpoint after every epoch and resume from it.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Sequence
+
+import numpy as np
+import torch
+from tqdm.auto import tqdm
+
+from ase_moma.training.checkpoint import load_checkpoint, save_checkpoint
+
+
+@dataclass(frozen=True)
+class Schedule:
+    """How long and in what order: ``epochs`` over the items in batches of ``batch_size``, in an order
+    seeded by (``seed``, epoch); stop after ``patience`` epochs without a better score, or after
+    ``max_steps`` optimiser steps in all."""
+
+    epochs: int
+    batch_size: int
+    patience: int
+    seed: int = 0
+    max_steps: int | None = None
+
+    def check(self) -> None:
+        for name in ("epochs", "batch_size", "patience"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name} must be at least 1, got {getattr(self, name)}")
+        if self.max_steps is not None and self.max_steps < 1:
+            raise ValueError(f"max_steps must be at least 1, got {self.max_steps}")
+
+    def budget(self, n_items: int) -> int:
+        """Optimiser steps this schedule allows over ``n_items`` items."""
+        steps = self.epochs * math.ceil(n_items / self.batch_size)
+        return steps if self.max_steps is None else min(steps, self.max_steps)
+
+
+@dataclass
+class EngineResult:
+    """What a run did. history: one row per validation (epoch 0 is before training), with the mean
+    training loss and the validation metrics; best: the chosen epoch's metrics; step_seconds: mean
+    wall time of a step (forward, backward, update), the first excluded; resumed_from: the epoch
+    a checkpoint was resumed at (0: a fresh run)."""
+
+    epochs_run: int
+    steps: int
+    stopped_early: bool
+    best_epoch: int
+    best: dict[str, float]
+    history: list[dict[str, Any]] = field(default_factory=list)
+    step_seconds: float = 0.0
+    resumed_from: int = 0
+
+
+@dataclass
+class TrainingEngine:
+    """Trains ``tensors`` (name → tensor) with ``optimizer`` on a schedule.
+
+    tensors: everything the run changes and must save and restore (trained
+    parameters, plus state such as thresholds). score: the validation metric
+    to minimise. modes: called with True before each epoch and False before
+    validating (train/eval mode of a model, a schedule-free optimiser's
+    averaging). after_step: called after every optimiser step with the step
+    count (e.g. a sparsity schedule), and once on resuming with the steps
+    already done. eligible: whether the current weights
+    may be chosen as the best (e.g. only once a sparsity target is reached).
+    checkpoint: the folder for per-epoch checkpoints (None: no checkpoints);
+    run_hash: a digest of everything that defines the run.
+    """
+
+    tensors: dict[str, torch.Tensor]
+    optimizer: torch.optim.Optimizer | None
+    schedule: Schedule
+    score: str
+    modes: Callable[[bool], None] = lambda training: None
+    after_step: Callable[[int], None] = lambda steps: None
+    eligible: Callable[[], bool] = lambda: True
+    checkpoint: Path | None = None
+    run_hash: str = ""
+    progress: bool = True
+    desc: str = "train"
+
+    def run(self, n_items: int, loss: Callable[[Sequence[int]], torch.Tensor],
+            validate: Callable[[], dict[str, float]]) -> EngineResult:
+        """Train over items ``0..n_items-1``; on return the tensors hold the best eligible weights.
+
+        loss: the scalar loss of a batch of item indices (differentiable).
+        validate: metrics of the current weights, including ``score``.
+        """
+        self.schedule.check()
+        if n_items < 1:
+            raise ValueError("nothing to train on: the training set is empty")
+        budget = self.schedule.budget(n_items) if self.tensors else 0
+        state = self._resume()
+        if state is None:
+            self.modes(False)
+            first = validate()
+            state = {"epoch": 0, "steps": 0, "bad_epochs": 0, "best_epoch": 0, "best": first,
+                     "best_eligible": self.eligible(), "history": [{"epoch": 0, "train_loss": None, **first}],
+                     "resumed_from": 0}
+            best_values = self._snapshot()
+        else:
+            state, best_values = state
+        step_times: list[float] = []
+        bar = tqdm(total=budget, initial=min(state["steps"], budget), disable=not self.progress, unit="step",
+                   desc=self.desc)
+        while (state["epoch"] < self.schedule.epochs and state["bad_epochs"] < self.schedule.patience
+               and state["steps"] < budget):
+            state["epoch"] += 1
+            self.modes(True)
+            order = np.random.default_rng([self.schedule.seed, state["epoch"]]).permutation(n_items)
+            losses = []
+            for begin in range(0, n_items, self.schedule.batch_size):
+                if state["steps"] >= budget:
+                    break
+                start = time.perf_counter()
+                value = loss(order[begin:begin + self.schedule.batch_size].tolist())
+                self.optimizer.zero_grad(set_to_none=True)
+                value.backward()
+                self.optimizer.step()
+                state["steps"] += 1
+                self.after_step(state["steps"])
+                step_times.append(time.perf_counter() - start)
+                losses.append(float(value.detach()))
+                bar.update(1)
+            self.modes(False)
+            metrics = validate()
+            state["history"].append({"epoch": state["epoch"], "train_loss": float(np.mean(losses)), **metrics})
+            if self.eligible():  # epochs before that (a sparsity warm-up) neither win nor use up patience
+                if metrics[self.score] < state["best"][self.score] or not state["best_eligible"]:
+                    state.update(best=metrics, best_epoch=state["epoch"], bad_epochs=0, best_eligible=True)
+                    best_values = self._snapshot()
+                else:
+                    state["bad_epochs"] += 1
+            bar.set_postfix(epoch=state["epoch"], **{self.score: f"{metrics[self.score]:.4g}",
+                                                      "best": f"{state['best'][self.score]:.4g}"})
+            if self.checkpoint is not None:
+                save_checkpoint(self.checkpoint, {"run_hash": self.run_hash, **state}, self.tensors, best_values,
+                                self.optimizer)
+        bar.close()
+        self._assign(best_values)
+        return EngineResult(
+            epochs_run=state["epoch"], steps=state["steps"], stopped_early=state["bad_epochs"] >= self.schedule.patience,
+            best_epoch=state["best_epoch"], best=dict(state["best"]), history=state["history"],
+            step_seconds=float(np.mean(step_times[1:] or step_times)) if step_times else 0.0,
+            resumed_from=state["resumed_from"])
+
+    def _resume(self) -> tuple[dict[str, Any], dict[str, torch.Tensor]] | None:
+        if self.checkpoint is None:
+            return None
+        found = load_checkpoint(self.checkpoint, self.run_hash)
+        if found is None:
+            return None
+        record, current, best, optim_state = found
+        self._assign(current)
+        if self.optimizer is not None and optim_state is not None:
+            self.optimizer.load_state_dict(optim_state)
+        record.pop("run_hash")
+        record["resumed_from"] = record["epoch"]
+        self.after_step(record["steps"])
+        return record, best
+
+    def _snapshot(self) -> dict[str, torch.Tensor]:
+        return {name: tensor.detach().clone() for name, tensor in self.tensors.items()}
+
+    @torch.no_grad()
+    def _assign(self, values: dict[str, torch.Tensor]) -> None:
+        if values.keys() != self.tensors.keys():
+            raise ValueError("the checkpoint does not match the model being trained")
+        for name, tensor in self.tensors.items():
+            tensor.copy_(values[name].to(dtype=tensor.dtype, device=tensor.device))
