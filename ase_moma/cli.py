@@ -1,5 +1,5 @@
-"""The ``ase-moma`` command line: the backbone registry, batched prediction, the module hub, composition,
-fine-tuning."""
+"""The ``ase-moma`` command line: the backbone registry, batched prediction and relaxation, the module hub,
+composition, fine-tuning."""
 
 from __future__ import annotations
 
@@ -47,6 +47,24 @@ def _parser() -> argparse.ArgumentParser:
     predict.add_argument("--overwrite", action="store_true", help="replace an existing output")
     predict.set_defaults(run=_predict)
 
+    relax = commands.add_parser("relax", help="relax every structure of a file, all together (batched)")
+    relax.add_argument("input", help="structures to relax (any format ase.io reads)")
+    relax.add_argument("-o", "--output", required=True, help="extended XYZ file to write")
+    source = relax.add_mutually_exclusive_group(required=True)
+    source.add_argument("--backbone", help="registered backbone name")
+    source.add_argument("--model", help="a saved model's folder (tuned, composed, hub module)")
+    relax.add_argument("--source", help="checkpoint path (default: the embedded model)")
+    relax.add_argument("--fmax", type=float, default=0.05, help="force criterion, eV/Å (default 0.05)")
+    relax.add_argument("--steps", type=int, default=500, help="most optimiser steps per structure")
+    relax.add_argument("--cell", action="store_true", help="relax the cell too (Fréchet cell filter)")
+    relax.add_argument("--optimizer", default="FIRE", choices=["FIRE", "BFGS", "LBFGS"])
+    relax.add_argument("--trajectory-dir", help="write one ASE trajectory per structure here")
+    relax.add_argument("--batch-size", type=int, help="structures per model call (default: all running)")
+    relax.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
+    relax.add_argument("--dtype", default="float32", choices=["float32", "float64"])
+    relax.add_argument("--overwrite", action="store_true", help="replace an existing output")
+    relax.set_defaults(run=_relax)
+
     add_hub_commands(commands)
     add_compose_commands(commands)
     add_finetune_command(commands)
@@ -57,9 +75,10 @@ def _backbones(args: argparse.Namespace) -> int:
     from ase_moma import list_backbones
 
     rows = [(b.name, b.distribution, "yes" if b.usable else "no",
-             "embedded" if b.embedded else "local checkpoint", b.reason or "")
+             "embedded" if b.embedded else "local checkpoint",
+             b.capabilities.summary() if b.capabilities is not None else "?", b.reason or "")
             for b in list_backbones()]
-    header = ("name", "package", "usable", "weights", "why not")
+    header = ("name", "package", "usable", "weights", "capabilities", "why not")
     widths = [max(len(r[i]) for r in rows + [header]) for i in range(len(header))]
     for row in [header] + rows:
         print("  ".join(cell.ljust(width) for cell, width in zip(row, widths)).rstrip())
@@ -98,6 +117,30 @@ def _predict(args: argparse.Namespace) -> int:
     with atomic_file(output) as tmp:
         ase.io.write(tmp, frames, format="extxyz")
     print(f"wrote {len(frames)} structures to {output}")
+    return 0
+
+
+def _relax(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    import ase.io
+
+    from ase_moma import load_backbone
+    from ase_moma.atomic_io import atomic_file
+    from ase_moma.simulate import relax_many
+    from ase_moma.structures import read_structures
+
+    output = Path(args.output)
+    if output.exists() and not args.overwrite:
+        raise FileExistsError(f"{output} already exists (pass --overwrite to replace it)")
+    frames = read_structures(args.input, "input file")
+    backbone = load_backbone(args.model or args.backbone, args.source, device=args.device, dtype=args.dtype)
+    relaxed = relax_many(frames, backbone, fmax=args.fmax, steps=args.steps, cell=args.cell,
+                         optimizer=args.optimizer, trajectory_dir=args.trajectory_dir, batch_size=args.batch_size)
+    with atomic_file(output) as tmp:
+        ase.io.write(tmp, relaxed, format="extxyz")
+    converged = sum(atoms.info["relax_converged"] for atoms in relaxed)
+    print(f"relaxed {len(relaxed)} structures ({converged} converged to fmax {args.fmax} eV/Å); wrote {output}")
     return 0
 
 
