@@ -143,9 +143,11 @@ class Backbone(abc.ABC):
         """MissingCapability naming this backbone and ``purpose`` unless it has every ``needed`` capability."""
         require(self.capabilities, self.name, purpose, *needed)
 
-    def mark_source(self, requested_source: str) -> None:
-        """Record that these weights were loaded from ``requested_source`` (a saved model's folder)."""
-        self.requested_source = requested_source
+    def mark_saved(self, folder: str, *extra: torch.nn.Module) -> None:
+        """These weights were loaded from a saved model's ``folder``: fingerprint them as they are now
+        (with ``extra`` modules, e.g. attached adapters) and record the folder as their source."""
+        self.refingerprint(*extra)
+        self.requested_source = folder
 
     @classmethod
     @abc.abstractmethod

@@ -11,10 +11,9 @@ name imports none of them.
 
 from __future__ import annotations
 
-import abc
 from importlib.metadata import EntryPoint, entry_points
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import Any, Callable, ClassVar
 
 import torch
 
@@ -23,32 +22,45 @@ from ase_moma.backbone import Backbone
 GROUP = "ase_moma.saved_models"
 
 
-class SavedModelKind(abc.ABC):
+class SavedModelKind:
     """One kind of saved-model folder: how to recognise it and how to load it.
 
-    description: one line for listings.
+    marker: the file whose presence identifies the kind (a kind may instead
+    override :meth:`detect`). loader: ``loader(path, device, dtype)`` → the
+    saved model as a backbone. description: one line for listings.
     """
 
     name: ClassVar[str]
+    marker: ClassVar[str]
+    loader: ClassVar[Callable[..., Backbone]]
     description: ClassVar[str] = ""
 
     @classmethod
-    @abc.abstractmethod
     def detect(cls, path: Path) -> bool:
         """Whether ``path`` (an existing directory) is a folder of this kind; reads no weights."""
+        return (path / cls.marker).is_file()
 
     @classmethod
-    @abc.abstractmethod
     def load_backbone(cls, path: Path, device: str | torch.device = "auto",
                       dtype: str | torch.dtype = "float32") -> Backbone:
         """The saved model as a backbone (energy, forces, stress, node features), checksums verified."""
+        return cls.loader(path, device, dtype)
+
+    @classmethod
+    def property_model(cls, path: Path, device: str | torch.device = "auto",
+                       dtype: str | torch.dtype = "float32") -> Any:
+        """The saved model's property model (a PropertyModel) when it predicts a property, else None."""
+        return None
 
     @classmethod
     def load_calculator(cls, path: Path, device: str | torch.device = "auto",
                         dtype: str | torch.dtype = "float32") -> Any:
-        """An ASE calculator for the saved model; by default the backbone's energy/forces/stress one."""
-        from ase_moma.calculators import MomaCalculator
+        """An ASE calculator: the property's when the saved model predicts one, else energy/forces/stress."""
+        from ase_moma.calculators import MomaCalculator, PropertyCalculator
 
+        model = cls.property_model(path, device, dtype)
+        if model is not None:
+            return PropertyCalculator(model)
         return MomaCalculator(cls.load_backbone(path, device, dtype))
 
 

@@ -130,6 +130,8 @@ def main() -> None:
                 forgetting.setdefault(name, {})[label] = evaluate(
                     backbone, [backbone.graph(a) for a in forgetting_data.frames], forgetting_data,
                     config.loss)["forces_mae"]
+                print(f"  {label:9s} forgetting: {FORGETTING_SET} force MAE {forgetting[name][label]:.1f} meV/Å "
+                      f"(before tuning {forces_before:.1f})", flush=True)
             if label == "sparse-L" and seed == args.seeds[0]:
                 reference = load_backbone("sevennet", device=args.device)
                 timing.setdefault("inference_ratio", {})[name] = inference_ratio(reference, backbone, test_graphs)

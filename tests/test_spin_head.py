@@ -60,6 +60,28 @@ def _run(model, atoms):
     return out.energy.detach(), out.forces.detach(), out.stress.detach(), out.magmoms.detach()
 
 
+def _force_by_difference(model, atoms, index: int, axis: int, step: float = 1e-4) -> float:
+    """−∂E/∂r by central differences, at the structure's fixed spin configuration (eV/Å)."""
+    energies = []
+    for sign in (1, -1):
+        moved = atoms.copy()
+        moved.positions[index, axis] += sign * step
+        energies.append(float(_run(model, moved)[0][0]))
+    return -(energies[0] - energies[1]) / (2 * step)
+
+
+def _stress_by_difference(model, atoms, i: int, j: int, step: float = 1e-4) -> float:
+    """(1/V) ∂E/∂ε_ij by central differences under a symmetric strain (eV/Å³)."""
+    energies = []
+    for sign in (1, -1):
+        strained = atoms.copy()
+        deformation = np.eye(3)
+        deformation[i, j] = deformation[j, i] = sign * step / 2
+        strained.set_cell(atoms.cell.array @ deformation, scale_atoms=True)
+        energies.append(float(_run(model, strained)[0][0]))
+    return (energies[0] - energies[1]) / (2 * step) / atoms.get_volume()
+
+
 def _random_spins(n: int, seed: int) -> np.ndarray:
     vectors = np.random.default_rng(seed).normal(size=(n, 3))
     return 2.2 * vectors / np.linalg.norm(vectors, axis=1, keepdims=True)
@@ -106,23 +128,10 @@ def test_forces_and_stress_are_derivatives_of_the_total_at_fixed_spins(spin_mode
     energy, forces, stress, _ = _run(spin_model, atoms)
     bare = spin_model.base.forward(spin_model.base.collate([spin_model.base.graph(atoms)]))
     assert abs(float(energy[0] - bare.energy[0])) > 1e-3  # the exchange term is really there
-    step = 1e-4
     for index, axis in [(0, 0), (2, 2), (3, 1)]:
-        shifted = []
-        for sign in (1, -1):
-            moved = atoms.copy()
-            moved.positions[index, axis] += sign * step
-            shifted.append(float(_run(spin_model, moved)[0][0]))
-        assert -(shifted[0] - shifted[1]) / (2 * step) == pytest.approx(float(forces[index, axis]), rel=1e-5, abs=1e-6)
-    strained = []
-    for sign in (1, -1):
-        moved = atoms.copy()
-        deformation = np.eye(3)
-        deformation[0, 1] = deformation[1, 0] = sign * step / 2
-        moved.set_cell(atoms.cell.array @ deformation, scale_atoms=True)
-        strained.append(float(_run(spin_model, moved)[0][0]))
-    derivative = (strained[0] - strained[1]) / (2 * step) / atoms.get_volume()
-    assert derivative == pytest.approx(float(stress[0, 0, 1]), rel=1e-5, abs=1e-6)
+        assert _force_by_difference(spin_model, atoms, index, axis) == pytest.approx(
+            float(forces[index, axis]), rel=1e-5, abs=1e-6)
+    assert _stress_by_difference(spin_model, atoms, 0, 1) == pytest.approx(float(stress[0, 0, 1]), rel=1e-5, abs=1e-6)
 
 
 def test_without_input_moments_the_order_defaults_to_ferromagnetic_and_says_so(spin_model):
@@ -212,18 +221,5 @@ def test_mace_hosts_the_spin_head_with_exact_forces_and_stress(sources):
     ferro = atoms.copy()
     ferro.set_initial_magnetic_moments([1] * 8)
     assert abs(float(_run(model, ferro)[0][0] - energy[0])) > 1e-4  # the order matters on MACE too
-    step = 1e-4
-    moved = [atoms.copy(), atoms.copy()]
-    moved[0].positions[1, 2] += step
-    moved[1].positions[1, 2] -= step
-    difference = (float(_run(model, moved[0])[0][0]) - float(_run(model, moved[1])[0][0])) / (2 * step)
-    assert -difference == pytest.approx(float(forces[1, 2]), rel=1e-5, abs=1e-6)
-    strained = []
-    for sign in (1, -1):
-        cell = atoms.copy()
-        deformation = np.eye(3)
-        deformation[0, 2] = deformation[2, 0] = sign * step / 2
-        cell.set_cell(atoms.cell.array @ deformation, scale_atoms=True)
-        strained.append(float(_run(model, cell)[0][0]))
-    derivative = (strained[0] - strained[1]) / (2 * step) / atoms.get_volume()
-    assert derivative == pytest.approx(float(stress[0, 0, 2]), rel=1e-5, abs=1e-6)
+    assert _force_by_difference(model, atoms, 1, 2) == pytest.approx(float(forces[1, 2]), rel=1e-5, abs=1e-6)
+    assert _stress_by_difference(model, atoms, 0, 2) == pytest.approx(float(stress[0, 0, 2]), rel=1e-5, abs=1e-6)

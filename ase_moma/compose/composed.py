@@ -23,11 +23,6 @@ from ase_moma.saved_models import SavedModelKind
 FINETUNED = "model"
 
 
-def is_composed(path: str | Path | None) -> bool:
-    """Whether ``path`` is a compose OUT/ folder (it holds a recipe.json)."""
-    return path is not None and Path(path).is_dir() and (Path(path) / RECIPE).is_file()
-
-
 def is_finetuned(out: str | Path) -> bool:
     """Whether the composed model in ``out`` has been fine-tuned (``OUT/model/`` exists)."""
     return (Path(out) / FINETUNED).is_dir()
@@ -85,31 +80,17 @@ def load_composed_backbone(out: str | Path, device: str | torch.device = "auto",
     else:
         backbone = base_backbone(out, device, dtype)
         adapters = apply_merged(out, backbone)
-    backbone.refingerprint(*([adapters] if adapters is not None else []))
-    backbone.mark_source(str(Path(out).resolve()))
+    backbone.mark_saved(str(Path(out).resolve()), *([adapters] if adapters is not None else []))
     return backbone
 
 
 class ComposedFolder(SavedModelKind):
     """An ``ase-moma compose`` output folder: the merged model, and once fine-tuned, its property model."""
 
-    name = "composed"
+    name, marker, loader = "composed", RECIPE, staticmethod(load_composed_backbone)
     description = "ase-moma compose output (recipe.json); serves its target once fine-tuned"
 
     @classmethod
-    def detect(cls, path: Path) -> bool:
-        return is_composed(path)
-
-    @classmethod
-    def load_backbone(cls, path: Path, device: str | torch.device = "auto",
-                      dtype: str | torch.dtype = "float32") -> Backbone:
-        return load_composed_backbone(path, device, dtype)
-
-    @classmethod
-    def load_calculator(cls, path: Path, device: str | torch.device = "auto",
-                        dtype: str | torch.dtype = "float32"):
-        from ase_moma.calculators import PropertyCalculator
-
-        if is_finetuned(path):
-            return PropertyCalculator(load_composed_model(path, device=device, dtype=dtype))
-        return super().load_calculator(path, device, dtype)
+    def property_model(cls, path: Path, device: str | torch.device = "auto",
+                       dtype: str | torch.dtype = "float32") -> PropertyModel | None:
+        return load_composed_model(path, device, dtype) if is_finetuned(path) else None

@@ -42,11 +42,6 @@ SPIN_HEAD = "spin_head.safetensors"
 SCHEMA = "ase-moma/finetune-1"
 
 
-def is_tuned(path: str | Path | None) -> bool:
-    """Whether ``path`` is a fine-tuned potential folder (it holds finetune.json)."""
-    return path is not None and Path(path).is_dir() and (Path(path) / FINETUNE_JSON).is_file()
-
-
 def write_tuned(out: str | Path, backbone: Backbone, base: dict[str, Any], delta: Delta,
                 config: FinetuneConfig, result: EngineResult, data: dict[str, PotentialSet],
                 metrics: dict[str, dict[str, float]], *, name: str, overwrite: bool = False,
@@ -111,26 +106,16 @@ def load_tuned_backbone(out: str | Path, device: str | torch.device = "auto",
     verify_files(Path(out), record["files"], str(Path(out) / FINETUNE_JSON))
     backbone = load_recorded_backbone(record["backbone"], f"the fine-tuned potential in {out}", device, dtype)
     load_state(backbone.model, load_tensors(Path(out) / MODEL), Path(out) / MODEL)
-    backbone.refingerprint()
+    backbone.mark_saved(str(Path(out).resolve()))
     if record.get("spin_head"):
         head = SpinHead(**record["spin_head"]["config"])
         load_state(head, load_tensors(Path(out) / SPIN_HEAD), Path(out) / SPIN_HEAD)
         backbone = SpinBackbone(backbone, head)
-    backbone.mark_source(str(Path(out).resolve()))
     return backbone
 
 
 class TunedFolder(SavedModelKind):
     """An ``ase-moma finetune --backbone`` output folder: a plain tuned potential (+ its spin head)."""
 
-    name = "tuned"
+    name, marker, loader = "tuned", FINETUNE_JSON, staticmethod(load_tuned_backbone)
     description = "ase-moma finetune --backbone output (finetune.json): a tuned potential"
-
-    @classmethod
-    def detect(cls, path: Path) -> bool:
-        return is_tuned(path)
-
-    @classmethod
-    def load_backbone(cls, path: Path, device: str | torch.device = "auto",
-                      dtype: str | torch.dtype = "float32") -> Backbone:
-        return load_tuned_backbone(path, device, dtype)

@@ -29,33 +29,27 @@ def load_module_folder(folder: str | Path, device: str | torch.device = "auto",
     return module_from_folder(folder, meta, base)
 
 
+def load_module_backbone(folder: str | Path, device: str | torch.device = "auto",
+                         dtype: str | torch.dtype = "float32") -> Backbone:
+    """The verified module in ``folder`` as a backbone: its base with the module's weights, delta or
+    adapters in place; its fingerprint identifies the result."""
+    folder = Path(folder)
+    meta = check_module_folder(folder)
+    backbone = load_recorded_backbone(meta["backbone"], f"module {folder}", device, dtype)
+    adapters = apply_module(folder, meta, backbone)
+    if adapters is not None:
+        adapters.attach(backbone)
+    backbone.mark_saved(str(folder.resolve()), *([adapters] if adapters is not None else []))
+    return backbone
+
+
 class ModuleFolder(SavedModelKind):
     """A hub module folder (module.json + safetensors)."""
 
-    name = "module"
+    name, marker, loader = "module", MODULE_JSON, staticmethod(load_module_backbone)
     description = "a hub module folder (module.json); a delta module is a potential, others serve their target"
 
     @classmethod
-    def detect(cls, path: Path) -> bool:
-        return (path / MODULE_JSON).is_file()
-
-    @classmethod
-    def load_backbone(cls, path: Path, device: str | torch.device = "auto",
-                      dtype: str | torch.dtype = "float32") -> Backbone:
-        meta = check_module_folder(path)
-        backbone = load_recorded_backbone(meta["backbone"], f"module {path}", device, dtype)
-        adapters = apply_module(path, meta, backbone)
-        if adapters is not None:
-            adapters.attach(backbone)
-        backbone.refingerprint(*([adapters] if adapters is not None else []))
-        backbone.mark_source(str(path.resolve()))
-        return backbone
-
-    @classmethod
-    def load_calculator(cls, path: Path, device: str | torch.device = "auto",
-                        dtype: str | torch.dtype = "float32"):
-        from ase_moma.calculators import PropertyCalculator
-
-        if check_module_folder(path)["kind"] == "delta":
-            return super().load_calculator(path, device, dtype)
-        return PropertyCalculator(load_module_folder(path, device, dtype))
+    def property_model(cls, path: Path, device: str | torch.device = "auto",
+                       dtype: str | torch.dtype = "float32") -> PropertyModel | None:
+        return None if check_module_folder(path)["kind"] == "delta" else load_module_folder(path, device, dtype)
