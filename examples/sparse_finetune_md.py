@@ -39,8 +39,8 @@ def adapt(train: list[Atoms] | Path, valid: list[Atoms] | Path, out: Path, *, me
     updated = record["path_weights_updated"]
     first = record["result"]["history"][0]
     print(f"tune   : {method}{'-' + preset if method == 'sparse' else ''}, {record['result']['steps']} steps; "
-          f"validation energy MAE {first['val_energy_mae']:.2f} -> {valid_errors['energy_mae']:.2f} meV/atom, "
-          f"force MAE {first['val_forces_mae']:.1f} -> {valid_errors['forces_mae']:.1f} meV/Å; "
+          f"validation energy MAE {first['energy_mae']:.2f} -> {valid_errors['energy_mae']:.2f} meV/atom, "
+          f"force MAE {first['forces_mae']:.1f} -> {valid_errors['forces_mae']:.1f} meV/Å; "
           f"{100 * updated['fraction']:.2f} % of {updated['size']} path weights moved")
     return record
 
