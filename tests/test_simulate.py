@@ -43,7 +43,6 @@ def test_batched_relaxation_follows_each_systems_own_ase_run(calculator, cell):
         np.testing.assert_allclose(atoms.positions, own.positions, atol=1e-8)
         np.testing.assert_allclose(atoms.cell.array, own.cell.array, atol=1e-8)
         assert atoms.get_potential_energy() == pytest.approx(own.get_potential_energy(), abs=1e-8)
-    assert any(a.info["relax_steps"] != relaxed[0].info["relax_steps"] for a in relaxed)  # they dropped out apart
 
 
 @pytest.mark.parametrize("ensemble", ["nve", "langevin"])
@@ -76,7 +75,9 @@ def test_one_batched_call_per_step(calculator, monkeypatch):
     monkeypatch.setattr(evaluator, "predict", lambda backbone, frames, **kw: sizes.append(len(frames))
                         or original(backbone, frames, **kw))
     backbone = calculator("sevennet", "float64").backbone
-    relaxed = relax_many(_cells(), backbone, fmax=0.05, steps=20)
+    relaxed = relax_many(_cells(), backbone, fmax=0.1, steps=200)
+    assert all(a.info["relax_converged"] for a in relaxed)
+    assert len({a.info["relax_steps"] for a in relaxed}) > 1  # they converged at different steps
     longest = max(a.info["relax_steps"] for a in relaxed)
     assert len(sizes) == longest + 1 and sizes[0] == 3  # the initial state, then one call per step
     assert sizes == sorted(sizes, reverse=True) and sizes[-1] == 1  # converged systems dropped out
