@@ -91,7 +91,7 @@ def read_potential_set(source: str | Path | Sequence[Atoms], *, forces: bool, st
     kept, dropped = list(range(len(frames))), []
     if stresses is not None and max_stress is not None:
         dropped = [i for i in kept if np.abs(stresses[i]).max() > max_stress]
-        kept = [i for i in kept if i not in set(dropped)]
+        kept = sorted(set(kept) - set(dropped))
         if not kept:
             raise ValueError(f"every frame of {name} has a stress above {max_stress} eV/Å³; nothing is left")
     return PotentialSet(

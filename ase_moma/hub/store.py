@@ -133,7 +133,6 @@ class Hub:
         creation time, then written as ``module.json``; the index follows.
         """
         check_module_name(name)
-        check_module_kind(meta.get("kind"), f"module {name}")
 
         def fill(folder: Path) -> None:
             write_module_folder(folder, dict(meta, name=name), tensors, self.meta["backbone"])
