@@ -21,6 +21,7 @@ from ase_moma.adapters import AdapterSet
 from ase_moma.backbone import Backbone
 from ase_moma.heads import PropertyHead
 from ase_moma.labelled_data import LabelledSet, TaskData
+from ase_moma.probe import fit_ridge_probe
 from ase_moma.module_files import HEAD, TRAINED_KINDS, WEIGHTS
 from ase_moma.property_model import READOUTS, PropertyModel
 from ase_moma.training.engine import EngineResult, Schedule, TrainingEngine
@@ -83,7 +84,10 @@ def build_property_model(backbone: Backbone, config: TrainConfig, readout: str, 
 
     adapters: start from these (e.g. merged ones) for an ``adapter`` model;
     None starts from identity adapters. The head is normalised by the training
-    targets' mean and std; an energy read-out fits per-element references first.
+    targets' mean and std and starts as the ridge probe on the starting model's
+    pooled features (so the run's epoch-0 validation is the probe's, and the
+    engine keeps it unless fine-tuning does better); an energy read-out fits
+    per-element references first.
     """
     torch.manual_seed(config.seed)  # adapters and head start from seeded random weights
     if config.kind == "adapter" and adapters is None:
@@ -97,6 +101,8 @@ def build_property_model(backbone: Backbone, config: TrainConfig, readout: str, 
         counts = np.array([len(atoms) for atoms in train.frames])
         head = fit_reference_energies(backbone, train_graphs, train.frames, train.targets * counts).to(backbone.device)
     model = PropertyModel(backbone, readout, head=head, adapters=adapters if config.kind == "adapter" else None)
+    if readout == "head":  # LP-FT: the head starts as the ridge probe of the features training starts from
+        head.start_from_probe(fit_ridge_probe(backbone.embed_graphs(train_graphs).double().numpy(), train.targets))
     model.eval()  # no dropout or batch statistics in any backbone: train in eval mode
     backbone.model.requires_grad_(config.kind == "full")
     return model
@@ -156,7 +162,8 @@ def module_record(model: PropertyModel, config: TrainConfig, task_data: TaskData
         "metrics": {"train_target_std": std,
                     **evaluate(model, {k: v for k, v in parts.items() if k != "train"}, mean)},
         "training": dict(dataclasses.asdict(config), epochs_run=result.epochs_run,
-                         stopped_early=result.stopped_early),
+                         stopped_early=result.stopped_early, best_epoch=result.best_epoch,
+                         start_val_mae=result.history[0]["val_mae"]),
         "data": {"source": source, "split": task_data.split_source, **data_hashes},
         "build_mode": config.mode,
     }

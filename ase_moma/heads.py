@@ -5,20 +5,25 @@ from __future__ import annotations
 import torch
 
 from ase_moma.backbone import NodeFeatures, mean_pool
+from ase_moma.probe import RidgeProbe
 
 
 class PropertyHead(torch.nn.Module):
-    """Mean pooling of invariant node features, then an MLP, in target units.
+    """Mean pooling of invariant node features, then a linear probe plus an MLP, in target units.
 
-    width: F, the invariant feature width. hidden: MLP width. The MLP predicts the
-    target normalised by the training mean and std, which are kept as buffers,
-    so ``forward`` returns the target in its own unit (shape (B,)).
+    width: F, the invariant feature width. hidden: MLP width. The head predicts
+    the target normalised by the training mean and std (kept as buffers, so
+    ``forward`` returns the target in its own unit, shape (B,)) as
+    ``probe(x) + mlp(x)`` of the pooled features x: :meth:`start_from_probe`
+    sets the probe to a fitted ridge regression and zeroes the MLP's output,
+    so training starts exactly at the linear probe (LP-FT).
     """
 
     def __init__(self, width: int, hidden: int = 128, mean: float = 0.0, std: float = 1.0) -> None:
         super().__init__()
         if not std > 0:
             raise ValueError(f"target std must be positive, got {std}")
+        self.probe = torch.nn.Linear(width, 1)
         self.mlp = torch.nn.Sequential(
             torch.nn.Linear(width, hidden), torch.nn.SiLU(),
             torch.nn.Linear(hidden, hidden), torch.nn.SiLU(),
@@ -29,14 +34,25 @@ class PropertyHead(torch.nn.Module):
 
     def normalised(self, features: NodeFeatures, n_graphs: int) -> torch.Tensor:
         """(B,) prediction of (target − mean) / std."""
-        return self.mlp(mean_pool(features.invariant, features.batch, n_graphs)).squeeze(-1)
+        pooled = mean_pool(features.invariant, features.batch, n_graphs)
+        return (self.probe(pooled) + self.mlp(pooled)).squeeze(-1)
 
     def forward(self, features: NodeFeatures, n_graphs: int) -> torch.Tensor:
         return self.normalised(features, n_graphs) * self.std + self.mean
 
+    @torch.no_grad()
+    def start_from_probe(self, probe: RidgeProbe) -> None:
+        """Predict exactly ``probe`` (a ridge fit of the target on pooled features, in target units)."""
+        weight = torch.as_tensor(probe.weight, dtype=torch.float64) / self.std.double().cpu()
+        bias = (probe.bias - float(self.mean)) / float(self.std)
+        self.probe.weight.copy_(weight[None].to(self.probe.weight))
+        self.probe.bias.fill_(bias)
+        self.mlp[-1].weight.zero_()
+        self.mlp[-1].bias.zero_()
+
     def config(self) -> dict[str, int]:
         """Constructor arguments (besides mean and std) for rebuilding the head."""
-        return {"width": self.mlp[0].in_features, "hidden": self.mlp[0].out_features}
+        return {"width": self.probe.in_features, "hidden": self.mlp[0].out_features}
 
 
 class EnergyReference(torch.nn.Module):

@@ -210,3 +210,14 @@ def test_bad_input_is_refused_and_nothing_is_written(hub, hub_data, tmp_path, mo
     with pytest.raises(KeyboardInterrupt):
         compose(hub, out=tmp_path / "o5", device="cpu", progress=False, **task)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["empty", "mixed", "nan.extxyz"]
+
+
+def test_composing_for_a_task_never_uses_its_own_modules(hub, hub_data, tmp_path):
+    recipe = compose(hub, hub_data["perov"], "heat_all", tmp_path / "out", kind="full", device="cpu",
+                     progress=False)
+    assert sorted(recipe["excluded_same_task"]) == ["dir_gap_full", "heat_full", "ind_gap_full"]
+    assert [m["name"] for m in recipe["modules"]] == ["carbon_energy"]
+    with pytest.raises(ValueError, match="leave one task out"):
+        compose(hub, hub_data["perov"], "heat_all", tmp_path / "none", modules=["heat_full"], device="cpu",
+                progress=False)
+    assert not (tmp_path / "none").exists()

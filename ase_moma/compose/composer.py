@@ -48,7 +48,10 @@ def compose(hub: Hub | str | Path, data: str | Path, target: str, out: str | Pat
     else a random split with ``val_fraction`` and ``seed``; ``n_train``
     subsamples it for few-shot runs). kind: compose the hub's ``full`` or
     ``adapter`` modules (default: full when the hub has any); modules:
-    restrict to these names. k, temperature, similarity: the kNN proxy
+    restrict to these names. A module trained on the target task itself (its
+    module.json ``task`` equals ``task``, default the data file's stem) is
+    never used — leave one task out — and the recipe lists it under
+    ``excluded_same_task``. k, temperature, similarity: the kNN proxy
     (MoMa's settings: K = 5, temperature 0.2, cosine). strategy: ``amc`` or a baseline (see
     :func:`~ase_moma.compose.strategies.strategy_weights`). Returns the recipe.
     """
@@ -58,7 +61,8 @@ def compose(hub: Hub | str | Path, data: str | Path, target: str, out: str | Pat
         raise FileExistsError(f"{out} already exists (pass overwrite=True / --overwrite to replace it)")
     if strategy not in STRATEGIES:
         raise ValueError(f"unknown strategy {strategy!r}; choose one of {', '.join(STRATEGIES)}")
-    names, kind = _candidates(hub, kind, modules)
+    task = task or Path(data).stem
+    names, kind, excluded = _candidates(hub, kind, modules, task)
     metas = {name: hub.read_module(name) for name in names}  # verifies files and backbone fingerprints
     task_data = load_task_data(data, target, split, task, val_fraction=val_fraction, seed=seed,
                                max_train=n_train)
@@ -87,7 +91,7 @@ def compose(hub: Hub | str | Path, data: str | Path, target: str, out: str | Pat
         "schema": SCHEMA, "hub": str(hub.path.resolve()), "backbone": hub.backbone, "kind": kind,
         "strategy": strategy,
         "task": {"data": str(Path(data).resolve()), "target": target, "unit": unit,
-                 "task": task or Path(data).stem, "split": str(Path(split).resolve()) if split else None,
+                 "task": task, "split": str(Path(split).resolve()) if split else None,
                  "split_source": task_data.split_source, "seed": seed, "n_train": n_train,
                  "val_fraction": val_fraction, "train_size": len(train), "train_hash": train.data_hash()},
         "knn": {"k": k, "temperature": temperature, "similarity": similarity},
@@ -95,6 +99,7 @@ def compose(hub: Hub | str | Path, data: str | Path, target: str, out: str | Pat
             "name": solution.solver, "status": solution.status, "seconds": solution.seconds,
             "proxy_error": solution.proxy_error},
         "softmax_temperature": softmax_temperature if strategy == "softmax" else None,
+        "excluded_same_task": excluded,
         "modules": [{"name": name, "task": metas[name].get("task"), "kind": metas[name]["kind"],
                      "file": weights_file(metas[name]),
                      "sha256": metas[name]["files"][weights_file(metas[name])],
@@ -160,7 +165,9 @@ def read_recipe(out: str | Path) -> dict[str, Any]:
     return read_record(path, "composition recipe", SCHEMA)
 
 
-def _candidates(hub: Hub, kind: str | None, modules: Sequence[str] | None) -> tuple[list[str], str]:
+def _candidates(hub: Hub, kind: str | None, modules: Sequence[str] | None,
+                task: str) -> tuple[list[str], str, list[str]]:
+    """The modules to compose, their kind, and the ones left out because they were trained on ``task``."""
     entries = hub.modules
     if not entries:
         raise ValueError(f"hub {hub.path} has no modules to compose; add some with `ase-moma hub train`")
@@ -179,4 +186,9 @@ def _candidates(hub: Hub, kind: str | None, modules: Sequence[str] | None) -> tu
     if not names:
         raise ValueError(f"hub {hub.path} has no {kind} modules to compose (it has: "
                          f"{', '.join(sorted(kinds)) or 'none'})")
-    return names, kind
+    excluded = [e["name"] for e in entries if e["name"] in names and e.get("task") == task]
+    names = [name for name in names if name not in excluded]
+    if not names:
+        raise ValueError(f"every {kind} module of hub {hub.path} was trained on task {task!r}; composing for "
+                         f"it never uses its own modules (leave one task out), so nothing is left to compose")
+    return names, kind, excluded
