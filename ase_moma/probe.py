@@ -1,8 +1,9 @@
-"""The linear probe: ridge regression on frozen per-structure features, closed form.
+"""The linear probe: ridge regression on frozen features, closed form.
 
 Every property model starts here (LP-FT: the head is first fitted on the
-frozen features, then the backbone is fine-tuned from that head), and the
-benchmarks report it as the baseline a property model must beat.
+frozen per-structure features, then the backbone is fine-tuned from that
+head), the spin head's magnitudes start at a probe on per-atom features, and
+the benchmarks report the probe as the baseline a property model must beat.
 
 Features are standardised per column; the ridge strength α is chosen from
 ALPHAS by exact leave-one-out error on the training rows (for ridge with an

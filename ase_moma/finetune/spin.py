@@ -25,8 +25,19 @@ import math
 import torch
 
 from ase_moma.backbone import Edges, NodeFeatures
+from ase_moma.probe import RidgeProbe, fit_ridge_probe
 
 SPIN_KINDS = ("vector", "collinear")  # how training moments are read: 3-vectors, or signed scalars
+MIN_MAGNITUDE = 0.05
+"""μB: the floor under training |m_i| before softplus⁻¹ (non-magnetic atoms would map to −∞); below the
+≈ 0.1 μB resolution of the DFT moments this head learns from."""
+
+
+def inverse_softplus(value: float | torch.Tensor) -> float | torch.Tensor:
+    """softplus⁻¹(y) = log(exp(y) − 1), for y > 0."""
+    if isinstance(value, torch.Tensor):
+        return value + torch.log(-torch.expm1(-value))
+    return math.log(math.expm1(value))
 
 
 class SpinHead(torch.nn.Module):
@@ -36,7 +47,9 @@ class SpinHead(torch.nn.Module):
     ``"collinear"``), recorded for the user. width: invariant features per atom
     (F). cutoff: Å, the range of J. hidden: MLP width. n_basis: radial Bessel
     functions of J. The exchange network's last layer starts at zero, so a
-    fresh head adds no energy; the magnitudes start at ``initial_magnitude`` μB.
+    fresh head adds no energy. The magnitudes are softplus(probe(x) + mlp(x))
+    of the node features x: they start at ``initial_magnitude`` μB, and
+    :meth:`start_from_probe` starts them at a ridge fit to training moments.
     """
 
     def __init__(self, kind: str, width: int, cutoff: float, hidden: int = 64, n_basis: int = 8,
@@ -50,6 +63,7 @@ class SpinHead(torch.nn.Module):
         self.settings = {"kind": kind, "width": width, "cutoff": float(cutoff), "hidden": hidden,
                          "n_basis": n_basis, "n_elements": n_elements, "embedding": embedding,
                          "initial_magnitude": initial_magnitude}
+        self.probe = torch.nn.Linear(width, 1)
         self.magnitude = torch.nn.Sequential(torch.nn.Linear(width, hidden), torch.nn.SiLU(),
                                              torch.nn.Linear(hidden, 1))
         self.species = torch.nn.Embedding(n_elements, embedding)
@@ -70,12 +84,33 @@ class SpinHead(torch.nn.Module):
         """Make every predicted magnitude ``magnitude`` μB (the training mean: the trivial baseline)."""
         if not magnitude > 0:
             raise ValueError(f"the starting magnitude must be positive, got {magnitude}")
+        self._zero_mlp_output()
+        self.probe.weight.zero_()
+        self.probe.bias.fill_(inverse_softplus(magnitude))
+
+    @torch.no_grad()
+    def start_from_probe(self, features: torch.Tensor, magnitudes: torch.Tensor) -> RidgeProbe:
+        """Start the magnitudes at the ridge probe of softplus⁻¹(|m_i|) on per-atom features.
+
+        features: (N, F) invariant node features of training atoms (the frozen
+        backbone's); magnitudes: (N,) their DFT |m_i| in μB, floored at
+        MIN_MAGNITUDE where softplus⁻¹ diverges. Returns the probe.
+        """
+        targets = inverse_softplus(magnitudes.double().clamp(min=MIN_MAGNITUDE))
+        probe = fit_ridge_probe(features.double().cpu().numpy(), targets.cpu().numpy())
+        self.probe.weight.copy_(torch.as_tensor(probe.weight)[None].to(self.probe.weight))
+        self.probe.bias.fill_(probe.bias)
+        self._zero_mlp_output()
+        return probe
+
+    def _zero_mlp_output(self) -> None:
         torch.nn.init.zeros_(self.magnitude[-1].weight)
-        self.magnitude[-1].bias.fill_(math.log(math.expm1(magnitude)))
+        torch.nn.init.zeros_(self.magnitude[-1].bias)
 
     def magnitudes(self, features: NodeFeatures) -> torch.Tensor:
         """(N,) |m_i| in μB, ≥ 0, invariant under rotations and inversion of the structure."""
-        return torch.nn.functional.softplus(self.magnitude(features.invariant).squeeze(-1))
+        x = features.invariant
+        return torch.nn.functional.softplus((self.probe(x) + self.magnitude(x)).squeeze(-1))
 
     def coupling(self, edges: Edges) -> torch.Tensor:
         """(E,) J(r_ij, Z_i, Z_j) in eV/μB², zero with zero slope at the cutoff."""

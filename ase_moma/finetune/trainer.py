@@ -175,7 +175,7 @@ class Finetuner:
                              f"magmoms={config.spin_head!r}")
         train_graphs, valid_graphs = self.graphs(train), self.graphs(valid)
         if self.spin is not None:
-            self.spin.head.start_at(float(np.mean(np.concatenate([_magnitudes(m) for m in train.magmoms]))))
+            self._start_magnitudes(train_graphs, train)
         if config.refit_references:
             base_graphs = [g.graph for g in train_graphs] if self.spin is not None else train_graphs
             reference = fit_reference_energies(backbone, base_graphs, train.frames, train.energy)
@@ -192,6 +192,16 @@ class Finetuner:
                                                         forces=config.loss.forces > 0, stress=config.loss.stress > 0),
                                      batch_labels(train, rows, backbone.device)),
             lambda: self._validate(valid_graphs, valid))
+
+    @torch.no_grad()
+    def _start_magnitudes(self, graphs: list[Any], train: PotentialSet, batch_size: int = 16) -> None:
+        """The spin head's magnitudes start at the ridge probe of the training |m_i| on the frozen
+        backbone's per-atom features (LP-FT, as for property heads)."""
+        base = [g.graph for g in graphs]
+        features = torch.cat([self.backbone.node_features(self.backbone.collate(base[i:i + batch_size])).invariant
+                              for i in range(0, len(base), batch_size)])
+        magnitudes = torch.as_tensor(np.concatenate([_magnitudes(m) for m in train.magmoms]))
+        self.spin.head.start_from_probe(features, magnitudes)
 
     def graphs(self, data: PotentialSet) -> list[Any]:
         """The model's graphs of ``data``'s frames. With a spin head, each frame's spin configuration is
