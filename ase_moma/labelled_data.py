@@ -58,6 +58,10 @@ def structures_hash(frames: Sequence[Atoms]) -> str:
 def read_labelled(path: str | Path, key: str, indices: Sequence[int] | None = None) -> LabelledSet:
     """Read ``path`` (any format ase.io reads) and the target ``atoms.info[key]`` of each frame.
 
+    ``energy`` (eV) and ``energy_per_atom`` (eV/atom) are also read from a
+    frame's stored DFT energy (extended XYZ's ``energy=``, which ASE keeps on the
+    frame's calculator rather than in ``info``) when ``info`` has no such key.
+
     indices: keep only these frame positions (e.g. one split). Raises ValueError
     naming the frame for a missing or non-finite target, and for an empty file.
     """
@@ -70,7 +74,7 @@ def read_labelled(path: str | Path, key: str, indices: Sequence[int] | None = No
         raise ValueError(f"{path} has {len(frames)} frames; split indices out of range: {bad[:5]}")
     targets = np.empty(len(indices))
     for row, index in enumerate(indices):
-        info = frames[index].info
+        info = _with_stored_energy(frames[index])
         if key not in info:
             known = ", ".join(sorted(k for k in info if isinstance(info[k], (int, float)))) or "none"
             raise ValueError(f"{path}: frame {index} has no target {key!r} in atoms.info "
@@ -83,6 +87,15 @@ def read_labelled(path: str | Path, key: str, indices: Sequence[int] | None = No
             raise ValueError(f"{path}: frame {index} target {key!r} is {value}, not a finite number")
         targets[row] = value
     return LabelledSet([frames[i] for i in indices], targets, indices, key, str(path))
+
+
+def _with_stored_energy(atoms: Atoms) -> dict[str, Any]:
+    """``atoms.info`` plus ``energy`` and ``energy_per_atom`` from a stored energy where info lacks them."""
+    results = getattr(atoms.calc, "results", {}) or {}
+    if "energy" not in results:
+        return atoms.info
+    energy = float(results["energy"])
+    return {"energy": energy, "energy_per_atom": energy / len(atoms), **atoms.info}
 
 
 def read_split(path: str | Path, task: str) -> dict[str, list[int]]:

@@ -1,20 +1,22 @@
 """MoMa's downstream benchmark on the matminer tasks: AMC against its baselines and the published numbers.
 
 For each task of ../shared/data/matminer/tasks.json and each seed's published split:
-compose from the hub (upstream modules plus, leave-one-task-out, any matminer
-modules of the other tasks; build them with `bench/build_hub.py --matminer`)
-with AMC and every baseline, fine-tune each result with a fresh head, and
-report the test MAE beside CGCNN, MoE-(18), JMP-FT and MoMa (Full) from
-tasks.json. Then, on the correlation tasks, fine-tune every module alone and
-report Spearman and Pearson correlation between its kNN proxy MAE and its test
-MAE. Finally AMC's time on the largest task's full training split, split into
-embedding, kNN and solver, with the embedding cache cold and then warm.
+compose from the hub (default: a verified copy of the starter hub; the composer
+leaves out the task's own module) with AMC and the baselines, fine-tune each
+result (LP-FT: the head starts as the ridge probe), and report the test MAE
+beside two trivial baselines measured on the same training structures —
+predicting the training mean, and the ridge probe on the plain backbone's
+frozen mean-pooled features — and beside CGCNN, MoE-(18), JMP-FT and MoMa (Full)
+from tasks.json. Then, on the correlation tasks, fine-tune every module alone
+and report Spearman and Pearson correlation between its kNN proxy MAE and its
+test MAE. Finally AMC's time on the largest task's full training split, split
+into embedding, kNN and solver, with the embedding cache cold and then warm.
 
---quick (one seed, training split capped at 160 structures, 3 epochs) runs on
-the 2-core CPU machine; the default runs the paper's schedule (all five seeds,
-whole training splits, up to 60 epochs, patience 10) and is meant for a GPU.
+--quick (few-shot: 100 training structures, 5 epochs with patience 3) runs on
+the 2-core CPU machine; --n-train 0 uses the whole training split; without
+--quick the paper's schedule (up to 60 epochs, patience 10) is meant for a GPU.
 
-    python bench/moma_matminer.py --hub bench/out/hub --quick [--tasks T ...] [-o bench/out/moma_matminer]
+    python bench/moma_matminer.py --quick [--seeds 0 1 2] [--tasks T ...] [--hub HUB] [-o OUT]
 """
 
 from __future__ import annotations
@@ -30,8 +32,13 @@ from pathlib import Path
 import numpy as np
 from scipy.stats import pearsonr, spearmanr
 
+from ase_moma import load_backbone
 from ase_moma.compose import DOWNSTREAM, STRATEGIES, compose, finetune_composed
 from ase_moma.hub import Hub
+from ase_moma.hub.starter import write_starter_hub
+from ase_moma.labelled_data import load_task_data
+from ase_moma.probe import fit_ridge_probe
+from ase_moma.structures import read_structures
 
 DATA = Path(__file__).resolve().parents[2] / "shared" / "data" / "matminer"
 PUBLISHED = ("CGCNN", "MoE-(18)", "JMP-FT", "MoMa (Full)")
@@ -40,13 +47,17 @@ CORRELATION_TASKS = ("jarvis_2d_gap_opt", "jarvis_2d_dielectric_opt")
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--hub", default="bench/out/hub", help="hub built by bench/build_hub.py")
+    parser.add_argument("--hub", help="a hub (default: a verified copy of the starter hub)")
     parser.add_argument("-o", "--output", default="bench/out/moma_matminer", help="report folder")
-    parser.add_argument("--quick", action="store_true", help="one seed, 160 structures, 3 epochs (CPU)")
+    parser.add_argument("--quick", action="store_true", help="100 structures, 5 epochs, patience 3 (CPU)")
+    parser.add_argument("--n-train", type=int, help="training structures (default: 100 with --quick, else all; "
+                        "0: all)")
     parser.add_argument("--tasks", nargs="+", help="default: every task in tasks.json")
     parser.add_argument("--seeds", nargs="+", type=int, help="default: 0 (quick) or 0-4")
-    parser.add_argument("--strategies", nargs="+", default=list(STRATEGIES), choices=STRATEGIES)
+    parser.add_argument("--strategies", nargs="+", default=["amc", "no_hub", "all_average", "best_single"],
+                        choices=STRATEGIES)
     parser.add_argument("--correlation-tasks", nargs="*", default=list(CORRELATION_TASKS))
+    parser.add_argument("--no-timing", action="store_true", help="skip the AMC timing on the largest task")
     parser.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
     args = parser.parse_args()
 
@@ -56,12 +67,15 @@ def main() -> None:
     if unknown:
         parser.error(f"unknown tasks {unknown}; tasks.json has {sorted(tasks)}")
     seeds = args.seeds or ([0] if args.quick else [0, 1, 2, 3, 4])
-    n_train = 160 if args.quick else None
-    config = dataclasses.replace(DOWNSTREAM, epochs=3, batch_size=16, mode="quick") if args.quick else DOWNSTREAM
-    hub = Hub(args.hub)
+    n_train = args.n_train if args.n_train is not None else (100 if args.quick else 0)
+    n_train = n_train or None
+    config = dataclasses.replace(DOWNSTREAM, epochs=5, patience=3, batch_size=16, mode="quick") \
+        if args.quick else DOWNSTREAM
     output = Path(args.output)
     output.mkdir(parents=True, exist_ok=True)
     work = Path(tempfile.mkdtemp(prefix="moma_matminer_"))
+    hub = Hub(args.hub) if args.hub else write_starter_hub(work / "starter_hub")
+    plain = load_backbone(hub.backbone["name"], device=args.device)
     cache = work / "embedding_cache"
     report: dict = {"settings": {"quick": args.quick, "seeds": seeds, "n_train": n_train,
                                  "config": dataclasses.asdict(config), "hub": str(hub.path),
@@ -69,7 +83,11 @@ def main() -> None:
                     "rows": [], "correlation": {}, "timing": None}
     try:
         for task in names:
+            features = plain.embed(read_structures(DATA / tasks[task]["file"], "task file")).double().numpy()
             for seed in seeds:
+                row = probe_baseline(task, tasks[task], seed, n_train, features)
+                report["rows"].append(row)
+                print(json.dumps(row), flush=True)
                 for strategy in args.strategies:
                     row = run(hub, task, tasks[task], seed, strategy, n_train, config, work, cache, args.device)
                     report["rows"].append(row)
@@ -78,16 +96,28 @@ def main() -> None:
             report["correlation"][task] = correlation(hub, task, tasks[task], n_train, config, work, cache,
                                                       args.device)
             print(task, json.dumps(report["correlation"][task]), flush=True)
-        largest = max(names, key=lambda t: tasks[t]["n"])
-        report["timing"] = timing(hub, largest, tasks[largest], work, args.device)
+        if not args.no_timing:
+            largest = max(names, key=lambda t: tasks[t]["n"])
+            report["timing"] = timing(hub, largest, tasks[largest], work, args.device)
     finally:
         shutil.rmtree(work, ignore_errors=True)
         (output / "report.json").write_text(json.dumps(report, indent=1))
     print_tables(report, tasks)
 
 
-def modules_for(hub: Hub, task: str) -> list[str]:
-    """Leave one task out: every module except those trained on ``task``."""
+def probe_baseline(task: str, info: dict, seed: int, n_train: int | None, features: np.ndarray) -> dict:
+    """The ridge probe on the plain backbone's frozen features of the same training structures."""
+    data = load_task_data(DATA / info["file"], "target", DATA / "splits" / f"seed{seed}.json", task, seed=seed,
+                          max_train=n_train)
+    probe = fit_ridge_probe(features[data.train.indices], data.train.targets)
+    test = np.mean(np.abs(probe.predict(features[data.test.indices]) - data.test.targets))
+    return {"task": task, "seed": seed, "strategy": "probe", "test_mae": float(test), "alpha": probe.alpha,
+            "test_mae_predict_mean": float(np.mean(np.abs(data.test.targets - data.train.targets.mean()))),
+            "unit": info["unit"]}
+
+
+def other_tasks_modules(hub: Hub, task: str) -> list[str]:
+    """Every module not trained on ``task`` (the ones the composer may use)."""
     return [m["name"] for m in hub.modules if m["task"] != task]
 
 
@@ -98,13 +128,14 @@ def run(hub: Hub, task: str, info: dict, seed: int, strategy: str, n_train: int 
     start = time.perf_counter()
     recipe = compose(hub, DATA / info["file"], "target", out, split=DATA / "splits" / f"seed{seed}.json",
                      task=task, seed=seed, n_train=n_train, unit=info["unit"], strategy=strategy,
-                     modules=modules or modules_for(hub, task), device=device, cache_dir=cache,
+                     modules=modules, device=device, cache_dir=cache,
                      overwrite=True, progress=False)
     compose_s = time.perf_counter() - start
     meta = finetune_composed(out, dataclasses.replace(config, seed=seed), device=device, progress=False)
     shutil.rmtree(out)
     return {"task": task, "seed": seed, "strategy": strategy, "test_mae": meta["metrics"]["test_mae"],
-            "val_mae": meta["metrics"]["val_mae"], "test_mae_predict_mean": meta["metrics"]["test_mae_predict_mean"],
+            "val_mae": meta["metrics"]["val_mae"], "start_val_mae": meta["training"]["start_val_mae"],
+            "test_mae_predict_mean": meta["metrics"]["test_mae_predict_mean"],
             "weights": {m["name"]: round(m["weight"], 4) for m in recipe["modules"] if m["weight"] > 0},
             "proxy_mae": {m["name"]: m["proxy_mae"] for m in recipe["modules"]},
             "epochs_run": meta["training"]["epochs_run"], "compose_s": compose_s,
@@ -115,7 +146,7 @@ def correlation(hub: Hub, task: str, info: dict, n_train: int | None, config, wo
                 device: str) -> dict:
     """Each module fine-tuned alone: its proxy MAE against its test MAE (seed 0)."""
     rows = [run(hub, task, info, 0, "amc", n_train, config, work, cache, device, modules=[name])
-            for name in modules_for(hub, task)]
+            for name in other_tasks_modules(hub, task)]
     proxy = [next(iter(r["proxy_mae"].values())) for r in rows]
     test = [r["test_mae"] for r in rows]
     return {"modules": [next(iter(r["proxy_mae"])) for r in rows], "proxy_mae": proxy, "test_mae": test,
@@ -128,25 +159,40 @@ def timing(hub: Hub, task: str, info: dict, work: Path, device: str) -> dict:
     result = {"task": task}
     for state in ("cold", "warm"):
         recipe = compose(hub, DATA / info["file"], "target", work / f"timing_{state}",
-                         split=DATA / "splits" / "seed0.json", task=task, modules=modules_for(hub, task),
-                         device=device, cache_dir=cache, overwrite=True, progress=False)
+                         split=DATA / "splits" / "seed0.json", task=task, device=device, cache_dir=cache,
+                         overwrite=True, progress=False)
         result[state] = {k: round(v, 3) for k, v in recipe["timings"].items()}
         result["train_size"] = recipe["task"]["train_size"]
     return result
 
 
 def print_tables(report: dict, tasks: dict) -> None:
+    """Test MAE per task, mean ± std over seeds, and how often AMC beats no_hub and every method the probe."""
     strategies = list(dict.fromkeys(r["strategy"] for r in report["rows"]))
     print("\n| task | unit | M | " + " | ".join(strategies) + " | mean-pred | "
           + " | ".join(PUBLISHED) + " |")
     print("|" + "---|" * (4 + len(strategies) + len(PUBLISHED)))
+    means: dict[str, dict[str, float]] = {}
     for task in dict.fromkeys(r["task"] for r in report["rows"]):
         rows = [r for r in report["rows"] if r["task"] == task]
-        cells = [f"{np.mean([r['test_mae'] for r in rows if r['strategy'] == s]):.4g}" for s in strategies]
+        means[task] = {s: float(np.mean([r["test_mae"] for r in rows if r["strategy"] == s])) for s in strategies}
+        cells = []
+        for s in strategies:
+            values = [r["test_mae"] for r in rows if r["strategy"] == s]
+            cells.append(f"{np.mean(values):.4g} ± {np.std(values):.2g}" if len(values) > 1 else f"{values[0]:.4g}")
         published = tasks[task]["moma_table1_test_mae"] or {}
         print(f"| {task} | {tasks[task]['unit']} | {report['settings']['n_train'] or 'all'} | "
               + " | ".join(cells) + f" | {np.mean([r['test_mae_predict_mean'] for r in rows]):.4g} | "
               + " | ".join(str(published.get(p, "–")) for p in PUBLISHED) + " |")
+    n = len(means)
+    if "amc" in strategies and "no_hub" in strategies:
+        wins = sum(m["amc"] < m["no_hub"] for m in means.values())
+        print(f"\nAMC better than no_hub on {wins} of {n} tasks (mean over seeds)")
+    if "probe" in strategies:
+        for s in strategies:
+            if s != "probe":
+                print(f"{s} at or below the plain-backbone ridge probe on "
+                      f"{sum(m[s] <= m['probe'] for m in means.values())} of {n} tasks")
     for task, result in report["correlation"].items():
         print(f"\nproxy vs fine-tuned test MAE on {task}: Spearman {result['spearman']:+.3f}, "
               f"Pearson {result['pearson']:+.3f} over {len(result['modules'])} modules")

@@ -143,12 +143,18 @@ def test_calculator_parameters_name_the_model(calculator):
 
 
 @pytest.mark.skipif(sys.platform != "linux", reason="the wheel check builds with pip on the CI's platform")
-def test_the_built_wheel_holds_every_module(tmp_path):
+def test_the_built_wheel_holds_every_module_and_the_starter_hub(tmp_path):
     subprocess.run([sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "-q",
                     "-w", str(tmp_path), str(ROOT)], check=True, capture_output=True)
     wheel = next(tmp_path.glob("ase_moma-*.whl"))
     with zipfile.ZipFile(wheel) as archive:
-        packed = {name for name in archive.namelist() if name.endswith(".py")}
+        names = archive.namelist()
+    packed = {name for name in names if name.endswith(".py")}
     expected = {"/".join(name.split(".")) + ("/__init__.py" if path.name == "__init__.py" else ".py")
                 for name, path in _modules().items()}
-    assert expected == packed, f"missing from the wheel: {sorted(expected - packed)}; extra: {sorted(packed - expected)}"
+    assert expected == packed, (f"missing from the wheel: {sorted(expected - packed)}; "
+                                f"extra: {sorted(packed - expected)}")
+    starter = ROOT / "ase_moma" / "hub" / "starter"
+    shipped = {f"ase_moma/hub/starter/{path.relative_to(starter).as_posix()}" for path in starter.rglob("*")
+               if path.is_file() and not path.name.startswith(".")}
+    assert shipped and shipped == {name for name in names if name.startswith("ase_moma/hub/starter/")}

@@ -1,4 +1,4 @@
-"""``ase-moma hub init|train|add|list|show|verify|remove``."""
+"""``ase-moma hub init|starter|train|add|list|show|verify|remove``."""
 
 from __future__ import annotations
 
@@ -16,6 +16,11 @@ def add_hub_commands(commands: argparse._SubParsersAction) -> None:
     init.add_argument("--backbone", default="sevennet", help="registered backbone name")
     init.add_argument("--source", help="checkpoint path (default: the embedded model)")
     init.set_defaults(run=_init)
+
+    starter = verbs.add_parser("starter", help="write a verified copy of the starter hub that ships with ase-moma")
+    starter.add_argument("hub", help="directory to create")
+    starter.add_argument("--overwrite", action="store_true", help="replace an existing directory")
+    starter.set_defaults(run=_starter)
 
     train = verbs.add_parser("train", help="fine-tune a module on one task and add it")
     train.add_argument("hub")
@@ -69,6 +74,15 @@ def _init(args: argparse.Namespace) -> int:
     record = hub.backbone
     print(f"created hub {hub.path} for {record['name']} ({record['version']}), "
           f"fingerprint {record['fingerprint'][:16]}…")
+    return 0
+
+
+def _starter(args: argparse.Namespace) -> int:
+    from ase_moma.hub.starter import write_starter_hub
+
+    hub = write_starter_hub(args.hub, overwrite=args.overwrite)
+    print(f"wrote the starter hub to {hub.path}: {len(hub.modules)} {hub.backbone['name']} modules, all verified "
+          f"(`ase-moma hub list {hub.path}`)")
     return 0
 
 

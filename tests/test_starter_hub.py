@@ -1,0 +1,79 @@
+"""The starter hub that ships with ase-moma: complete, small, verified when copied out, and reproducible."""
+
+from __future__ import annotations
+
+import json
+import shutil
+
+import pytest
+
+from ase_moma.cli import main
+from ase_moma.hub import HubIntegrityError
+from ase_moma.hub import starter as starter_module
+from ase_moma.hub.starter import STARTER_HUB, write_starter_hub
+from ase_moma.labelled_data import load_task_data
+from ase_moma.module_files import MODULE_JSON, WEIGHTS
+
+from hub_fixtures import MATMINER
+
+UPSTREAM_TASKS = {"perov_5", "carbon_24"}
+MLEARN_TASKS = {"mlearn_Si", "mlearn_Ge", "mlearn_Li", "mlearn_Mo"}
+
+
+@pytest.fixture(scope="module")
+def starter(tmp_path_factory):
+    return write_starter_hub(tmp_path_factory.mktemp("starter") / "hub")
+
+
+def test_the_starter_hub_covers_every_task_and_fits_in_the_repository(starter):
+    size = sum(f.stat().st_size for f in STARTER_HUB.rglob("*") if f.is_file())
+    assert size <= 20e6
+    tasks = {m["task"] for m in starter.modules}
+    assert UPSTREAM_TASKS | MLEARN_TASKS <= tasks
+    if (MATMINER / "tasks.json").is_file():
+        assert set(json.loads((MATMINER / "tasks.json").read_text())) <= tasks
+    assert {m["kind"] for m in starter.modules} == {"adapter"}
+    assert all(problem is None for problem in starter.verify().values())
+
+
+def test_every_module_records_its_seed_and_data_hashes(starter):
+    for entry in starter.modules:
+        meta = starter.read_module(entry["name"])
+        assert isinstance(meta["training"]["seed"], int)
+        assert len(meta["data"]["train_hash"]) == len(meta["data"]["val_hash"]) == 64
+        assert meta["metrics"]["val_mae"] <= meta["training"]["start_val_mae"] + 1e-12
+
+
+def test_a_matminer_module_was_trained_on_the_published_training_split_only(starter):
+    task = "jarvis_2d_gap_tbmbj"
+    if not (MATMINER / f"{task}.extxyz").is_file():
+        pytest.skip(f"real data not found at {MATMINER} (../shared/data is absent)")
+    meta = starter.read_module(f"matminer_{task}")
+    training = meta["training"]
+    data = load_task_data(MATMINER / f"{task}.extxyz", "target", MATMINER / "splits" / "seed0.json", task,
+                          seed=training["seed"], max_train=training["max_train"])
+    assert meta["data"]["train_hash"] == data.train.data_hash()
+    assert meta["data"]["val_hash"] == data.val.data_hash()
+
+
+def test_cli_writes_a_verified_copy_and_refuses_to_overwrite(tmp_path, capsys):
+    assert main(["hub", "starter", str(tmp_path / "mine")]) == 0
+    assert "all verified" in capsys.readouterr().out
+    assert (tmp_path / "mine" / "hub.json").is_file()
+    assert main(["hub", "starter", str(tmp_path / "mine")]) == 2
+    assert "already exists" in capsys.readouterr().err
+
+
+def test_a_damaged_starter_hub_is_refused_and_nothing_is_written(tmp_path, monkeypatch):
+    damaged = tmp_path / "damaged"
+    shutil.copytree(STARTER_HUB, damaged)
+    module = next((damaged / "modules").iterdir())
+    assert (module / MODULE_JSON).is_file()
+    weights = module / WEIGHTS
+    data = bytearray(weights.read_bytes())
+    data[-1] ^= 0xFF
+    weights.write_bytes(bytes(data))
+    monkeypatch.setattr(starter_module, "STARTER_HUB", damaged)
+    with pytest.raises(HubIntegrityError, match=module.name):
+        write_starter_hub(tmp_path / "copy")
+    assert not (tmp_path / "copy").exists()
