@@ -14,7 +14,9 @@ time of a training step (forward, backward) with the head over one without, on t
 3 epochs) runs on the 2-core CPU machine; the default (whole parts, batch 64, up to 100 epochs)
 is meant for a GPU.
 
-    python bench/spin_fe.py --quick [--head vector|collinear] [-o bench/out/spin_fe]
+--hold-out CONFIG_TYPE tests on configurations of a kind never trained on (e.g. BCC-HCP-transition).
+
+    python bench/spin_fe.py --quick [--head vector|collinear] [--hold-out CONFIG_TYPE] [-o bench/out/spin_fe]
 """
 
 from __future__ import annotations
@@ -62,11 +64,21 @@ def main() -> None:
     parser.add_argument("--runs", nargs="+", default=list(RUNS), choices=list(RUNS))
     parser.add_argument("--head-lr", type=float, default=1e-2,
                         help="the head's learning rate (it trains from scratch, unlike the backbone)")
+    parser.add_argument("--hold-out", metavar="CONFIG_TYPE",
+                        help="test on every frame of this config_type and train/validate on the other types only")
     parser.add_argument("-o", "--output", default="bench/out/spin_fe")
     args = parser.parse_args()
     if not DATA.is_file():
         parser.error(f"real data not found at {DATA}")
-    parts = stratified_split(ase.io.read(DATA, ":"))
+    frames = ase.io.read(DATA, ":")
+    if args.hold_out:
+        held = [atoms for atoms in frames if atoms.info.get("config_type") == args.hold_out]
+        if not held:
+            parser.error(f"no frame of {DATA} has config_type {args.hold_out!r}")
+        parts = stratified_split([atoms for atoms in frames if atoms.info.get("config_type") != args.hold_out])
+        parts["test"] = held
+    else:
+        parts = stratified_split(frames)
     if args.quick:
         rng = np.random.default_rng(0)
         for role, cap in (("train", 48), ("valid", 8), ("test", 32)):
