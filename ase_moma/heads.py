@@ -43,10 +43,9 @@ class PropertyHead(torch.nn.Module):
     @torch.no_grad()
     def start_from_probe(self, probe: RidgeProbe) -> None:
         """Predict exactly ``probe`` (a ridge fit of the target on pooled features, in target units)."""
-        weight = torch.as_tensor(probe.weight, dtype=torch.float64) / self.std.double().cpu()
-        bias = (probe.bias - float(self.mean)) / float(self.std)
-        self.probe.weight.copy_(weight[None].to(self.probe.weight))
-        self.probe.bias.fill_(bias)
+        std = float(self.std)
+        self.probe.weight.copy_(torch.as_tensor(probe.weight / std)[None].to(self.probe.weight))
+        self.probe.bias.fill_((probe.bias - float(self.mean)) / std)
         self.mlp[-1].weight.zero_()
         self.mlp[-1].bias.zero_()
 
