@@ -41,6 +41,28 @@ def test_probe_is_ridge_and_its_leave_one_out_error_is_the_refit_one(sevennet, h
     assert probe.loo_mae == pytest.approx(np.mean(errors), rel=1e-6)
 
 
+def test_grouped_probe_leaves_whole_groups_out(sevennet, hub_data):
+    frames = load_task_data(hub_data["perov"], "heat_all", val_fraction=0.25, seed=0).train
+    x, y = sevennet.embed(frames.frames[:10]).double().numpy(), frames.targets[:10]
+    twins_x, twins_y, groups = np.repeat(x, 2, axis=0), np.repeat(y, 2), np.repeat(np.arange(10), 2)
+    # Each row twice (the two equivalent atoms of a structure): left out one row at a time, its twin
+    # answers for it and the error says nothing; left out a group at a time, it is a real held-out error.
+    leaky, grouped = fit_ridge_probe(twins_x, twins_y), fit_ridge_probe(twins_x, twins_y, groups=groups)
+    assert leaky.loo_mae < 0.1 * grouped.loo_mae
+    centre, scale = twins_x.mean(axis=0), twins_x.std(axis=0)
+    z = (twins_x - centre) / scale
+    predictions = np.empty_like(twins_y)
+    for group in range(10):  # ten groups: one per fold, leave-one-group-out
+        held = groups == group
+        zk, yk = z[~held], twins_y[~held]
+        zc = zk - zk.mean(axis=0)
+        coefficients = np.linalg.solve(zc.T @ zc + grouped.alpha * np.eye(z.shape[1]), zc.T @ (yk - yk.mean()))
+        predictions[held] = yk.mean() + (z[held] - zk.mean(axis=0)) @ coefficients
+    assert grouped.loo_mae == pytest.approx(np.mean(np.abs(predictions - twins_y)), rel=1e-6)
+    judged = fit_ridge_probe(twins_x, twins_y, alphas=np.array([grouped.alpha]), groups=groups, readout=np.exp)
+    assert judged.loo_mae == pytest.approx(np.mean(np.abs(np.exp(predictions) - np.exp(twins_y))), rel=1e-6)
+
+
 def test_probe_refuses_what_it_cannot_fit():
     with pytest.raises(ValueError, match="at least 3"):
         fit_ridge_probe(np.ones((2, 4)), np.ones(2))

@@ -163,9 +163,10 @@ def test_magnitudes_of_real_iron_start_at_a_probe_that_follows_the_geometry(tmp_
         with torch.no_grad():  # the head reads the frozen backbone's invariant features
             features = backbone.node_features(backbone.collate([backbone.graph(a) for a in frames[rows]]))
         targets = torch.as_tensor(np.concatenate([np.linalg.norm(m, axis=1) for m in moments[rows]]))
-        parts[name] = features, targets
-    probe = model.head.start_from_probe(parts["train"][0].invariant, parts["train"][1])
-    features, targets = parts["test"]
+        structures = torch.as_tensor(np.concatenate([[k] * len(a) for k, a in enumerate(frames[rows])]))
+        parts[name] = features, targets, structures
+    probe = model.head.start_from_probe(parts["train"][0].invariant, *parts["train"][1:])
+    features, targets, _ = parts["test"]
     with torch.no_grad():
         predicted = model.head.magnitudes(features)
     expected = torch.nn.functional.softplus(torch.as_tensor(probe.predict(features.invariant.numpy())))

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import math
 
+import numpy as np
 import torch
 
 from ase_moma.backbone import Edges, NodeFeatures
@@ -89,15 +90,20 @@ class SpinHead(torch.nn.Module):
         self.probe.bias.fill_(inverse_softplus(magnitude))
 
     @torch.no_grad()
-    def start_from_probe(self, features: torch.Tensor, magnitudes: torch.Tensor) -> RidgeProbe:
+    def start_from_probe(self, features: torch.Tensor, magnitudes: torch.Tensor,
+                         structures: torch.Tensor) -> RidgeProbe:
         """Start the magnitudes at the ridge probe of softplus⁻¹(|m_i|) on per-atom features.
 
         features: (N, F) invariant node features of training atoms (the frozen
         backbone's); magnitudes: (N,) their DFT |m_i| in μB, floored at
-        MIN_MAGNITUDE where softplus⁻¹ diverges. Returns the probe.
+        MIN_MAGNITUDE where softplus⁻¹ diverges; structures: (N,) the structure
+        each atom belongs to — the ridge strength is chosen by the error on
+        |m_i| of whole structures left out, since equivalent atoms of one
+        structure share features and moment. Returns the probe.
         """
         targets = inverse_softplus(magnitudes.double().clamp(min=MIN_MAGNITUDE))
-        probe = fit_ridge_probe(features.double().cpu().numpy(), targets.cpu().numpy())
+        probe = fit_ridge_probe(features.double().cpu().numpy(), targets.cpu().numpy(),
+                                groups=structures.cpu().numpy(), readout=lambda x: np.logaddexp(0.0, x))
         self.probe.weight.copy_(torch.as_tensor(probe.weight)[None].to(self.probe.weight))
         self.probe.bias.fill_(probe.bias)
         self._zero_mlp_output()

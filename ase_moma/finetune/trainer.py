@@ -201,7 +201,8 @@ class Finetuner:
         features = torch.cat([self.backbone.node_features(self.backbone.collate(base[i:i + batch_size])).invariant
                               for i in range(0, len(base), batch_size)])
         magnitudes = torch.as_tensor(np.concatenate([_magnitudes(m) for m in train.magmoms]))
-        self.spin.head.start_from_probe(features, magnitudes)
+        structures = torch.as_tensor(np.repeat(np.arange(len(train)), train.n_atoms()))
+        self.spin.head.start_from_probe(features, magnitudes, structures)
 
     def graphs(self, data: PotentialSet) -> list[Any]:
         """The model's graphs of ``data``'s frames. With a spin head, each frame's spin configuration is
