@@ -138,7 +138,7 @@ def run(hub: Hub, task: str, info: dict, seed: int, strategy: str, n_train: int 
             "test_mae_predict_mean": meta["metrics"]["test_mae_predict_mean"],
             "weights": {m["name"]: round(m["weight"], 4) for m in recipe["modules"] if m["weight"] > 0},
             "proxy_mae": {m["name"]: m["proxy_mae"] for m in recipe["modules"]},
-            "epochs_run": meta["training"]["epochs_run"], "compose_s": compose_s,
+            "kept": meta["composition"]["kept"], "epochs_run": meta["training"]["epochs_run"], "compose_s": compose_s,
             "finetune_s": time.perf_counter() - start - compose_s, "unit": info["unit"]}
 
 

@@ -98,6 +98,10 @@ def test_finetuned_composition_is_a_property_calculator_and_a_hub_module(compose
     meta = read_json(out / "model" / MODULE_JSON, "module")
     assert meta["target"] == "target" and meta["n_train"] == 30 and meta["n_test"] == 18
     assert np.isfinite(meta["metrics"]["test_mae"])
+    # the kept model is the best on validation, the plain backbone's own probe among the candidates
+    composition = meta["composition"]
+    assert composition["kept"] in ("fine-tuned composition", "plain backbone probe")
+    assert meta["metrics"]["val_mae"] <= composition["plain_probe_val_mae"] * (1 + 1e-6)
     calc = load_calculator(str(out), device="cpu")
     assert isinstance(calc, PropertyCalculator) and "target" in calc.implemented_properties
     frames = ase.io.read(_task()["data"], ":4")

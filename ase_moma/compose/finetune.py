@@ -2,7 +2,11 @@
 
 The training split is the one the composition was computed on (its hash is
 checked); the validation split drives early stopping and the test split, when
-the split file has one, is reported. The result is a hub module folder in
+the split file has one, is reported. The head starts as the ridge probe of the
+composed model's features (LP-FT), and the model kept is the best on validation
+among the epochs of fine-tuning, that start, and the plain backbone with its own
+probe: a composition that does not beat the plain backbone's probe on validation
+is not kept (module.json says which was kept, under ``composition.kept``). The result is a hub module folder in
 ``OUT/model/``: ``load_calculator(OUT)`` serves it and ``ase-moma hub add
 OUT/model`` adds it to a hub built on the same backbone.
 """
@@ -16,6 +20,8 @@ import re
 import shutil
 from pathlib import Path
 from typing import Any
+
+import numpy as np
 
 from ase_moma.atomic_io import atomic_directory
 from ase_moma.compose.composed import FINETUNED, apply_merged, base_backbone
@@ -56,11 +62,17 @@ def finetune_composed(out: str | Path, config: TrainConfig | None = None, *, dev
                                           **data_hashes}, sort_keys=True).encode()).hexdigest()
     result = fit(model, config, *parts["train"], *parts["val"], work, run_hash, progress=progress,
                  desc=f"fine-tune {task['task']}")
+    kept, plain_val = "fine-tuned composition", None
+    if recipe["merged"] is not None:
+        plain = build_property_model(base_backbone(out, device), config, readout, parts["train"][0], task_data.train)
+        plain_val = float(np.mean(np.abs(plain.predict_graphs(parts["val"][0]) - task_data.val.targets)))
+        if plain_val < result.best["val_mae"]:
+            model, kept = plain, "plain backbone probe"
 
     meta = module_record(model, config, task_data, parts, result, task=task["task"], unit=task["unit"],
                          source=task["data"], data_hashes=data_hashes)
     meta.update(name=_module_name(f"{task['task']}_{recipe['strategy']}"), composition={
-        "strategy": recipe["strategy"], "merged": recipe["merged"],
+        "strategy": recipe["strategy"], "merged": recipe["merged"], "kept": kept, "plain_probe_val_mae": plain_val,
         "modules": [{k: m[k] for k in ("name", "sha256", "weight")} for m in recipe["modules"] if m["weight"] > 0]})
     with atomic_directory(out / FINETUNED, overwrite=True) as tmp:
         write_module_folder(tmp, meta, model_tensors(model, config.kind), recipe["backbone"])
