@@ -14,7 +14,7 @@ from ase_moma.finetune import FinetuneConfig, Finetuner
 from ase_moma.delta import apply_delta
 from ase_moma.finetune.increments import IncrementSet
 from ase_moma.finetune.potential_data import read_potential_set
-from ase_moma.finetune.sparse import LayerThreshold, SparseIncrement, SparsityBudget, ThresholdOffset
+from ase_moma.finetune.sparse import SIGMA, LayerThreshold, SparseIncrement, ThresholdOffset
 
 STEPS = FinetuneConfig(method="sparse", batch_size=4, epochs=2, max_steps=2)
 
@@ -80,11 +80,25 @@ def test_sparse_tuning_moves_only_path_weights_and_only_its_budget(refit, target
     assert abs(moved / size - target) < 0.01  # measured on the exported model, after training
 
 
-def test_sparsity_budget_falls_to_its_target_and_holds_it():
-    budget = SparsityBudget(target=0.02, start=0.9, warmup_steps=10)
-    fractions = [budget.fraction(step) for step in range(15)]
-    assert fractions[0] == pytest.approx(0.9) and all(a >= b for a, b in zip(fractions, fractions[1:]))
-    assert fractions[10:] == [0.02] * 5 and budget.reached(10) and not budget.reached(9)
+def test_increments_start_down_the_gradient_on_the_entries_the_loss_is_most_sensitive_to():
+    backbone = load_backbone("sevennet", device="cpu")
+    increments = IncrementSet(backbone, "sparse")
+    generator = torch.Generator().manual_seed(0)
+    parameters = dict(backbone.model.named_parameters())
+    gradients = {w.name: torch.randn(parameters[w.name].shape, generator=generator) for w in backbone.path_weights()}
+    unseen = backbone.path_weights()[0].name
+    gradients[unseen].zero_()  # e.g. the embedding of an element absent from the data
+    increments.start_along(gradients, 0.05)
+    increments.hold_fraction(0.05)
+    members = [increments.increments[w.name.replace(".", ":")] for w in backbone.path_weights()]
+    magnitude = torch.cat([gradients[w.name].reshape(-1).abs() for w in backbone.path_weights()])
+    kept = torch.cat([m.kept().reshape(-1) for m in members])
+    assert torch.equal(kept, magnitude >= torch.topk(magnitude, round(0.05 * len(magnitude))).values[-1])
+    for weight, member in zip(backbone.path_weights(), members):
+        gradient, chosen = gradients[weight.name], member.kept()
+        assert torch.equal(member.delta[chosen], -torch.sign(gradient[chosen]) * SIGMA)  # a step down, of σ
+    assert not torch.any(members[0].delta) and not torch.any(members[0].kept())
+    assert increments.moved_fraction() == pytest.approx(0.05, abs=1 / len(magnitude))
 
 
 def test_exported_model_equals_in_training_model_and_stays_equivariant():

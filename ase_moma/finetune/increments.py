@@ -97,6 +97,24 @@ class IncrementSet(torch.nn.Module):
         return moved / sum(inc.delta.numel() for inc in self.increments.values())
 
     @torch.no_grad()
+    def start_along(self, gradients: dict[str, torch.Tensor], fraction: float, sigma: float = SIGMA) -> None:
+        """ΔW starts a step of at most σ down the training loss: ΔW₀ = −sign(g) · σ · min(|g| / g*, 1),
+        g = ∂L/∂W and g* the |g| of the entry at the edge of the budget (the ``fraction`` of all
+        path-weight entries with the largest |g|). The budget then first keeps the entries the loss is
+        most sensitive to, each starting at σ; an entry without gradient starts at zero and never moves.
+        gradients: ``{parameter name: ∂L/∂W}`` (shape of W) for every path weight.
+        """
+        magnitudes = torch.cat([gradients[w.name].reshape(-1).abs().double() for w in self.path_weights])
+        keep = min(max(round(fraction * magnitudes.numel()), 1), magnitudes.numel())
+        edge = float(torch.topk(magnitudes, keep).values[-1])
+        if edge <= 0:
+            raise ValueError("the training loss has no gradient on the path weights: nothing to fine-tune")
+        for weight in self.path_weights:
+            increment = self.increments[_key(weight.name)]
+            gradient = gradients[weight.name].to(increment.delta.dtype)
+            increment.delta.copy_(-torch.sign(gradient) * sigma * (gradient.abs() / edge).clamp(max=1.0))
+
+    @torch.no_grad()
     def hold_fraction(self, fraction: float) -> None:
         """Set the global offset c so that the increments move ``fraction`` of all path-weight entries.
 

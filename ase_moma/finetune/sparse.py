@@ -6,18 +6,22 @@ W' = W + S(ΔW), S(ΔW) = sign(ΔW) · relu(m) · 1[m > c], m = |ΔW| − δ_ℓ
   (:class:`LayerThreshold`) trained with its own learning rate and decoupled
   weight decay λ_τ; it shrinks every increment slightly and, through the
   margins m, decides how the layers share the budget.
-- c: one global cut on the margins (:class:`SparsityBudget`, a buffer in
-  :class:`ThresholdOffset`), re-solved after every optimiser step so that
-  exactly the scheduled fraction of path weights is moved: below the cut an
-  entry is pruned, above it the entry keeps its whole soft-thresholded value
-  (the cut does not shrink what survives, so pruning loses only the smallest
-  increments). The fraction falls from all active entries to the target over
-  a warm-up (cubic, as in gradual pruning), then holds.
-- ΔW starts at N(0, SIGMA²) against δ₀ = sigmoid(τ₀), with the paper's ratio
-  σ/δ₀ = 10 (about 92 % of entries start active) but SIGMA far below one
-  optimiser step, so which entries survive the warm-up is decided by how far
-  training moved them, not by their random start: an entry that never gets a
-  gradient (the embedding of an element absent from the data) never survives.
+- c: one global cut on the margins (a buffer in :class:`ThresholdOffset`),
+  re-solved after every optimiser step so that exactly the target fraction of
+  path weights is moved: below the cut an entry is pruned, above it the entry
+  keeps its whole soft-thresholded value (the cut does not shrink what
+  survives).
+- ΔW starts a step of at most SIGMA down the training loss
+  (:meth:`~ase_moma.finetune.increments.IncrementSet.start_along`): the target
+  fraction of entries with the largest |∂L/∂W| start at SIGMA = 10 δ₀ (the
+  paper's ratio σ/δ₀), every other entry below, in the order of its |∂L/∂W|.
+  So the budget holds from the first step and first keeps the entries the loss
+  is most sensitive to; nothing trained is thrown away later, as a warm-up
+  from all entries active to the target would (it pruned 90 % of what 15 steps
+  had learned, and chose by how far Adam had moved an entry — about lr per
+  step whatever its gradient — rather than by how much it mattered). An entry
+  with no gradient (the embedding of an element absent from the data) starts
+  at zero and never moves.
 
 Pruned entries (m ≤ max(c, 0)) leave W unchanged and get no gradient.
 """
@@ -25,13 +29,11 @@ Pruned entries (m ≤ max(c, 0)) leave W unchanged and get no gradient.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
 
 import torch
 
-# Std of the initial ΔW: 1 % of the paper's 0.01 and a tenth of one Adam step at lr 1e-3, so that an
-# entry training moves for a single step outgrows every entry it never moves (the budget then keeps
-# what training chose, not what the random start drew); the start is not zero, so signs are defined.
+# Scale of the initial ΔW: a tenth of one Adam step at lr 1e-3, so that the start decides which entries
+# the budget keeps but not how far they move; the paper's σ = 0.01 would be a step ten times lr.
 SIGMA = 1e-4
 INITIAL_THRESHOLD = 1e-5  # sigmoid(τ₀): the paper's σ/δ₀ = 0.01/1e-3 = 10, at this σ
 
@@ -95,31 +97,3 @@ class SparseIncrement(torch.nn.Module):
     def increment_parameters(self) -> list[torch.nn.Parameter]:
         """ΔW: the parameters of the increment group (τ is the layer's, trained apart)."""
         return [self.delta]
-
-
-@dataclass(frozen=True)
-class SparsityBudget:
-    """The fraction of path weights moved at each optimiser step.
-
-    target: the fraction moved from the end of the warm-up on; start: the
-    fraction active before training; warmup_steps: steps to go from one to the
-    other, along f(t) = target + (start − target)(1 − t/warmup)³.
-    """
-
-    target: float
-    start: float
-    warmup_steps: int
-
-    def __post_init__(self) -> None:
-        if not 0 < self.target <= 1:
-            raise ValueError(f"the target fraction of path weights moved must lie in (0, 1], got {self.target}")
-
-    def fraction(self, step: int) -> float:
-        if self.warmup_steps <= 0 or step >= self.warmup_steps:
-            return self.target
-        remaining = 1 - step / self.warmup_steps
-        return self.target + max(self.start - self.target, 0.0) * remaining ** 3
-
-    def reached(self, step: int) -> bool:
-        """Whether the schedule holds the target from ``step`` on."""
-        return step >= self.warmup_steps

@@ -30,7 +30,6 @@ from ase_moma.finetune.increments import IncrementSet
 from ase_moma.finetune.lora import ALPHA, RANK
 from ase_moma.finetune.loss import PotentialLoss, batch_labels, evaluate
 from ase_moma.finetune.potential_data import PotentialSet
-from ase_moma.finetune.sparse import SparsityBudget
 from ase_moma.finetune.spin import SPIN_KINDS
 from ase_moma.finetune.spin_model import SpinBackbone
 from ase_moma.training.engine import EngineResult, Schedule, TrainingEngine
@@ -60,11 +59,9 @@ class FinetuneConfig:
 
     method: one of METHODS. preset: ``"L"`` or ``"H"`` (see PRESETS), the
     sparse method's fraction of path weights moved and threshold decay λ_τ;
-    ``target_fraction`` and ``tau_decay`` override them. sparsity_warmup_epochs:
-    epochs over which the moved fraction falls to its target (at most half
-    the run's steps). lr, weight_decay: of the
-    trained weights (ΔW, LoRA factors, or the model's own); tau_lr: of the
-    thresholds τ (default ``lr``). epochs, patience: early stopping on the
+    ``target_fraction`` and ``tau_decay`` override them. lr, weight_decay: of
+    the trained weights (ΔW, LoRA factors, or the model's own; sparse ΔW
+    train at ``increment_lr()``); tau_lr: of the thresholds τ (default ``lr``). epochs, patience: early stopping on the
     validation loss, checked once per epoch. max_steps: stop after this many
     optimiser steps in all (short runs). refit_references: refit the
     per-element reference energies to the training energies before training.
@@ -83,7 +80,6 @@ class FinetuneConfig:
     tau_lr: float | None = None
     tau_decay: float | None = None
     target_fraction: float | None = None
-    sparsity_warmup_epochs: int = 5
     patience: int = 10
     max_steps: int | None = None
     warmup_steps: int = 0
@@ -110,8 +106,6 @@ class FinetuneConfig:
         if self.target_fraction is not None and not 0 < self.target_fraction <= 1:
             raise ValueError(f"the target fraction of path weights moved must lie in (0, 1], got "
                              f"{self.target_fraction}")
-        if self.sparsity_warmup_epochs < 0:
-            raise ValueError(f"sparsity_warmup_epochs must be non-negative, got {self.sparsity_warmup_epochs}")
         if self.spin_head is not None and self.spin_head not in SPIN_KINDS:
             raise ValueError(f"spin head must be one of {', '.join(SPIN_KINDS)}, got {self.spin_head!r}")
         if not self.lr > 0 or (self.tau_lr is not None and not self.tau_lr > 0):
@@ -121,6 +115,12 @@ class FinetuneConfig:
     def threshold_decay(self) -> float:
         """λ_τ: ``tau_decay`` if set, else the preset's."""
         return self.tau_decay if self.tau_decay is not None else PRESETS[self.preset].tau_decay
+
+    def increment_lr(self) -> float:
+        """The learning rate of the increments: ``lr``, over √f for sparse ones moving a fraction f of
+        the path weights, so that an Adam step (about lr per entry moved) moves the weights as far, in
+        Euclidean norm, as a step of full fine-tuning at ``lr``."""
+        return self.lr / math.sqrt(self.moved_fraction()) if self.method == "sparse" else self.lr
 
     def moved_fraction(self) -> float:
         """The fraction of path weights sparse fine-tuning moves: ``target_fraction``, else the preset's."""
@@ -158,7 +158,7 @@ class Finetuner:
             torch.manual_seed(config.seed)
             self.spin = SpinBackbone.for_backbone(backbone, config.spin_head)
         self.model = self.spin or backbone  # what computes energies, forces (and moments)
-        self.budget: SparsityBudget | None = None
+        self.moved_target: float | None = None  # the fraction of path weights sparse increments move
 
     def fit(self, train: PotentialSet, valid: PotentialSet, *, progress: bool = True,
             checkpoint: Path | None = None, run_hash: str = "") -> EngineResult:
@@ -181,11 +181,11 @@ class Finetuner:
             reference = fit_reference_energies(backbone, base_graphs, train.frames, train.energy)
             self.reference_shifts = shifts_of(reference, train.frames)
             backbone.add_reference_energies(self.reference_shifts)
-        optimizer, tensors = self._prepare(len(train))
+        gradients = self._path_gradients(train_graphs, train) if config.method == "sparse" else None
+        optimizer, tensors = self._prepare(gradients)
         engine = TrainingEngine(tensors, optimizer, config.schedule(), score="loss", modes=self._modes(optimizer),
-                                after_step=self._hold_budget, eligible=self._budget_reached,
+                                after_step=self._hold_budget,
                                 checkpoint=checkpoint, run_hash=run_hash, progress=progress, desc=config.method)
-        self._steps = 0
         return engine.run(
             len(train),
             lambda rows: config.loss(self.model.forward(self.model.collate([train_graphs[i] for i in rows]),
@@ -222,7 +222,7 @@ class Finetuner:
     def _validate(self, graphs: list[Any], valid: PotentialSet) -> dict[str, float]:
         """The validation metrics, and for sparse increments the fraction of path weights moved now."""
         metrics = evaluate(self.model, graphs, valid, self.config.loss)
-        if self.budget is not None:
+        if self.moved_target is not None:
             metrics["path_weights_moved"] = self.increments.moved_fraction()
         return metrics
 
@@ -252,7 +252,32 @@ class Finetuner:
         """``{layer: θ}`` of sparse increments (empty for other methods)."""
         return self.increments.layer_thresholds() if self.increments is not None else {}
 
-    def _prepare(self, n_train: int) -> tuple[Any, dict[str, torch.Tensor]]:
+    def _path_gradients(self, graphs: list[Any], train: PotentialSet) -> dict[str, torch.Tensor]:
+        """``{name: ∂L/∂W}`` of the mean training loss for every path weight W: one pass over the
+        training set, forward and backward, without a step (the cost of one epoch)."""
+        config, model = self.config, self.backbone.model
+        parameters = dict(model.named_parameters())
+        names = [w.name for w in self.backbone.path_weights()]
+        model.requires_grad_(False)
+        for name in names:
+            parameters[name].requires_grad_(True)
+        model.train(True)  # as in training: the force graph is kept for the second derivative
+        batches = [list(range(len(train)))[i:i + config.batch_size] for i in range(0, len(train), config.batch_size)]
+        for rows in batches:
+            loss = config.loss(self.model.forward(self.model.collate([graphs[i] for i in rows]),
+                                                  forces=config.loss.forces > 0, stress=config.loss.stress > 0),
+                               batch_labels(train, rows, self.backbone.device))
+            (loss / len(batches)).backward(inputs=[parameters[name] for name in names])
+        model.train(False)
+        gradients = {}
+        for name in names:
+            weight = parameters[name]
+            gradients[name] = weight.grad if weight.grad is not None else torch.zeros_like(weight)
+            weight.grad = None
+            weight.requires_grad_(False)
+        return gradients
+
+    def _prepare(self, gradients: dict[str, torch.Tensor] | None) -> tuple[Any, dict[str, torch.Tensor]]:
         """Make the method's parameters trainable; the optimiser and ``{name: tensor}`` that training changes."""
         import schedulefree
 
@@ -264,15 +289,13 @@ class Finetuner:
             torch.manual_seed(config.seed)
             self.increments = IncrementSet(backbone, config.method, rank=config.rank, alpha=config.alpha)
             self.increments.attach(backbone)
-            groups.append({"params": self.increments.increment_parameters(), "lr": config.lr,
+            groups.append({"params": self.increments.increment_parameters(), "lr": config.increment_lr(),
                            "weight_decay": config.weight_decay})
             if config.method == "sparse":
                 groups.append({"params": self.increments.threshold_parameters(),
                                "lr": config.tau_lr or config.lr, "weight_decay": config.threshold_decay()})
-                budget = config.schedule().budget(n_train)
-                per_epoch = math.ceil(n_train / config.batch_size)
-                self.budget = SparsityBudget(config.moved_fraction(), self.increments.moved_fraction(),
-                                             min(budget // 2, config.sparsity_warmup_epochs * per_epoch))
+                self.increments.start_along(gradients, config.moved_fraction())
+                self.moved_target = config.moved_fraction()
             tensors = {f"increments.{n}": t for n, t in self.increments.state_tensors().items()}
         elif config.method in ("readout", "full"):
             named = dict(backbone.model.named_parameters())
@@ -300,18 +323,14 @@ class Finetuner:
             self.backbone.model.train(training)
             if optimizer is not None:
                 optimizer.train() if training else optimizer.eval()
-            if self.budget is not None:
-                self.increments.hold_fraction(self.budget.fraction(self._steps))
+            self._hold_budget()
 
         return switch
 
-    def _hold_budget(self, steps: int) -> None:
-        self._steps = steps
-        if self.budget is not None:
-            self.increments.hold_fraction(self.budget.fraction(steps))
-
-    def _budget_reached(self) -> bool:
-        return self.budget is None or self.budget.reached(self._steps)
+    def _hold_budget(self, steps: int = 0) -> None:
+        """Re-solve the cut c so that sparse increments move exactly their target fraction."""
+        if self.moved_target is not None:
+            self.increments.hold_fraction(self.moved_target)
 
 
 def _magnitudes(moments: np.ndarray) -> np.ndarray:

@@ -76,8 +76,7 @@ class TrainingEngine:
     validating (train/eval mode of a model, a schedule-free optimiser's
     averaging). after_step: called after every optimiser step with the step
     count (e.g. a sparsity schedule), and once on resuming with the steps
-    already done. eligible: whether the current weights
-    may be chosen as the best (e.g. only once a sparsity target is reached).
+    already done.
     checkpoint: the folder for per-epoch checkpoints (None: no checkpoints);
     run_hash: a digest of everything that defines the run.
     """
@@ -88,7 +87,6 @@ class TrainingEngine:
     score: str
     modes: Callable[[bool], None] = lambda training: None
     after_step: Callable[[int], None] = lambda steps: None
-    eligible: Callable[[], bool] = lambda: True
     checkpoint: Path | None = None
     run_hash: str = ""
     progress: bool = True
@@ -96,7 +94,7 @@ class TrainingEngine:
 
     def run(self, n_items: int, loss: Callable[[Sequence[int]], torch.Tensor],
             validate: Callable[[], dict[str, float]]) -> EngineResult:
-        """Train over items ``0..n_items-1``; on return the tensors hold the best eligible weights.
+        """Train over items ``0..n_items-1``; on return the tensors hold the best weights.
 
         loss: the scalar loss of a batch of item indices (differentiable).
         validate: metrics of the current weights, including ``score``.
@@ -110,7 +108,7 @@ class TrainingEngine:
             self.modes(False)
             first = validate()
             state = {"epoch": 0, "steps": 0, "bad_epochs": 0, "best_epoch": 0, "best": first,
-                     "best_eligible": self.eligible(), "history": [{"epoch": 0, "train_loss": None, **first}],
+                     "history": [{"epoch": 0, "train_loss": None, **first}],
                      "resumed_from": 0}
             best_values = self._snapshot()
         else:
@@ -140,12 +138,11 @@ class TrainingEngine:
             self.modes(False)
             metrics = validate()
             state["history"].append({"epoch": state["epoch"], "train_loss": float(np.mean(losses)), **metrics})
-            if self.eligible():  # epochs before that (a sparsity warm-up) neither win nor use up patience
-                if metrics[self.score] < state["best"][self.score] or not state["best_eligible"]:
-                    state.update(best=metrics, best_epoch=state["epoch"], bad_epochs=0, best_eligible=True)
-                    best_values = self._snapshot()
-                else:
-                    state["bad_epochs"] += 1
+            if metrics[self.score] < state["best"][self.score]:
+                state.update(best=metrics, best_epoch=state["epoch"], bad_epochs=0)
+                best_values = self._snapshot()
+            else:
+                state["bad_epochs"] += 1
             bar.set_postfix(epoch=state["epoch"], **{self.score: f"{metrics[self.score]:.4g}",
                                                       "best": f"{state['best'][self.score]:.4g}"})
             if self.checkpoint is not None:
