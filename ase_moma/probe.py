@@ -41,7 +41,8 @@ class RidgeProbe:
     """y ≈ features @ weight + bias in the targets' unit.
 
     weight: (F,) on the raw (unstandardised) features; alpha: the ridge
-    strength chosen; loo_mae: its leave-one-out MAE on the training rows.
+    strength chosen; loo_mae: its leave-one-out MAE on the training rows (with groups: the MAE of
+    whole groups left out, fold by fold).
     """
 
     weight: np.ndarray
@@ -70,9 +71,9 @@ def fit_ridge_probe(features: np.ndarray, targets: np.ndarray, alphas: np.ndarra
         raise ValueError(f"a probe needs (M, F) features and (M,) targets, got {x.shape} and {y.shape}")
     if groups is not None and np.shape(groups) != y.shape:
         raise ValueError(f"groups must label each of the {len(y)} rows, got shape {np.shape(groups)}")
-    if len(np.unique(groups)) < 3 if groups is not None else len(y) < 3:
-        raise ValueError(f"a probe needs at least 3 structures, got "
-                         f"{len(np.unique(groups)) if groups is not None else len(y)}")
+    independent = len(np.unique(groups)) if groups is not None else len(y)
+    if independent < 3:
+        raise ValueError(f"a probe needs at least 3 structures, got {independent}")
     if not (np.isfinite(x).all() and np.isfinite(y).all()):
         raise ValueError("a probe needs finite features and targets")
     centre, scale = x.mean(axis=0), x.std(axis=0)
