@@ -45,8 +45,10 @@ def compose_and_rank(hub: Hub, task: str, out: Path, n_train: int, epochs: int, 
     meta = finetune_composed(out, dataclasses.replace(DOWNSTREAM, epochs=epochs, batch_size=16),
                              device=device, progress=False)
     metrics = meta["metrics"]
+    kept = meta["composition"]["kept"]
     print(f"tune   : validation MAE {meta['training']['start_val_mae']:.3f} at the ridge probe the head starts "
-          f"from, {metrics['val_mae']:.3f} kept (epoch {meta['training']['best_epoch']})")
+          f"from, {metrics['val_mae']:.3f} kept: the {kept}"
+          + (f" (epoch {meta['training']['best_epoch']})" if kept == "fine-tuned composition" else ""))
     print(f"tune   : {meta['training']['epochs_run']} epochs, test MAE {metrics['test_mae']:.3f} {info['unit']} "
           f"(predicting the training mean: {metrics['test_mae_predict_mean']:.3f})")
 

@@ -77,5 +77,6 @@ def finetune_composed_command(args: argparse.Namespace) -> int:
     shown = ", ".join(f"{part} MAE {metrics[f'{part}_mae']:.4g} (predicting the mean: "
                       f"{metrics[f'{part}_mae_predict_mean']:.4g})" for part in ("val", "test")
                       if f"{part}_mae" in metrics)
-    print(f"fine-tuned {args.composed} for {meta['training']['epochs_run']} epochs: {shown} {meta['unit']}")
+    print(f"fine-tuned {args.composed} for {meta['training']['epochs_run']} epochs: {shown} {meta['unit']}; "
+          f"kept the {meta['composition']['kept']} (best on validation)")
     return 0
