@@ -17,7 +17,7 @@ forgetting: force MAE on alexandria_val before and after tuning on each mlearn s
 4, 5 epochs = 30 optimiser steps) runs on the 2-core CPU machine; the default
 (whole sets, batch 64, up to 100 epochs, patience 10) is meant for a GPU.
 
-    python bench/sparse_mlip.py --quick [--sets mlearn_Si InP ...] [--methods ...] [--seeds 0 1 2]
+    python bench/sparse_mlip.py --quick [--sets mlearn_Si InP ...] [--methods ...] [--seeds 0 1 2] [--epochs N]
 """
 
 from __future__ import annotations
@@ -83,6 +83,8 @@ def main() -> None:
     parser.add_argument("--sets", nargs="+", default=list(SETS), choices=SETS)
     parser.add_argument("--methods", nargs="+", default=list(METHODS), choices=list(METHODS))
     parser.add_argument("--tau-lr", type=float, help="threshold learning rate (default: the lr)")
+    parser.add_argument("--epochs", type=int, help="epochs (default: 5 with --quick, else 100); more epochs make "
+                        "forgetting measurable")
     parser.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
     parser.add_argument("-o", "--output", default="bench/out/sparse_mlip")
     args = parser.parse_args()
@@ -91,6 +93,8 @@ def main() -> None:
     caps = (24, 4, 12) if args.quick else None
     base_config = (FinetuneConfig(batch_size=4, epochs=5, patience=5, tau_lr=args.tau_lr) if args.quick
                    else FinetuneConfig(tau_lr=args.tau_lr))
+    if args.epochs is not None:
+        base_config = dataclasses.replace(base_config, epochs=args.epochs, patience=args.epochs)
     out = Path(args.output)
     out.mkdir(parents=True, exist_ok=True)
 
