@@ -68,7 +68,8 @@ class SparseIncrement(torch.nn.Module):
     """A ``torch.nn.utils.parametrize`` parametrisation W ↦ W + S(ΔW) of one path weight.
 
     shape, dtype, device: those of W. threshold: the layer's shared τ; offset:
-    the global c shared by all increments.
+    the global c shared by all increments. ΔW is drawn from N(0, sigma²) until
+    training sets its start (:meth:`IncrementSet.start_along`).
     """
 
     def __init__(self, weight: torch.Tensor, threshold: LayerThreshold, offset: ThresholdOffset,
