@@ -85,7 +85,8 @@ def test_increments_start_down_the_gradient_on_the_entries_the_loss_is_most_sens
     increments = IncrementSet(backbone, "sparse")
     generator = torch.Generator().manual_seed(0)
     parameters = dict(backbone.model.named_parameters())
-    gradients = {w.name: torch.randn(parameters[w.name].shape, generator=generator) for w in backbone.path_weights()}
+    gradients = {w.name: torch.randn(parameters[w.name].shape, generator=generator, dtype=parameters[w.name].dtype)
+                 for w in backbone.path_weights()}  # in W's dtype: a MACE calculator elsewhere may change the default
     unseen = backbone.path_weights()[0].name
     gradients[unseen].zero_()  # e.g. the embedding of an element absent from the data
     increments.start_along(gradients, 0.05)
