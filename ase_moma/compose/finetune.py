@@ -6,9 +6,10 @@ the split file has one, is reported. The head starts as the ridge probe of the
 composed model's features (LP-FT), and the model kept is the best on validation
 among the epochs of fine-tuning, that start, and the plain backbone with its own
 probe: a composition that does not beat the plain backbone's probe on validation
-is not kept (module.json says which was kept, under ``composition.kept``). The result is a hub module folder in
-``OUT/model/``: ``load_calculator(OUT)`` serves it and ``ase-moma hub add
-OUT/model`` adds it to a hub built on the same backbone.
+is not kept (module.json says which was kept, under ``composition.kept``). The
+result is a hub module folder in ``OUT/model/``: ``load_calculator(OUT)``
+serves it and ``ase-moma hub add OUT/model`` adds it to a hub built on the
+same backbone.
 """
 
 from __future__ import annotations
@@ -21,12 +22,10 @@ import shutil
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-
 from ase_moma.atomic_io import atomic_directory
 from ase_moma.compose.composed import FINETUNED, apply_merged, base_backbone
 from ase_moma.compose.composer import read_recipe
-from ase_moma.fitting import TrainConfig, build_property_model, fit, model_tensors, module_record
+from ase_moma.fitting import TrainConfig, build_property_model, evaluate, fit, model_tensors, module_record
 from ase_moma.module_files import write_module_folder
 from ase_moma.labelled_data import load_task_data
 
@@ -65,7 +64,7 @@ def finetune_composed(out: str | Path, config: TrainConfig | None = None, *, dev
     kept, plain_val = "fine-tuned composition", None
     if recipe["merged"] is not None:
         plain = build_property_model(base_backbone(out, device), config, readout, parts["train"][0], task_data.train)
-        plain_val = float(np.mean(np.abs(plain.predict_graphs(parts["val"][0]) - task_data.val.targets)))
+        plain_val = evaluate(plain, {"val": parts["val"]}, float(task_data.train.targets.mean()))["val_mae"]
         if plain_val < result.best["val_mae"]:
             model, kept = plain, "plain backbone probe"
 

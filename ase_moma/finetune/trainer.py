@@ -61,9 +61,10 @@ class FinetuneConfig:
     sparse method's fraction of path weights moved and threshold decay λ_τ;
     ``target_fraction`` and ``tau_decay`` override them. lr, weight_decay: of
     the trained weights (ΔW, LoRA factors, or the model's own; sparse ΔW
-    train at ``increment_lr()``); tau_lr: of the thresholds τ (default ``lr``). epochs, patience: early stopping on the
-    validation loss, checked once per epoch. max_steps: stop after this many
-    optimiser steps in all (short runs). refit_references: refit the
+    train at ``increment_lr()``); tau_lr: of the thresholds τ (default
+    ``lr``). epochs, patience: early stopping on the validation loss,
+    checked once per epoch. max_steps: stop after this many optimiser steps
+    in all (short runs). refit_references: refit the
     per-element reference energies to the training energies before training.
     rank, alpha: LoRA's. seed: of the increments' initialisation and the batch order.
     spin_head: ``"vector"``, ``"collinear"`` or None; head_lr: its learning rate.
@@ -158,7 +159,6 @@ class Finetuner:
             torch.manual_seed(config.seed)
             self.spin = SpinBackbone.for_backbone(backbone, config.spin_head)
         self.model = self.spin or backbone  # what computes energies, forces (and moments)
-        self.moved_target: float | None = None  # the fraction of path weights sparse increments move
 
     def fit(self, train: PotentialSet, valid: PotentialSet, *, progress: bool = True,
             checkpoint: Path | None = None, run_hash: str = "") -> EngineResult:
@@ -186,12 +186,15 @@ class Finetuner:
         engine = TrainingEngine(tensors, optimizer, config.schedule(), score="loss", modes=self._modes(optimizer),
                                 after_step=self._hold_budget,
                                 checkpoint=checkpoint, run_hash=run_hash, progress=progress, desc=config.method)
-        return engine.run(
-            len(train),
-            lambda rows: config.loss(self.model.forward(self.model.collate([train_graphs[i] for i in rows]),
-                                                        forces=config.loss.forces > 0, stress=config.loss.stress > 0),
-                                     batch_labels(train, rows, backbone.device)),
-            lambda: self._validate(valid_graphs, valid))
+        return engine.run(len(train), lambda rows: self._batch_loss(train_graphs, train, rows),
+                          lambda: self._validate(valid_graphs, valid))
+
+    def _batch_loss(self, graphs: list[Any], data: PotentialSet, rows: list[int]) -> torch.Tensor:
+        """The training loss of frames ``rows`` of ``data`` (``graphs``: their model graphs)."""
+        loss = self.config.loss
+        predicted = self.model.forward(self.model.collate([graphs[i] for i in rows]),
+                                       forces=loss.forces > 0, stress=loss.stress > 0)
+        return loss(predicted, batch_labels(data, rows, self.backbone.device))
 
     @torch.no_grad()
     def _start_magnitudes(self, graphs: list[Any], train: PotentialSet, batch_size: int = 16) -> None:
@@ -222,7 +225,7 @@ class Finetuner:
     def _validate(self, graphs: list[Any], valid: PotentialSet) -> dict[str, float]:
         """The validation metrics, and for sparse increments the fraction of path weights moved now."""
         metrics = evaluate(self.model, graphs, valid, self.config.loss)
-        if self.moved_target is not None:
+        if self._sparse():
             metrics["path_weights_moved"] = self.increments.moved_fraction()
         return metrics
 
@@ -255,19 +258,17 @@ class Finetuner:
     def _path_gradients(self, graphs: list[Any], train: PotentialSet) -> dict[str, torch.Tensor]:
         """``{name: ∂L/∂W}`` of the mean training loss for every path weight W: one pass over the
         training set, forward and backward, without a step (the cost of one epoch)."""
-        config, model = self.config, self.backbone.model
+        model, size = self.backbone.model, self.config.batch_size
         parameters = dict(model.named_parameters())
         names = [w.name for w in self.backbone.path_weights()]
         model.requires_grad_(False)
         for name in names:
             parameters[name].requires_grad_(True)
         model.train(True)  # as in training: the force graph is kept for the second derivative
-        batches = [list(range(len(train)))[i:i + config.batch_size] for i in range(0, len(train), config.batch_size)]
+        batches = [list(range(begin, min(begin + size, len(train)))) for begin in range(0, len(train), size)]
         for rows in batches:
-            loss = config.loss(self.model.forward(self.model.collate([graphs[i] for i in rows]),
-                                                  forces=config.loss.forces > 0, stress=config.loss.stress > 0),
-                               batch_labels(train, rows, self.backbone.device))
-            (loss / len(batches)).backward(inputs=[parameters[name] for name in names])
+            loss = self._batch_loss(graphs, train, rows) / len(batches)
+            loss.backward(inputs=[parameters[name] for name in names])
         model.train(False)
         gradients = {}
         for name in names:
@@ -295,7 +296,6 @@ class Finetuner:
                 groups.append({"params": self.increments.threshold_parameters(),
                                "lr": config.tau_lr or config.lr, "weight_decay": config.threshold_decay()})
                 self.increments.start_along(gradients, config.moved_fraction())
-                self.moved_target = config.moved_fraction()
             tensors = {f"increments.{n}": t for n, t in self.increments.state_tensors().items()}
         elif config.method in ("readout", "full"):
             named = dict(backbone.model.named_parameters())
@@ -329,8 +329,12 @@ class Finetuner:
 
     def _hold_budget(self, steps: int = 0) -> None:
         """Re-solve the cut c so that sparse increments move exactly their target fraction."""
-        if self.moved_target is not None:
-            self.increments.hold_fraction(self.moved_target)
+        if self._sparse():
+            self.increments.hold_fraction(self.config.moved_fraction())
+
+    def _sparse(self) -> bool:
+        """Whether sparse increments are attached (between preparing and exporting)."""
+        return self.increments is not None and self.increments.kind == "sparse"
 
 
 def _magnitudes(moments: np.ndarray) -> np.ndarray:

@@ -75,7 +75,7 @@ class TrainingEngine:
     to minimise. modes: called with True before each epoch and False before
     validating (train/eval mode of a model, a schedule-free optimiser's
     averaging). after_step: called after every optimiser step with the step
-    count (e.g. a sparsity schedule), and once on resuming with the steps
+    count (e.g. re-solving a sparsity budget), and once on resuming with the steps
     already done.
     checkpoint: the folder for per-epoch checkpoints (None: no checkpoints);
     run_hash: a digest of everything that defines the run.
