@@ -3,8 +3,9 @@
 fe_spin.extxyz (../shared/data/magnetic) is split 80/10/10 within each config_type (seed 0), so
 every kind of configuration is in every part. The spin configuration is an input: each frame's
 DFT moment directions (or signs, --head collinear) are set as its initial magnetic moments, and
-the head predicts magnitudes from geometry. For (a) the frozen backbone + head, (b) sparse tuning
-+ head, (c) full tuning + head: energy MAE (meV/atom), force MAE (meV/Å), stress MAE (GPa), moment
+the head predicts magnitudes from geometry. For (a) the head's start, the ridge probe of the training
+magnitudes on the frozen backbone's per-atom features, untrained, (b) the frozen backbone + trained
+head, (c) sparse tuning + head, (d) full tuning + head: energy MAE (meV/atom), force MAE (meV/Å), stress MAE (GPa), moment
 MAE (μB) over vector components (or signed values) and over magnitudes, on the test part, beside
 the bare backbone's zero-shot errors and the trivial baseline (every magnitude = the training
 mean). CHGNet 0.3.0's own magnitudes on the same test frames are the outside reference. Then the
@@ -38,7 +39,9 @@ from ase_moma.finetune.loss import evaluate
 from ase_moma.finetune.potential_data import read_potential_set
 
 DATA = Path(__file__).resolve().parents[2] / "shared" / "data" / "magnetic" / "fe_spin.extxyz"
-RUNS = {"frozen + head": "zero_shot", "sparse + head": "sparse", "full + head": "full"}
+# label: (method, epochs; None = the configured number); the probe is the head's untrained start
+RUNS = {"probe (frozen, untrained head)": ("zero_shot", 0), "frozen + head": ("zero_shot", None),
+        "sparse + head": ("sparse", None), "full + head": ("full", None)}
 
 
 def stratified_split(frames: list, seed: int = 0) -> dict[str, list]:
@@ -97,16 +100,18 @@ def main() -> None:
     print(f"  zero-shot (no head) E {zero_shot['energy_mae']:.2f} meV/atom  F {zero_shot['forces_mae']:.1f} meV/Å  "
           f"S {zero_shot['stress_mae']:.3f} GPa", flush=True)
     rows = []
-    for label, method in ((label, RUNS[label]) for label in args.runs):
+    for label in args.runs:
+        method, epochs = RUNS[label]
         backbone = load_backbone("sevennet", device=args.device)
-        tuner = Finetuner(backbone, dataclasses.replace(base_config, method=method))
+        tuner = Finetuner(backbone, dataclasses.replace(base_config, method=method,
+                                                        epochs=base_config.epochs if epochs is None else epochs))
         start = time.perf_counter()
         result = tuner.fit(data["train"], data["valid"], progress=False)
         tuner.export()
         metrics = evaluate(tuner.model, tuner.graphs(data["test"]), data["test"], base_config.loss)
         rows.append({"run": label, **metrics, "steps": result.steps, "seconds": time.perf_counter() - start,
                      "head_fraction": tuner.spin.parameter_fraction()})
-        print(f"  {label:14s} E {metrics['energy_mae']:7.2f} meV/atom  F {metrics['forces_mae']:6.1f} meV/Å  "
+        print(f"  {label:30s} E {metrics['energy_mae']:7.2f} meV/atom  F {metrics['forces_mae']:6.1f} meV/Å  "
               f"S {metrics['stress_mae']:.3f} GPa  m {metrics['magmoms_mae']:.3f} μB  "
               f"|m| {metrics['magmom_magnitude_mae']:.3f} μB  ({result.steps} steps)", flush=True)
 

@@ -134,6 +134,20 @@ def test_forces_and_stress_are_derivatives_of_the_total_at_fixed_spins(spin_mode
     assert _stress_by_difference(spin_model, atoms, 0, 1) == pytest.approx(float(stress[0, 0, 1]), rel=1e-5, abs=1e-6)
 
 
+def test_magnitude_weights_learn_from_moments_only(spin_model):
+    """The energy's gradient reaches J and the positions but not the magnitudes' weights; the moments' does."""
+    model = copy.deepcopy(spin_model)
+    model.head.requires_grad_(True)
+    magnitude_weights = [model.head.probe.weight, model.head.magnitude[0].weight, model.head.magnitude[2].weight]
+    out = model.forward(model.collate([model.graph(_iron(3, _random_spins(4, 3)))]), forces=False, stress=False)
+    torch.autograd.backward(out.energy.sum(), inputs=magnitude_weights + [model.head.exchange[-1].weight])
+    assert all(w.grad is None or not w.grad.any() for w in magnitude_weights)
+    assert model.head.exchange[-1].weight.grad.abs().max() > 0
+    out = model.forward(model.collate([model.graph(_iron(3, _random_spins(4, 3)))]), forces=False, stress=False)
+    torch.autograd.backward(out.magmoms.norm(dim=-1).sum(), inputs=magnitude_weights)
+    assert all(w.grad.abs().max() > 0 for w in magnitude_weights)
+
+
 def test_without_input_moments_the_order_defaults_to_ferromagnetic_and_says_so(spin_model):
     unset = _iron(8)
     unset.set_initial_magnetic_moments(None)  # ase.build.bulk gives iron moments; a user's file may not
@@ -185,6 +199,17 @@ def test_a_head_trains_beside_a_frozen_backbone(tmp_path):
     assert result.steps == 2 and "magmoms_mae" in result.history[-1]
     assert any(not torch.equal(v, tuner.spin.head.state_dict()[k]) for k, v in head.items())
     assert set(tuner.export()) <= {"rescale_atomic_energy.shift"}  # the backbone itself stayed frozen
+
+
+def test_zero_epochs_keep_the_heads_probe_start(tmp_path):
+    frames = ase.io.read(small_iron(tmp_path), ":8")
+    train = read_potential_set(frames, forces=True, stress=True, magmoms="vector")
+    tuner = Finetuner(load_backbone("sevennet", device="cpu"),
+                      FinetuneConfig(method="zero_shot", spin_head="vector", batch_size=4, epochs=0))
+    result = tuner.fit(train, train, progress=False)
+    assert result.steps == 0 and len(result.history) == 1
+    assert tuner.spin.head.probe.weight.abs().max() > 0  # the ridge probe, not the constant start
+    assert not tuner.spin.head.magnitude[-1].weight.any()
 
 
 def test_frames_without_moments_are_named(tmp_path):

@@ -63,7 +63,8 @@ class FinetuneConfig:
     the trained weights (ΔW, LoRA factors, or the model's own; sparse ΔW
     train at ``increment_lr()``); tau_lr: of the thresholds τ (default
     ``lr``). epochs, patience: early stopping on the validation loss,
-    checked once per epoch. max_steps: stop after this many optimiser steps
+    checked once per epoch; epochs 0 only starts (reference energies refitted,
+    a spin head at its ridge probe). max_steps: stop after this many optimiser steps
     in all (short runs). refit_references: refit the
     per-element reference energies to the training energies before training.
     rank, alpha: LoRA's. seed: of the increments' initialisation and the batch order.

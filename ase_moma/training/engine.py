@@ -28,7 +28,7 @@ from ase_moma.training.checkpoint import load_checkpoint, save_checkpoint
 class Schedule:
     """How long and in what order: ``epochs`` over the items in batches of ``batch_size``, in an order
     seeded by (``seed``, epoch); stop after ``patience`` epochs without a better score, or after
-    ``max_steps`` optimiser steps in all."""
+    ``max_steps`` optimiser steps in all. ``epochs`` 0 keeps the starting point (validated once)."""
 
     epochs: int
     batch_size: int
@@ -37,7 +37,9 @@ class Schedule:
     max_steps: int | None = None
 
     def check(self) -> None:
-        for name in ("epochs", "batch_size", "patience"):
+        if self.epochs < 0:
+            raise ValueError(f"epochs must be at least 0, got {self.epochs}")
+        for name in ("batch_size", "patience"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be at least 1, got {getattr(self, name)}")
         if self.max_steps is not None and self.max_steps < 1:
