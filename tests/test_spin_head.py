@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 import torch
 from ase.build import bulk
+from ase.optimize import BFGS
 from md_checks import NVE_BOUND, nve_spread
 from potential_fixtures import small_iron
 from scipy.spatial.transform import Rotation
@@ -248,6 +249,18 @@ def test_nve_conserves_energy_with_a_clearly_nonzero_exchange_term(spin_model):
     atoms.calc = MomaCalculator(model)
     assert (atoms.get_potential_energy() - bare) / len(atoms) == pytest.approx(0.02, rel=1e-6)
     assert nve_spread(atoms, steps=30, temperature=300) < NVE_BOUND
+
+
+def test_relaxation_keeps_the_spin_order_and_reports_its_moments(spin_model):
+    signs = np.array([1.0, -1.0, 1.0, -1.0])
+    atoms = _iron(10, 2.2 * signs)
+    atoms.calc = MomaCalculator(spin_model)
+    start_energy, start_force = atoms.get_potential_energy(), np.abs(atoms.get_forces()).max()
+    BFGS(atoms, logfile=None).run(fmax=0.05, steps=40)
+    assert atoms.get_potential_energy() < start_energy and np.abs(atoms.get_forces()).max() < 0.5 * start_force
+    moments = atoms.get_magnetic_moments()
+    assert moments.shape == (4,) and np.array_equal(np.sign(moments), signs)
+    assert atoms.get_magnetic_moment() == pytest.approx(moments.sum())
 
 
 def test_mace_hosts_the_spin_head_with_exact_forces_and_stress(sources):
