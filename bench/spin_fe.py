@@ -3,10 +3,11 @@
 fe_spin.extxyz (../shared/data/magnetic) is split 80/10/10 within each config_type (seed 0), so
 every kind of configuration is in every part. The spin configuration is an input: each frame's
 DFT moment directions (or signs, --head collinear) are set as its initial magnetic moments, and
-the head predicts magnitudes from geometry. For (a) the head's start, the ridge probe of the training
-magnitudes on the frozen backbone's per-atom features, untrained, (b) the frozen backbone + trained
-head, (c) sparse tuning + head, (d) full tuning + head: energy MAE (meV/atom), force MAE (meV/Å), stress MAE (GPa), moment
-MAE (μB) over vector components (or signed values) and over magnitudes, on the test part, beside
+the head predicts magnitudes from geometry. For (a) the head's start, the ridge probe of the
+training magnitudes on the frozen backbone's per-atom features, untrained, (b) the frozen backbone
++ trained head, (c) sparse tuning + head, (d) full tuning + head: energy MAE (meV/atom), force MAE
+(meV/Å), stress MAE (GPa), moment MAE (μB) over vector components (or signed values) and over
+magnitudes, on the test part, beside
 the bare backbone's zero-shot errors and the trivial baseline (every magnitude = the training
 mean). CHGNet 0.3.0's own magnitudes on the same test frames are the outside reference. Then the
 time of a training step (forward, backward) with the head over one without, on the same batch.
