@@ -33,12 +33,12 @@ def _cells():
 @pytest.mark.parametrize("cell", [False, True])
 def test_batched_relaxation_follows_each_systems_own_ase_run(calculator, cell):
     backbone = calculator("sevennet", "float64").backbone
-    relaxed = relax_many(_cells(), backbone, fmax=0.05, steps=20, cell=cell)
+    relaxed = relax_many(_cells(), backbone, fmax=0.05, steps=12, cell=cell)
     for atoms, start in zip(relaxed, _cells()):
         own = start.copy()
         own.calc = MomaCalculator(backbone)
         opt = FIRE(FrechetCellFilter(own) if cell else own, logfile=None)
-        converged = opt.run(fmax=0.05, steps=20)
+        converged = opt.run(fmax=0.05, steps=12)
         assert atoms.info["relax_steps"] == opt.nsteps > 3 and atoms.info["relax_converged"] == converged
         np.testing.assert_allclose(atoms.positions, own.positions, atol=1e-8)
         np.testing.assert_allclose(atoms.cell.array, own.cell.array, atol=1e-8)

@@ -193,11 +193,11 @@ def test_a_few_steps_on_real_silicon_lower_the_validation_loss(tmp_path):
     train = read_potential_set(train_path, forces=True, stress=True)
     valid = read_potential_set(valid_path, forces=True, stress=True)
     backbone = load_backbone("sevennet", device="cpu")
-    config = FinetuneConfig(method="sparse", batch_size=4, epochs=3, max_steps=6)
+    config = FinetuneConfig(method="sparse", batch_size=4, epochs=2, max_steps=4)
     result = Finetuner(backbone, config).fit(train, valid, progress=False)
     losses = [row["loss"] for row in result.history]
     assert result.best["loss"] < losses[0]
-    assert result.steps == 6
+    assert result.steps == 4
 
 
 def test_bad_fine_tuning_data_is_named():
