@@ -7,9 +7,8 @@ the head predicts magnitudes from geometry. For (a) the head's start, the ridge 
 training magnitudes on the frozen backbone's per-atom features, untrained, (b) the frozen backbone
 + trained head, (c) sparse tuning + head, (d) full tuning + head: energy MAE (meV/atom), force MAE
 (meV/Å), stress MAE (GPa), moment MAE (μB) over vector components (or signed values) and over
-magnitudes, on the test part, beside
-the bare backbone's zero-shot errors and the trivial baseline (every magnitude = the training
-mean). CHGNet 0.3.0's own magnitudes on the same test frames are the outside reference. Then the
+magnitudes, on the test part, beside the bare backbone's zero-shot errors and the trivial baseline
+(every magnitude = the training mean). CHGNet 0.3.0's own magnitudes on the same test frames are the outside reference. Then the
 time of a training step (forward, backward) with the head over one without, on the same batch.
 
 --quick (training capped at 48 frames, validation 8, test 32, all of at most 32 atoms; batch 8,
@@ -40,9 +39,10 @@ from ase_moma.finetune.loss import evaluate
 from ase_moma.finetune.potential_data import read_potential_set
 
 DATA = Path(__file__).resolve().parents[2] / "shared" / "data" / "magnetic" / "fe_spin.extxyz"
-# label: (method, epochs; None = the configured number); the probe is the head's untrained start
-RUNS = {"probe (frozen, untrained head)": ("zero_shot", 0), "frozen + head": ("zero_shot", None),
-        "sparse + head": ("sparse", None), "full + head": ("full", None)}
+# label: what each run changes in the configuration; the probe is the head's untrained start
+RUNS = {"probe (frozen, untrained head)": {"method": "zero_shot", "epochs": 0},
+        "frozen + head": {"method": "zero_shot"}, "sparse + head": {"method": "sparse"},
+        "full + head": {"method": "full"}}
 
 
 def stratified_split(frames: list, seed: int = 0) -> dict[str, list]:
@@ -102,10 +102,8 @@ def main() -> None:
           f"S {zero_shot['stress_mae']:.3f} GPa", flush=True)
     rows = []
     for label in args.runs:
-        method, epochs = RUNS[label]
         backbone = load_backbone("sevennet", device=args.device)
-        tuner = Finetuner(backbone, dataclasses.replace(base_config, method=method,
-                                                        epochs=base_config.epochs if epochs is None else epochs))
+        tuner = Finetuner(backbone, dataclasses.replace(base_config, **RUNS[label]))
         start = time.perf_counter()
         result = tuner.fit(data["train"], data["valid"], progress=False)
         tuner.export()
