@@ -65,6 +65,15 @@ def _parser() -> argparse.ArgumentParser:
     relax.add_argument("--overwrite", action="store_true", help="replace an existing output")
     relax.set_defaults(run=_relax)
 
+    convert = commands.add_parser("jmp-convert", help="convert a JMP / fairchem GemNet-OC checkpoint into a "
+                                  "safe model folder for the jmp backbone")
+    convert.add_argument("checkpoint", help="a JMP Lightning .ckpt or a GemNet-OC state dict")
+    convert.add_argument("output", help="the folder to write (model.json + model.safetensors)")
+    convert.add_argument("--trust-pickle", action="store_true",
+                         help="allow a pickled checkpoint (a Lightning .ckpt is one); runs code from the file")
+    convert.add_argument("--overwrite", action="store_true", help="replace an existing output folder")
+    convert.set_defaults(run=_jmp_convert)
+
     add_hub_commands(commands)
     add_compose_commands(commands)
     add_finetune_command(commands)
@@ -82,6 +91,15 @@ def _backbones(args: argparse.Namespace) -> int:
     widths = [max(len(r[i]) for r in rows + [header]) for i in range(len(header))]
     for row in [header] + rows:
         print("  ".join(cell.ljust(width) for cell, width in zip(row, widths)).rstrip())
+    return 0
+
+
+def _jmp_convert(args: argparse.Namespace) -> int:
+    from ase_moma.plugins.gemnet_oc.checkpoint import convert_checkpoint
+
+    folder = convert_checkpoint(args.checkpoint, args.output, trust_pickle=args.trust_pickle,
+                                overwrite=args.overwrite)
+    print(f"wrote {folder}; load it with load_calculator('jmp', '{folder}')")
     return 0
 
 

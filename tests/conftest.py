@@ -16,6 +16,7 @@ from ase_moma import load_calculator
 
 sys.path.insert(0, str(Path(__file__).parent))
 from model_factories import (  # noqa: E402
+    save_jmp_model,
     save_mace_model_file,
     save_matgl_potential,
     save_orb_checkpoint,
@@ -24,7 +25,7 @@ from ase_moma.plugins.mace import save_mace  # noqa: E402
 from hub_fixtures import hub, hub_data, sevennet  # noqa: E402,F401  (session fixtures)
 
 DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
-BACKBONES = ["sevennet", "chgnet", "mace", "orb", "matgl"]
+BACKBONES = ["sevennet", "chgnet", "mace", "orb", "matgl", "jmp"]
 
 warnings.filterwarnings("ignore", category=UserWarning)
 warnings.filterwarnings("ignore", category=DeprecationWarning)
@@ -50,6 +51,7 @@ def sources(model_dir) -> dict[str, str | None]:
         "mace_pickle": str(mace_file),
         "orb": str(save_orb_checkpoint(model_dir)),
         "matgl": str(save_matgl_potential(model_dir)),
+        "jmp": str(save_jmp_model(model_dir)),
     }
 
 

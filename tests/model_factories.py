@@ -63,3 +63,34 @@ def save_matgl_potential(directory: Path, seed: int = 0) -> Path:
     path = directory / "tensornet"
     potential.save(path)
     return path
+
+
+def jmp_test_config():
+    """JMP-S's architecture (all four interactions) at test widths, a 5 Å cut-off and smaller neighbour caps
+    (16 / 4 quadruplet / 8 atom-edge): JMP's 12 Å and 30 / 8 / 20 give ~10⁵ quadruplets per 5-atom cell."""
+    from ase_moma.plugins.gemnet_oc import GemNetOCConfig
+
+    return GemNetOCConfig.jmp_s(
+        num_radial=16, num_blocks=2, emb_size_atom=32, emb_size_edge=48, emb_size_trip_in=8,
+        emb_size_trip_out=8, emb_size_quad_in=8, emb_size_quad_out=8, emb_size_aint_in=8, emb_size_aint_out=8,
+        emb_size_rbf=8, emb_size_cbf=8, emb_size_sbf=8, cutoff=5.0, cutoff_qint=5.0, cutoff_aeaint=5.0,
+        cutoff_aint=5.0, max_neighbors=16, max_neighbors_qint=4, max_neighbors_aeaint=8)
+
+
+def save_jmp_model(directory: Path, seed: int = 0) -> Path:
+    """A random-weight GemNet-OC of :func:`jmp_test_config`, saved in the safe format.
+
+    Its scale factors are set (0.5–1.5, so that code path runs) and its read-out scaled so
+    energies are a few eV per atom, as a trained model's, not hundreds.
+    """
+    from ase_moma.plugins.gemnet_oc import GemNetOC
+    from ase_moma.plugins.gemnet_oc.checkpoint import save_gemnet_oc
+
+    torch.manual_seed(seed)
+    model = GemNetOC(jmp_test_config())
+    with torch.no_grad():
+        for name, param in model.named_parameters():
+            if name.endswith("scale_factor"):
+                param.fill_(float(torch.empty(()).uniform_(0.5, 1.5)))
+        model.out_energy.linear.weight.mul_(0.02)
+    return save_gemnet_oc(model, directory / "jmp_small")
