@@ -21,12 +21,14 @@ from typing import Any, Mapping, Sequence
 
 import torch
 from ase import Atoms
+from ase.data import chemical_symbols
 
 from ase_moma.backbone import AdapterSite, Backbone, BackboneOutput, NodeFeatures, PathWeight
 from ase_moma.capabilities import Capabilities
 from ase_moma.plugins.gemnet_oc.checkpoint import convert_checkpoint, load_gemnet_oc
 from ase_moma.plugins.gemnet_oc.graph import GemNetGraph, build_graph, collate
 
+_HEAVIEST = len(chemical_symbols) - 1  # JMP's embedding has 120 rows; elements end at oganesson
 _BILINEAR = (".mlp_cbf.bilinear.", ".mlp_sbf.bilinear.", "atom_interaction.bilinear.")
 _BASIS_PROJECTIONS = ("mlp_rbf_", "mlp_cbf_", "mlp_sbf_", ".mlp_rbf.", ".mlp_cbf.linear.", ".dense_rbf.")
 
@@ -53,7 +55,7 @@ class JMPBackbone(Backbone):
         model.to(device=device, dtype=dtype).eval()
         model.requires_grad_(False)
         return cls(model, device=device, dtype=dtype, source=str(path), cutoff=model.config.cutoff_aint,
-                   covered_numbers=range(1, model.config.num_elements + 1), requested_source=source)
+                   covered_numbers=range(1, min(model.config.num_elements, _HEAVIEST) + 1), requested_source=source)
 
     def build_graph(self, atoms: Atoms) -> GemNetGraph:
         return build_graph(atoms, self.model.config)
@@ -97,7 +99,7 @@ class JMPBackbone(Backbone):
             elif name == "atom_emb.embeddings.weight":
                 width = param.shape[1]
                 weights.append(PathWeight(name, layer, "linear", element_slices={
-                    z: ((z - 1) * width, z * width) for z in range(1, param.shape[0] + 1)}))
+                    z: ((z - 1) * width, z * width) for z in range(1, min(param.shape[0], _HEAVIEST) + 1)}))
         return weights
 
     def readout_parameters(self) -> list[str]:

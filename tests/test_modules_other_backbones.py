@@ -1,4 +1,5 @@
-"""Energy modules and delta modules on MACE and matgl: trained, written to a hub, loaded back, predicting."""
+"""Energy modules and delta modules on MACE, matgl and JMP (GemNet-OC): trained, written to a hub, loaded back,
+predicting."""
 
 from __future__ import annotations
 
@@ -13,7 +14,7 @@ from ase_moma.finetune import FinetuneConfig, finetune_potential
 from ase_moma.hub import Hub, TrainConfig, train_module
 
 
-@pytest.mark.parametrize("name", ["mace", "matgl"])
+@pytest.mark.parametrize("name", ["mace", "matgl", "jmp"])
 def test_energy_and_delta_modules_work_beyond_sevennet(name, sources, hub_data, tmp_path):
     base = load_backbone(name, sources[name], device="cpu")
     hub = Hub.create(tmp_path / "hub", base)
