@@ -16,10 +16,13 @@ TOY = Path(__file__).parent / "third_party" / "toy_morse"
 
 def test_our_backbones_are_registered_and_usable():
     rows = {row.name: row for row in list_backbones()}
-    assert {"sevennet", "chgnet", "mace", "orb", "matgl"} <= rows.keys()
-    assert all(rows[name].usable for name in ["sevennet", "chgnet", "mace", "orb", "matgl"])
+    ours = ["sevennet", "chgnet", "mace", "orb", "matgl", "jmp"]
+    assert set(ours) <= rows.keys()
+    assert all(rows[name].usable for name in ours)
     assert rows["sevennet"].embedded and rows["chgnet"].embedded
     assert not rows["mace"].embedded and rows["mace"].distribution == "ase-moma"
+    assert not rows["jmp"].embedded and rows["jmp"].capabilities.summary() == (
+        "forces stress adapters path_weights readout reference_energies parity")
 
 
 def _run(code: str, path: Path) -> str:
