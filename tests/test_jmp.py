@@ -85,6 +85,7 @@ def test_stored_model_round_trip_and_converter(sources, tmp_path):
     folder = convert_checkpoint(tmp_path / "plain.pt", tmp_path / "converted", **graph)
     header = json.loads((folder / "model.json").read_text())
     assert header["dropped"] == ["backbone.out_forces.linear.weight", "output.heads.energy.weight"]
+    assert header["started_at_zero"] == []
     assert header["config"] == jmp_test_config().to_dict()
     atoms = bulk("SiC", "zincblende", 4.36)
     atoms.rattle(0.05, seed=2)
@@ -93,6 +94,20 @@ def test_stored_model_round_trip_and_converter(sources, tmp_path):
         atoms.calc = load_calculator("jmp", source, device="cpu", dtype="float64")
         energies.append(atoms.get_potential_energy())
     assert energies[0] == energies[1]
+
+    jmp_layout = {f"backbone.bases.{key}" if key.startswith(("mlp_", "edge_emb.")) else
+                  "embedding.weight" if key == "atom_emb.embeddings.weight" else
+                  key.replace("out_mlp_E.", "backbone.out_mlp_E.out_mlp.") if key.startswith("out_mlp_E.") else
+                  f"backbone.{key}": value for key, value in stored.state_dict().items()
+                  if key not in ("out_energy.linear.weight", "reference_energies")}
+    torch.save({"state_dict": jmp_layout}, tmp_path / "jmp_layout.pt")
+    header = json.loads((convert_checkpoint(tmp_path / "jmp_layout.pt", tmp_path / "from_jmp", **graph)
+                         / "model.json").read_text())
+    assert header["started_at_zero"] == ["out_energy.linear.weight"] and header["dropped"] == []
+    converted = load_gemnet_oc(tmp_path / "from_jmp")
+    for key, value in stored.state_dict().items():
+        expected = torch.zeros_like(value) if key == "out_energy.linear.weight" else value
+        assert torch.equal(converted.state_dict()[key], expected), key
 
     lightning = {"state_dict": state, "hyper_parameters": argparse.Namespace(name="jmp")}
     torch.save(lightning, tmp_path / "jmp.ckpt")

@@ -26,6 +26,14 @@ FORMAT = "ase-moma-gemnet-oc/1"
 # Prefixes a JMP or fairchem state dict puts before the backbone's own names (JMP keeps the
 # shared bases and the edge embedding in a ``bases`` submodule).
 _PREFIXES = ("module.", "model.", "backbone.", "bases.")
+# Names that differ in layout: JMP's element embedding sits outside its backbone and its final MLP
+# is wrapped once more; the reference registers each output block's layers a second time.
+_RENAMES = ((re.compile(r"^embedding\.(atom_embedding\.)?weight$"), "atom_emb.embeddings.weight"),
+            (re.compile(r"^out_mlp_E\.out_mlp\."), "out_mlp_E."),
+            (re.compile(r"\.seq_energy_pre\."), ".layers."))
+# What a checkpoint may lack: JMP's energy heads are per-dataset MLPs outside the backbone, so a
+# JMP checkpoint brings none; the energy layer then starts at zero, to be fitted by fine-tuning.
+_MAY_START_AT_ZERO = ("out_energy.linear.weight",)
 
 
 def save_gemnet_oc(model: GemNetOC, path: str | Path, *, overwrite: bool = False,
@@ -62,7 +70,9 @@ def convert_checkpoint(source: str | Path, output: str | Path, *, trust_pickle: 
 
     Sizes are read from the weights' shapes; ``graph_settings`` (cut-offs, neighbour
     caps) default to JMP's. The direct-force head (forces here are the energy's gradient)
-    and any task heads are left out and listed under ``dropped`` in model.json. Returns the folder.
+    and any task heads are left out and listed under ``dropped`` in model.json; a
+    checkpoint without GemNet-OC's energy layer (JMP's) gets one at zero, listed under
+    ``started_at_zero``: such a model predicts nothing useful until fine-tuned. Returns the folder.
     """
     path = require_file(source, "GemNet-OC checkpoint")
     try:
@@ -80,18 +90,22 @@ def convert_checkpoint(source: str | Path, output: str | Path, *, trust_pickle: 
     known = set(model.state_dict())
     kept = {name: value for name, value in state.items() if name in known}
     dropped = sorted(key for key in original if _backbone_name(key) not in known)
-    kept.setdefault("reference_energies", model.reference_energies.detach().clone())
+    started_at_zero = [name for name in _MAY_START_AT_ZERO if name not in kept]
+    for name in [*started_at_zero, "reference_energies"]:  # ase-moma's own per-element references: zero
+        kept.setdefault(name, torch.zeros_like(model.state_dict()[name]))
     _load_strict(model, kept, str(path))
-    return save_gemnet_oc(model, output, overwrite=overwrite, extra={"converted_from": path.name, "dropped": dropped})
+    return save_gemnet_oc(model, output, overwrite=overwrite, extra={
+        "converted_from": path.name, "dropped": dropped, "started_at_zero": started_at_zero})
 
 
 def _backbone_name(key: str) -> str:
     """``key`` under this model's names: without the wrappers' prefixes (``backbone.int_blocks.0…`` →
-    ``int_blocks.0…``), and an output block's ``seq_energy_pre`` (the reference's second name for its
-    ``layers``) as ``layers``."""
+    ``int_blocks.0…``), then renamed where the layouts differ (see ``_RENAMES``)."""
     while key.startswith(_PREFIXES):
         key = key.split(".", 1)[1]
-    return key.replace(".seq_energy_pre.", ".layers.")
+    for pattern, replacement in _RENAMES:
+        key = pattern.sub(replacement, key)
+    return key
 
 
 def infer_sizes(state: Mapping[str, torch.Tensor]) -> dict[str, int]:
