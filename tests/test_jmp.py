@@ -147,3 +147,14 @@ def test_hub_modules_and_composition_on_jmp(sources, hub_data, tmp_path):
     assert frames.name == "jmp"
     predictions = calc.predict([bulk("Si", "diamond", 5.43), bulk("SiC", "zincblende", 4.36)])
     assert np.isfinite(predictions).all()
+
+
+def test_energy_without_forces_is_still_differentiable_in_the_weights(sources):
+    """Property modules and energy-only losses train through forward(forces=False, stress=False)."""
+    backbone = load_backbone("jmp", sources["jmp"], device="cpu")
+    backbone.model.requires_grad_(True)
+    out = backbone.forward(backbone.collate([backbone.graph(bulk("Si", "diamond", 5.43))]), forces=False,
+                           stress=False)
+    out.energy.sum().backward()
+    assert out.forces is None and out.stress is None
+    assert backbone.model.out_energy.linear.weight.grad.abs().sum() > 0

@@ -61,9 +61,7 @@ class ScaleFactor(nn.Module):
         self.scale_factor = nn.Parameter(torch.tensor(0.0), requires_grad=False)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if bool(self.scale_factor != 0):
-            return x * self.scale_factor
-        return x
+        return x * torch.where(self.scale_factor != 0, self.scale_factor, torch.ones_like(self.scale_factor))
 
 
 class AtomEmbedding(nn.Module):

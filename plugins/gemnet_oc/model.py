@@ -9,6 +9,8 @@ gradient of the energy, which molecular dynamics and relaxations need.
 
 from __future__ import annotations
 
+import contextlib
+
 import torch
 from torch import nn
 
@@ -81,7 +83,7 @@ class GemNetOC(nn.Module):
             positions = positions.detach().requires_grad_(True)
         if stress:
             strain = torch.zeros_like(g["cell"], requires_grad=True)
-        with torch.enable_grad() if (forces or stress) else torch.no_grad():
+        with torch.enable_grad() if (forces or stress) else contextlib.nullcontext():
             energy, _ = self.energy_and_features(g, positions, strain)
             out = {"energy": energy}
             if forces or stress:
