@@ -71,6 +71,9 @@ def _parser() -> argparse.ArgumentParser:
     convert.add_argument("output", help="the folder to write (model.json + model.safetensors)")
     convert.add_argument("--trust-pickle", action="store_true",
                          help="allow a pickled checkpoint (a Lightning .ckpt is one); runs code from the file")
+    convert.add_argument("--pair-rule", choices=["either", "reference"], default="either",
+                         help="which capped pairs become edges: 'either' (default; independent of atom order) or "
+                         "'reference' (the reference implementation's order-dependent rule, to reproduce it exactly)")
     convert.add_argument("--overwrite", action="store_true", help="replace an existing output folder")
     convert.set_defaults(run=_jmp_convert)
 
@@ -98,7 +101,7 @@ def _jmp_convert(args: argparse.Namespace) -> int:
     from ase_moma.plugins.gemnet_oc.checkpoint import convert_checkpoint
 
     folder = convert_checkpoint(args.checkpoint, args.output, trust_pickle=args.trust_pickle,
-                                overwrite=args.overwrite)
+                                overwrite=args.overwrite, pair_rule=args.pair_rule)
     print(f"wrote {folder}; load it with load_calculator('jmp', '{folder}')")
     return 0
 
