@@ -23,7 +23,7 @@ import torch
 from ase import Atoms
 from ase.data import chemical_symbols
 
-from ase_moma.backbone import AdapterSite, Backbone, BackboneOutput, NodeFeatures, PathWeight
+from ase_moma.backbone import AdapterSite, Backbone, BackboneOutput, Edges, EnergyTerm, NodeFeatures, PathWeight
 from ase_moma.capabilities import Capabilities
 from ase_moma.plugins.gemnet_oc.checkpoint import convert_checkpoint, load_gemnet_oc
 from ase_moma.plugins.gemnet_oc.graph import GemNetGraph, build_graph, collate
@@ -37,7 +37,8 @@ class JMPBackbone(Backbone):
     """GemNet-OC with JMP's graph settings, loaded from a converted folder or a trusted ``.ckpt``."""
 
     name = "jmp"
-    capabilities = Capabilities(adapters=True, path_weights=True, readout=True, reference_energies=True)
+    capabilities = Capabilities(adapters=True, energy_terms=True, path_weights=True, readout=True,
+                                reference_energies=True)
 
     @classmethod
     def load(cls, source: str | None = None, *, device: torch.device, dtype: torch.dtype,
@@ -70,6 +71,17 @@ class JMPBackbone(Backbone):
         out = self.model(batch, forces=forces, stress=stress)
         return BackboneOutput(energy=out["energy"], n_atoms=batch["n_atoms"], forces=out.get("forces"),
                               stress=out.get("stress"))
+
+    def forward_with(self, batch: dict[str, torch.Tensor], term: EnergyTerm, *, forces: bool = True,
+                     stress: bool = True) -> BackboneOutput:
+        def extra(h: torch.Tensor, vectors: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
+            edges = Edges(index=torch.stack([batch["main_tgt"], batch["main_src"]]), vectors=vectors,
+                          numbers=batch["numbers"])
+            return term(NodeFeatures(invariant=h, batch=batch["batch"]), edges, len(batch["n_atoms"]))
+
+        out = self.model(batch, forces=forces, stress=stress, extra=extra)
+        return BackboneOutput(energy=out["energy"], n_atoms=batch["n_atoms"], forces=out.get("forces"),
+                              stress=out.get("stress"), magmoms=out["per_atom"])
 
     def energy(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
         return self.model.energy_and_features(batch)[0]

@@ -48,13 +48,17 @@ def test_simple_cubic_counts_by_hand():
                                       "tin": 30, "tout": 30, "quad": 150}
 
 
-def test_triangle_has_no_quadruplets():
-    """Three mutually bonded atoms: every d→b→a←c would have d = c, which is left out."""
+def test_triangle_has_no_quadruplets(calculator):
+    """Three mutually bonded atoms: every d→b→a←c would have d = c, which is left out; the model runs
+    with an empty quadruplet set."""
     config = GemNetOCConfig.jmp_s(cutoff=2.0, cutoff_qint=2.0, cutoff_aeaint=2.0, cutoff_aint=2.0)
     atoms = Atoms("H3", positions=[[0, 0, 0], [1.0, 0, 0], [0.5, 0.8660254, 0]])
     counts = _counts(atoms, config)
     assert counts["main"] == 6 and counts["e2e"] == 6 and counts["tin"] == 6 and counts["tout"] == 6
     assert counts["quad"] == 0
+    atoms.calc = calculator("jmp")
+    forces = atoms.get_forces()
+    assert np.isfinite(atoms.get_potential_energy()) and np.abs(forces.sum(axis=0)).max() < 1e-10
 
 
 def test_neighbour_cap_keeps_a_whole_shell_so_cell_choice_does_not_matter(calculator):

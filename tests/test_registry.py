@@ -22,7 +22,7 @@ def test_our_backbones_are_registered_and_usable():
     assert rows["sevennet"].embedded and rows["chgnet"].embedded
     assert not rows["mace"].embedded and rows["mace"].distribution == "ase-moma"
     assert not rows["jmp"].embedded and rows["jmp"].capabilities.summary() == (
-        "forces stress adapters path_weights readout reference_energies parity")
+        "forces stress adapters energy_terms path_weights readout reference_energies parity")
 
 
 def _run(code: str, path: Path) -> str:

@@ -89,7 +89,7 @@ class SphericalBasis(nn.Module):
                 dihedral: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         first = legendre_harmonics(cosine, self.num_spherical)
         second = legendre_harmonics(torch.cos(dihedral), self.num_spherical)
-        return self.radial_basis(d), (first[:, :, None] * second[:, None, :]).reshape(len(cosine), -1)
+        return self.radial_basis(d), (first[:, :, None] * second[:, None, :]).flatten(1)
 
 
 class BasisEmbedding(nn.Module):
@@ -111,7 +111,8 @@ class BasisEmbedding(nn.Module):
         """(E, num_radial) → (E, interm, num_spherical), or (E, interm) without an angular part."""
         if self.num_spherical is None:
             return rad @ self.weight.T
-        return (rad @ self.weight.reshape(self.weight.shape[0], -1)).reshape(len(rad), -1, self.num_spherical)
+        return (rad @ self.weight.reshape(self.weight.shape[0], -1)).reshape(len(rad), self.weight.shape[2],
+                                                                          self.num_spherical)
 
     def per_member(self, rad: torch.Tensor, sph: torch.Tensor, group: torch.Tensor) -> torch.Tensor:
         """(members, interm): the group's projected radial part applied to each member's angular part."""

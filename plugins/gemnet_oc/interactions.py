@@ -96,7 +96,7 @@ class PairInteraction(nn.Module):
         """rad: (N, emb_size_rbf, K) projected radial basis of each atom's K neighbours."""
         neighbours = padded(self.down_projection(h)[src], tgt, rank, len(h))  # (N, K, pair_in)
         summed = rad @ neighbours  # (N, emb_size_rbf, pair_in)
-        return self.up_projection(self.scale_rbf_sum(self.bilinear(summed.reshape(len(h), -1))))
+        return self.up_projection(self.scale_rbf_sum(self.bilinear(summed.flatten(1))))
 
 
 class AtomUpdate(nn.Module):

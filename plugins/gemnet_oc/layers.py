@@ -117,6 +117,6 @@ class Bilinear(nn.Module):
         sph_m = sph @ members  # (G, S, in)
         if outer is not None:
             group2, rank2, size2 = outer
-            sph_m = padded(sph_m, group2, rank2, size2).reshape(size2, -1, sph_m.shape[-1])
+            sph_m = padded(sph_m, group2, rank2, size2).flatten(1, 2)
         summed = rad_w @ sph_m  # (G', interm, in)
-        return self.bilinear(summed.reshape(summed.shape[0], -1))
+        return self.bilinear(summed.flatten(1))

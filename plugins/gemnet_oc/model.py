@@ -10,6 +10,7 @@ gradient of the energy, which molecular dynamics and relaxations need.
 from __future__ import annotations
 
 import contextlib
+from typing import Callable
 
 import torch
 from torch import nn
@@ -19,6 +20,9 @@ from ase_moma.plugins.gemnet_oc.config import GemNetOCConfig
 from ase_moma.plugins.gemnet_oc.graph import GRAPHS
 from ase_moma.plugins.gemnet_oc.interactions import InteractionBlock, OutputBlock
 from ase_moma.plugins.gemnet_oc.layers import AtomEmbedding, Dense, EdgeEmbedding, padded, residual_stack
+
+# extra(h (N, F), main-graph edge vectors (E, 3) Å) → ((B,) eV, per-atom output or None)
+ExtraEnergy = Callable[[torch.Tensor, torch.Tensor], tuple[torch.Tensor, "torch.Tensor | None"]]
 
 
 class GemNetOC(nn.Module):
@@ -72,11 +76,14 @@ class GemNetOC(nn.Module):
         self.out_energy = Dense(config.emb_size_atom, 1)
         self.reference_energies = nn.Parameter(torch.zeros(config.num_elements))
 
-    def forward(self, g: dict[str, torch.Tensor], *, forces: bool = True,
-                stress: bool = True) -> dict[str, torch.Tensor]:
+    def forward(self, g: dict[str, torch.Tensor], *, forces: bool = True, stress: bool = True,
+                extra: ExtraEnergy | None = None) -> dict[str, torch.Tensor]:
         """energy (B,) eV; forces (N, 3) eV/Å and stress (B, 3, 3) eV/Å³ (ASE's sign) when asked.
 
-        ``g`` is a batch from :func:`~ase_moma.plugins.gemnet_oc.graph.collate`.
+        ``g`` is a batch from :func:`~ase_moma.plugins.gemnet_oc.graph.collate`. extra: an
+        energy added before differentiating, ``extra(h, vectors)`` → ((B,) eV, per-atom output
+        or None) from the last block's atom embeddings and the main graph's edge vectors; its
+        per-atom output is returned as ``per_atom``.
         """
         positions, strain = g["positions"], None
         if forces:
@@ -84,8 +91,12 @@ class GemNetOC(nn.Module):
         if stress:
             strain = torch.zeros_like(g["cell"], requires_grad=True)
         with torch.enable_grad() if (forces or stress) else contextlib.nullcontext():
-            energy, _ = self.energy_and_features(g, positions, strain)
-            out = {"energy": energy}
+            energy, h, vectors = self.energy_and_features(g, positions, strain)
+            out = {}
+            if extra is not None:
+                added, out["per_atom"] = extra(h, vectors)
+                energy = energy + added.to(energy.dtype)
+            out["energy"] = energy
             if forces or stress:
                 wrt = [t for t in (positions if forces else None, strain) if t is not None]
                 grads = torch.autograd.grad(energy.sum(), wrt, create_graph=self.training)
@@ -97,8 +108,9 @@ class GemNetOC(nn.Module):
         return out
 
     def energy_and_features(self, g: dict[str, torch.Tensor], positions: torch.Tensor | None = None,
-                            strain: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
-        """(B,) energies in eV and (N, emb_size_atom) atom embeddings after the last block.
+                            strain: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """(B,) energies in eV, (N, emb_size_atom) atom embeddings after the last block, and (E, 3)
+        vectors in Å of the main graph's edges (source image − target).
 
         strain: (B, 3, 3) symmetric-in-effect deformation ε applied as r → r (1 + ε).
         """
@@ -108,7 +120,8 @@ class GemNetOC(nn.Module):
             deformation = torch.eye(3, dtype=cell.dtype, device=cell.device) + (strain + strain.transpose(1, 2)) / 2
             positions = torch.einsum("ni,nij->nj", positions, deformation[g["batch"]])
             cell = cell @ deformation
-        geometry = {name: _edge_vectors(g, name, positions, cell) for name in GRAPHS}
+        vectors = {name: _edge_vectors(g, name, positions, cell) for name in GRAPHS}
+        geometry = {name: _lengths_and_directions(v) for name, v in vectors.items()}
         bases = self._bases(g, geometry, len(positions))
         numbers = g["numbers"]
         h = self.atom_emb(numbers)
@@ -120,7 +133,7 @@ class GemNetOC(nn.Module):
         per_atom = self.out_energy(self.out_mlp_E(torch.cat(outputs, dim=-1))).squeeze(-1)
         per_atom = per_atom + self.reference_energies[numbers - 1]
         energy = torch.zeros(len(g["n_atoms"]), dtype=per_atom.dtype, device=per_atom.device)
-        return energy.index_add(0, g["batch"], per_atom), h
+        return energy.index_add(0, g["batch"], per_atom), h, vectors["main"]
 
     def _bases(self, g: dict, geometry: dict, n_atoms: int) -> dict:
         """Every interaction's projected bases (shared by all blocks)."""
@@ -147,7 +160,7 @@ class GemNetOC(nn.Module):
 
         rad, cir = self.cbf_basis_eaint(d_aea, _cosine(u_aea[g["e2a_out"]], u_main[g["e2a_in"]]))
         per_atom = padded(self.mlp_cbf_eaint.project(rad), g["aea_tgt"], g["aea_inner"], n_atoms)
-        per_atom = per_atom.transpose(1, 2).reshape(n_atoms, per_atom.shape[2], -1)  # (N, interm, K·S)
+        per_atom = per_atom.transpose(1, 2).flatten(2)  # (N, interm, K·S)
         e2a = {"rad": self.mlp_rbf_eaint(rbf_main),
                "cir": (per_atom, _angular(cir, g["e2a_out"], g["e2a_agg"], len(d_aea)))}
 
@@ -157,12 +170,14 @@ class GemNetOC(nn.Module):
                 "atom_update": self.mlp_rbf_h(rbf_main), "output": self.mlp_rbf_out(rbf_main)}
 
 
-def _edge_vectors(g: dict, name: str, positions: torch.Tensor,
-                  cell: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """(E,) lengths in Å and (E, 3) unit vectors from each edge's target to its source image."""
+def _edge_vectors(g: dict, name: str, positions: torch.Tensor, cell: torch.Tensor) -> torch.Tensor:
+    """(E, 3) vectors in Å from each edge's target to its source image."""
     shift = g[f"{name}_shift"].to(positions.dtype)
     offset = torch.einsum("ei,eij->ej", shift, cell[g[f"{name}_batch"]])
-    vectors = positions[g[f"{name}_src"]] + offset - positions[g[f"{name}_tgt"]]
+    return positions[g[f"{name}_src"]] + offset - positions[g[f"{name}_tgt"]]
+
+
+def _lengths_and_directions(vectors: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     lengths = torch.linalg.vector_norm(vectors, dim=-1)
     return lengths, vectors / lengths[:, None]
 
