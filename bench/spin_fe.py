@@ -8,8 +8,9 @@ training magnitudes on the frozen backbone's per-atom features, untrained, (b) t
 + trained head, (c) sparse tuning + head, (d) full tuning + head: energy MAE (meV/atom), force MAE
 (meV/Å), stress MAE (GPa), moment MAE (μB) over vector components (or signed values) and over
 magnitudes, on the test part, beside the bare backbone's zero-shot errors and the trivial baseline
-(every magnitude = the training mean). CHGNet 0.3.0's own magnitudes on the same test frames are the outside reference. Then the
-time of a training step (forward, backward) with the head over one without, on the same batch.
+(every magnitude = the training mean). CHGNet 0.3.0's own magnitudes on the same test frames are
+the outside reference. Then the time of a training step (forward, backward) with the head over one
+without, on the same batch.
 
 --quick (training capped at 48 frames, validation 8, test 32, all of at most 32 atoms; batch 8,
 3 epochs) runs on the 2-core CPU machine; the default (whole parts, batch 64, up to 100 epochs)

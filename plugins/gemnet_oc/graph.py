@@ -101,13 +101,13 @@ def build_graph(atoms: Atoms, config: GemNetOCConfig) -> GemNetGraph:
     arrays["main_swap"] = np.concatenate([np.arange(half, 2 * half), np.arange(half)])
     arrays["a2a_inner"] = _rank_in_groups(a2a.tgt)
     arrays["aea_inner"] = _rank_in_groups(aea.tgt)
-    arrays["e2e_in"], arrays["e2e_out"] = _triplets(main, main, into_source=False, same_graph=True)
-    arrays["a2e_in"], arrays["a2e_out"] = _triplets(aea, main, into_source=False)
-    arrays["e2a_in"], arrays["e2a_out"] = _triplets(main, aea, into_source=False)
+    arrays["e2e_in"], arrays["e2e_out"] = _triplets(main, main, n, into_source=False, same_graph=True)
+    arrays["a2e_in"], arrays["a2e_out"] = _triplets(aea, main, n, into_source=False)
+    arrays["e2a_in"], arrays["e2a_out"] = _triplets(main, aea, n, into_source=False)
     for kind in ("e2e", "a2e", "e2a"):
         arrays[f"{kind}_agg"] = _rank_in_groups(arrays[f"{kind}_out"])
-    arrays["tin_in"], arrays["tin_out"] = _triplets(main, qint, into_source=True)
-    arrays["tout_in"], arrays["tout_out"] = _triplets(qint, main, into_source=False)
+    arrays["tin_in"], arrays["tin_out"] = _triplets(main, qint, n, into_source=True)
+    arrays["tout_in"], arrays["tout_out"] = _triplets(qint, main, n, into_source=False)
     arrays.update(_quadruplets(main, qint, arrays))
     return GemNetGraph(atoms.numbers.astype(np.int64), atoms.positions.astype(np.float64),
                        atoms.cell.array.astype(np.float64), arrays)
@@ -116,8 +116,8 @@ def build_graph(atoms: Atoms, config: GemNetOCConfig) -> GemNetGraph:
 def collate(graphs: Sequence[GemNetGraph], device: torch.device, dtype: torch.dtype) -> dict[str, torch.Tensor]:
     """One batch: every index offset by the structures before it, on ``device``.
 
-    Adds numbers (N,), positions (N, 3), cell (B, 3, 3), batch (N,) structure of each atom,
-    n_atoms (B,) and ``{graph}_batch`` (E,) the structure of each edge.
+    Adds numbers (N,), positions (N, 3), cell (B, 3, 3), batch (N,) structure of each atom
+    and n_atoms (B,).
     """
     spaces = {space for space in INDEX_SPACES.values() if space}
     offsets = {space: np.cumsum([0] + [g.size(space) for g in graphs])[:-1] for space in spaces}
@@ -126,9 +126,6 @@ def collate(graphs: Sequence[GemNetGraph], device: torch.device, dtype: torch.dt
         space = INDEX_SPACES.get(key, "")
         parts = [g.arrays[key] + (offsets[space][i] if space else 0) for i, g in enumerate(graphs)]
         batch[key] = torch.as_tensor(np.concatenate(parts), dtype=torch.long)
-    for name in GRAPHS:
-        batch[f"{name}_batch"] = torch.as_tensor(
-            np.repeat(np.arange(len(graphs)), [g.size(name) for g in graphs]), dtype=torch.long)
     counts = [len(g.numbers) for g in graphs]
     batch["numbers"] = torch.as_tensor(np.concatenate([g.numbers for g in graphs]), dtype=torch.long)
     batch["batch"] = torch.as_tensor(np.repeat(np.arange(len(graphs)), counts), dtype=torch.long)
@@ -189,7 +186,7 @@ def _by_target(graph: _Edges) -> _Edges:
     return graph.take(np.argsort(graph.tgt, kind="stable"))
 
 
-def _triplets(into: _Edges, out: _Edges, *, into_source: bool,
+def _triplets(into: _Edges, out: _Edges, n_atoms: int, *, into_source: bool,
               same_graph: bool = False) -> tuple[np.ndarray, np.ndarray]:
     """(in, out) edge indices of every triplet, ordered by the out edge.
 
@@ -199,7 +196,6 @@ def _triplets(into: _Edges, out: _Edges, *, into_source: bool,
     itself, otherwise an in-edge from the same image as o's other end.
     """
     order = np.argsort(into.tgt, kind="stable")
-    n_atoms = int(max(into.tgt.max(initial=-1), out.tgt.max(initial=-1), out.src.max(initial=-1))) + 1
     counts = np.bincount(into.tgt, minlength=n_atoms)
     starts = np.cumsum(counts) - counts
     meet = out.src if into_source else out.tgt

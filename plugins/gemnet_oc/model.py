@@ -98,7 +98,7 @@ class GemNetOC(nn.Module):
                 energy = energy + added.to(energy.dtype)
             out["energy"] = energy
             if forces or stress:
-                wrt = [t for t in (positions if forces else None, strain) if t is not None]
+                wrt = ([positions] if forces else []) + ([strain] if stress else [])
                 grads = torch.autograd.grad(energy.sum(), wrt, create_graph=self.training)
                 if forces:
                     out["forces"] = -grads[0]
@@ -173,7 +173,7 @@ class GemNetOC(nn.Module):
 def _edge_vectors(g: dict, name: str, positions: torch.Tensor, cell: torch.Tensor) -> torch.Tensor:
     """(E, 3) vectors in Å from each edge's target to its source image."""
     shift = g[f"{name}_shift"].to(positions.dtype)
-    offset = torch.einsum("ei,eij->ej", shift, cell[g[f"{name}_batch"]])
+    offset = torch.einsum("ei,eij->ej", shift, cell[g["batch"][g[f"{name}_tgt"]]])
     return positions[g[f"{name}_src"]] + offset - positions[g[f"{name}_tgt"]]
 
 
