@@ -129,6 +129,14 @@ def test_replaying_a_recipe_rebuilds_the_same_merged_model(composed, tmp_path):
     assert read_json(tmp_path / "cli" / "recipe.json", "recipe")["merged"] == recipe["merged"]
 
 
+def test_without_the_plain_fallback_the_composition_is_kept_as_fine_tuned(composed, tmp_path):
+    out, _ = composed
+    replay(out / "recipe.json", tmp_path / "again")
+    meta = finetune_composed(tmp_path / "again", QUICK, device="cpu", progress=False, plain_fallback=False)
+    assert meta["composition"]["kept"] == "fine-tuned composition"
+    assert meta["composition"]["plain_probe_val_mae"] is None
+
+
 def test_baselines_share_the_pipeline(hub, tmp_path):
     recipes = {}
     for strategy in ("best_single", "no_hub"):

@@ -34,11 +34,14 @@ DOWNSTREAM = TrainConfig(epochs=60, batch_size=32, lr=8e-5, head_lr=1e-3, patien
 
 
 def finetune_composed(out: str | Path, config: TrainConfig | None = None, *, device: str = "auto",
-                      progress: bool = True) -> dict[str, Any]:
+                      progress: bool = True, plain_fallback: bool = True) -> dict[str, Any]:
     """Fine-tune the composed model in ``out``; write ``OUT/model/``; return its module.json.
 
     config: training settings (default DOWNSTREAM); its ``kind`` is the
     composition's. An interrupted run resumes from ``OUT/.work/``.
+    plain_fallback: keep the plain backbone's probe when it beats the
+    composition on validation (off only to measure a composition as it is,
+    e.g. each module's own fine-tuned error against its kNN proxy).
     """
     out = Path(out)
     recipe = read_recipe(out)
@@ -62,7 +65,7 @@ def finetune_composed(out: str | Path, config: TrainConfig | None = None, *, dev
     result = fit(model, config, *parts["train"], *parts["val"], work, run_hash, progress=progress,
                  desc=f"fine-tune {task['task']}")
     kept, plain_val = "fine-tuned composition", None
-    if recipe["merged"] is not None:
+    if plain_fallback and recipe["merged"] is not None:
         plain = build_property_model(base_backbone(out, device), config, readout, parts["train"][0], task_data.train)
         plain_val = evaluate(plain, {"val": parts["val"]}, float(task_data.train.targets.mean()))["val_mae"]
         if plain_val < result.best["val_mae"]:
