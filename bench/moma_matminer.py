@@ -17,6 +17,9 @@ the 2-core CPU machine; --n-train 0 uses the whole training split; without
 --quick the paper's schedule (up to 60 epochs, patience 10) is meant for a GPU.
 
     python bench/moma_matminer.py --quick [--seeds 0 1 2] [--tasks T ...] [--hub HUB] [-o OUT]
+
+--data runs the same protocol on another task folder of the same layout, e.g. the
+transport tasks no hub module has seen, written by bench/unseen_tasks.py.
 """
 
 from __future__ import annotations
@@ -48,6 +51,8 @@ CORRELATION_TASKS = ("jarvis_2d_gap_opt", "jarvis_2d_dielectric_opt")
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--hub", help="a hub (default: a verified copy of the starter hub)")
+    parser.add_argument("--data", default=str(DATA), help="a task folder laid out as ../shared/data/matminer "
+                        "(tasks.json, the task files, splits/seed*.json), e.g. from bench/unseen_tasks.py")
     parser.add_argument("-o", "--output", default="bench/out/moma_matminer", help="report folder")
     parser.add_argument("--quick", action="store_true", help="100 structures, 5 epochs, patience 3 (CPU)")
     parser.add_argument("--n-train", type=int, help="training structures (default: 100 with --quick, else all; "
@@ -56,14 +61,19 @@ def main() -> None:
     parser.add_argument("--seeds", nargs="+", type=int, help="default: 0 (quick) or 0-4")
     parser.add_argument("--strategies", nargs="+", default=["amc", "no_hub", "all_average", "best_single"],
                         choices=STRATEGIES)
-    parser.add_argument("--correlation-tasks", nargs="*", default=list(CORRELATION_TASKS))
+    parser.add_argument("--correlation-tasks", nargs="*", help=f"default: {' '.join(CORRELATION_TASKS)}")
     parser.add_argument("--no-timing", action="store_true", help="skip the AMC timing on the largest task")
     parser.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
     args = parser.parse_args()
 
-    tasks = json.loads((DATA / "tasks.json").read_text())
+    data = Path(args.data)
+    tasks = json.loads((data / "tasks.json").read_text())
+    for info in tasks.values():
+        info["path"], info["splits"] = data / info["file"], data / "splits"
     names = args.tasks or sorted(tasks, key=lambda t: tasks[t]["n"])
-    unknown = [t for t in names if t not in tasks]
+    if args.correlation_tasks is None:
+        args.correlation_tasks = [t for t in CORRELATION_TASKS if t in tasks]
+    unknown = [t for t in names + args.correlation_tasks if t not in tasks]
     if unknown:
         parser.error(f"unknown tasks {unknown}; tasks.json has {sorted(tasks)}")
     seeds = args.seeds or ([0] if args.quick else [0, 1, 2, 3, 4])
@@ -77,13 +87,13 @@ def main() -> None:
     hub = Hub(args.hub) if args.hub else write_starter_hub(work / "starter_hub")
     plain = load_backbone(hub.backbone["name"], device=args.device)
     cache = work / "embedding_cache"
-    report: dict = {"settings": {"quick": args.quick, "seeds": seeds, "n_train": n_train,
+    report: dict = {"settings": {"data": str(data), "quick": args.quick, "seeds": seeds, "n_train": n_train,
                                  "config": dataclasses.asdict(config), "hub": str(hub.path),
                                  "modules": hub.names()},
                     "rows": [], "correlation": {}, "timing": None}
     try:
         for task in names:
-            features = plain.embed(read_structures(DATA / tasks[task]["file"], "task file")).double().numpy()
+            features = plain.embed(read_structures(tasks[task]["path"], "task file")).double().numpy()
             for seed in seeds:
                 row = probe_baseline(task, tasks[task], seed, n_train, features)
                 report["rows"].append(row)
@@ -107,7 +117,7 @@ def main() -> None:
 
 def probe_baseline(task: str, info: dict, seed: int, n_train: int | None, features: np.ndarray) -> dict:
     """The ridge probe on the plain backbone's frozen features of the same training structures."""
-    data = load_task_data(DATA / info["file"], "target", DATA / "splits" / f"seed{seed}.json", task, seed=seed,
+    data = load_task_data(info["path"], "target", info["splits"] / f"seed{seed}.json", task, seed=seed,
                           max_train=n_train)
     probe = fit_ridge_probe(features[data.train.indices], data.train.targets)
     test = np.mean(np.abs(probe.predict(features[data.test.indices]) - data.test.targets))
@@ -122,16 +132,17 @@ def other_tasks_modules(hub: Hub, task: str) -> list[str]:
 
 
 def run(hub: Hub, task: str, info: dict, seed: int, strategy: str, n_train: int | None, config,
-        work: Path, cache: Path, device: str, modules: list[str] | None = None) -> dict:
+        work: Path, cache: Path, device: str, modules: list[str] | None = None, plain_fallback: bool = True) -> dict:
     """Compose with ``strategy``, fine-tune, return test MAE and timings."""
     out = work / f"{task}_{seed}_{strategy}"
     start = time.perf_counter()
-    recipe = compose(hub, DATA / info["file"], "target", out, split=DATA / "splits" / f"seed{seed}.json",
+    recipe = compose(hub, info["path"], "target", out, split=info["splits"] / f"seed{seed}.json",
                      task=task, seed=seed, n_train=n_train, unit=info["unit"], strategy=strategy,
                      modules=modules, device=device, cache_dir=cache,
                      overwrite=True, progress=False)
     compose_s = time.perf_counter() - start
-    meta = finetune_composed(out, dataclasses.replace(config, seed=seed), device=device, progress=False)
+    meta = finetune_composed(out, dataclasses.replace(config, seed=seed), device=device, progress=False,
+                             plain_fallback=plain_fallback)
     shutil.rmtree(out)
     return {"task": task, "seed": seed, "strategy": strategy, "test_mae": meta["metrics"]["test_mae"],
             "val_mae": meta["metrics"]["val_mae"], "start_val_mae": meta["training"]["start_val_mae"],
@@ -144,8 +155,8 @@ def run(hub: Hub, task: str, info: dict, seed: int, strategy: str, n_train: int 
 
 def correlation(hub: Hub, task: str, info: dict, n_train: int | None, config, work: Path, cache: Path,
                 device: str) -> dict:
-    """Each module fine-tuned alone: its proxy MAE against its test MAE (seed 0)."""
-    rows = [run(hub, task, info, 0, "amc", n_train, config, work, cache, device, modules=[name])
+    """Each module fine-tuned alone (no plain-probe fallback): its proxy MAE against its test MAE (seed 0)."""
+    rows = [run(hub, task, info, 0, "amc", n_train, config, work, cache, device, modules=[name], plain_fallback=False)
             for name in other_tasks_modules(hub, task)]
     proxy = [next(iter(r["proxy_mae"].values())) for r in rows]
     test = [r["test_mae"] for r in rows]
@@ -158,8 +169,8 @@ def timing(hub: Hub, task: str, info: dict, work: Path, device: str) -> dict:
     cache = work / "timing_cache"
     result = {"task": task}
     for state in ("cold", "warm"):
-        recipe = compose(hub, DATA / info["file"], "target", work / f"timing_{state}",
-                         split=DATA / "splits" / "seed0.json", task=task, device=device, cache_dir=cache,
+        recipe = compose(hub, info["path"], "target", work / f"timing_{state}",
+                         split=info["splits"] / "seed0.json", task=task, device=device, cache_dir=cache,
                          overwrite=True, progress=False)
         result[state] = {k: round(v, 3) for k, v in recipe["timings"].items()}
         result["train_size"] = recipe["task"]["train_size"]
