@@ -127,7 +127,8 @@ def main() -> None:
                    "train_s": seconds, "step_s": result.step_seconds}
             rows.append(row)
             step_seconds[label] = result.step_seconds
-            print(f"  {label:9s} seed {seed} E {metrics['energy_mae']:8.2f} meV/atom  F {metrics['forces_mae']:7.1f} meV/Å  "
+            print(f"  {label:9s} seed {seed} E {metrics['energy_mae']:8.2f} meV/atom  "
+                  f"F {metrics['forces_mae']:7.1f} meV/Å  "
                   f"S {metrics['stress_mae']:6.3f} GPa  updated {100 * updated:6.2f} %  "
                   f"{result.steps} steps, {seconds:.0f} s", flush=True)
             if name.startswith("mlearn_") and seed == args.seeds[0]:

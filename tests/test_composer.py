@@ -88,7 +88,8 @@ def test_merged_model_is_the_weighted_sum_and_loads_as_a_backbone(composed, hub)
         assert isinstance(load_calculator(str(out), device="cpu"), MomaCalculator)
         # a hub can be built on the composed backbone and reloads it by fingerprint
         new_hub = Hub.create(out.parent / "hub_on_composed", backbone)
-        assert new_hub.load_backbone(device="cpu").fingerprint() == backbone.fingerprint() != hub.backbone["fingerprint"]
+        reloaded = new_hub.load_backbone(device="cpu").fingerprint()
+        assert reloaded == backbone.fingerprint() != hub.backbone["fingerprint"]
     finally:
         (out / "model.hidden").rename(out / "model")
 

@@ -57,7 +57,8 @@ def test_threshold_pushed_high_prunes_everything_and_model_equals_base():
     for a, b in zip(before, _predict(backbone, frames)):
         assert torch.equal(a, b)
     increments.detach()
-    assert "parametrizations" not in dict(backbone.model.named_modules())["0_self_interaction_1.linear"].__dict__["_modules"]
+    linear = dict(backbone.model.named_modules())["0_self_interaction_1.linear"]
+    assert "parametrizations" not in linear.__dict__["_modules"]
 
 
 @pytest.mark.parametrize("refit, target", [(False, 0.05), (True, 0.01)])

@@ -78,7 +78,8 @@ def write_tuned(out: str | Path, backbone: Backbone, base: dict[str, Any], delta
         sparsity_chart(report, f"{config.method} on {name}", tmp / CHART)
         record = {"schema": SCHEMA, "backbone": base, "name": name, **summary, "config": settings,
                   "result": dict(dataclasses.asdict(result), thresholds=thresholds or {},
-                                                          reference_shifts=reference_shifts or {}), "metrics": metrics, "data": data_record,
+                                 reference_shifts=reference_shifts or {}),
+                  "metrics": metrics, "data": data_record,
                   "files": {MODEL: model_sha}, "spin_head": None, "created_by": CREATED_BY}
         if spin is not None:
             record["files"][SPIN_HEAD] = save_tensors(tmp / SPIN_HEAD, dict(spin.head.state_dict()))

@@ -71,8 +71,9 @@ def finetune_potential(backbone: str, train: DataSource, valid: DataSource, out:
         data["test"] = read_potential_set(test, what="test set", **need)
     for role, part in data.items():
         if part.dropped and progress:
+            more = " …" if len(part.dropped) > 20 else ""
             print(f"{role}: dropped {len(part.dropped)} frames of {part.source} with a stress above "
-                  f"{max_stress} eV/Å³: {', '.join(map(str, part.dropped[:20]))}{' …' if len(part.dropped) > 20 else ''}")
+                  f"{max_stress} eV/Å³: {', '.join(map(str, part.dropped[:20]))}{more}")
         if stress_check and part.stress is not None:
             rows = predict(model, part.frames[:32], progress=False)
             if all("stress" in row for row in rows):

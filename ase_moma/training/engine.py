@@ -153,7 +153,8 @@ class TrainingEngine:
         bar.close()
         self._assign(best_values)
         return EngineResult(
-            epochs_run=state["epoch"], steps=state["steps"], stopped_early=state["bad_epochs"] >= self.schedule.patience,
+            epochs_run=state["epoch"], steps=state["steps"],
+            stopped_early=state["bad_epochs"] >= self.schedule.patience,
             best_epoch=state["best_epoch"], best=dict(state["best"]), history=state["history"],
             step_seconds=float(np.mean(step_times[1:] or step_times)) if step_times else 0.0,
             resumed_from=state["resumed_from"])

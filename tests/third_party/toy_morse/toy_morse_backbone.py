@@ -49,7 +49,10 @@ class MorseBackbone(Backbone):
 
     def collate(self, graphs):
         offsets = np.cumsum([0] + [len(g["positions"]) for g in graphs])
-        tensor = lambda x, dt=self.dtype: torch.as_tensor(np.asarray(x), dtype=dt, device=self.device)
+
+        def tensor(x, dt=self.dtype):
+            return torch.as_tensor(np.asarray(x), dtype=dt, device=self.device)
+
         return {
             "positions": [tensor(g["positions"]) for g in graphs],
             "cells": [tensor(g["cell"]) for g in graphs],
