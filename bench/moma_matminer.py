@@ -10,7 +10,9 @@ frozen mean-pooled features — and beside CGCNN, MoE-(18), JMP-FT and MoMa (Ful
 from tasks.json, or with 100 training structures beside the paper's 100-sample JMP-FT and
 MoMa (its Table 10). Then, on the correlation tasks, fine-tune every module alone
 and report Spearman and Pearson correlation between its kNN proxy MAE and its
-test MAE. Finally AMC's time on the largest task's full training split, split
+test MAE (with --correlation-seeds, the mean test MAE over fine-tuning seeds on the
+seed-0 split, and how far seeds alone move a module against how far modules
+differ). Finally AMC's time on the largest task's full training split, split
 into embedding, kNN and solver, with the embedding cache cold and then warm.
 
 --quick (few-shot: 100 training structures, 5 epochs with patience 3) runs on
@@ -27,6 +29,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import itertools
 import json
 import shutil
 import tempfile
@@ -38,6 +41,7 @@ from scipy.stats import pearsonr, spearmanr
 
 from ase_moma import load_backbone
 from ase_moma.compose import DOWNSTREAM, STRATEGIES, compose, finetune_composed
+from ase_moma.compose.embeddings import module_embeddings
 from ase_moma.hub import Hub
 from ase_moma.hub.starter import write_starter_hub
 from ase_moma.labelled_data import load_task_data
@@ -69,11 +73,14 @@ def main() -> None:
     parser.add_argument("--quick", action="store_true", help="100 structures, 5 epochs, patience 3 (CPU)")
     parser.add_argument("--n-train", type=int, help="training structures (default: 100 with --quick, else all; "
                         "0: all)")
-    parser.add_argument("--tasks", nargs="+", help="default: every task in tasks.json")
+    parser.add_argument("--tasks", nargs="*", help="default: every task in tasks.json; none (a bare --tasks): "
+                        "only the correlation")
     parser.add_argument("--seeds", nargs="+", type=int, help="default: 0 (quick) or 0-4")
     parser.add_argument("--strategies", nargs="+", default=["amc", "no_hub", "all_average", "best_single"],
                         choices=STRATEGIES)
     parser.add_argument("--correlation-tasks", nargs="*", help=f"default: {' '.join(CORRELATION_TASKS)}")
+    parser.add_argument("--correlation-seeds", nargs="+", type=int, default=[0],
+                        help="fine-tuning seeds of each module on the seed-0 split (default: 0)")
     parser.add_argument("--no-timing", action="store_true", help="skip the AMC timing on the largest task")
     parser.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
     args = parser.parse_args()
@@ -82,7 +89,7 @@ def main() -> None:
     tasks = json.loads((data / "tasks.json").read_text())
     for info in tasks.values():
         info["path"], info["splits"] = data / info["file"], data / "splits"
-    names = args.tasks or sorted(tasks, key=lambda t: tasks[t]["n"])
+    names = args.tasks if args.tasks is not None else sorted(tasks, key=lambda t: tasks[t]["n"])
     if args.correlation_tasks is None:
         args.correlation_tasks = [t for t in CORRELATION_TASKS if t in tasks]
     unknown = [t for t in names + args.correlation_tasks if t not in tasks]
@@ -116,9 +123,9 @@ def main() -> None:
                     print(json.dumps(row), flush=True)
         for task in args.correlation_tasks:
             report["correlation"][task] = correlation(hub, task, tasks[task], n_train, config, work, cache,
-                                                      args.device)
+                                                      args.device, args.correlation_seeds)
             print(task, json.dumps(report["correlation"][task]), flush=True)
-        if not args.no_timing:
+        if names and not args.no_timing:
             largest = max(names, key=lambda t: tasks[t]["n"])
             report["timing"] = timing(hub, largest, tasks[largest], work, args.device)
     finally:
@@ -144,8 +151,10 @@ def other_tasks_modules(hub: Hub, task: str) -> list[str]:
 
 
 def run(hub: Hub, task: str, info: dict, seed: int, strategy: str, n_train: int | None, config,
-        work: Path, cache: Path, device: str, modules: list[str] | None = None, plain_fallback: bool = True) -> dict:
-    """Compose with ``strategy``, fine-tune, return test MAE and timings."""
+        work: Path, cache: Path, device: str, modules: list[str] | None = None, plain_fallback: bool = True,
+        finetune_seed: int | None = None) -> dict:
+    """Compose with ``strategy`` on split ``seed``, fine-tune (seeded by ``finetune_seed``, default ``seed``),
+    return test MAE and timings."""
     out = work / f"{task}_{seed}_{strategy}"
     start = time.perf_counter()
     recipe = compose(hub, info["path"], "target", out, split=info["splits"] / f"seed{seed}.json",
@@ -153,7 +162,8 @@ def run(hub: Hub, task: str, info: dict, seed: int, strategy: str, n_train: int 
                      modules=modules, device=device, cache_dir=cache,
                      overwrite=True, progress=False)
     compose_s = time.perf_counter() - start
-    meta = finetune_composed(out, dataclasses.replace(config, seed=seed), device=device, progress=False,
+    meta = finetune_composed(out, dataclasses.replace(config, seed=seed if finetune_seed is None else finetune_seed),
+                             device=device, progress=False,
                              plain_fallback=plain_fallback)
     shutil.rmtree(out)
     return {"task": task, "seed": seed, "strategy": strategy, "test_mae": meta["metrics"]["test_mae"],
@@ -166,14 +176,41 @@ def run(hub: Hub, task: str, info: dict, seed: int, strategy: str, n_train: int 
 
 
 def correlation(hub: Hub, task: str, info: dict, n_train: int | None, config, work: Path, cache: Path,
-                device: str) -> dict:
-    """Each module fine-tuned alone (no plain-probe fallback): its proxy MAE against its test MAE (seed 0)."""
-    rows = [run(hub, task, info, 0, "amc", n_train, config, work, cache, device, modules=[name], plain_fallback=False)
-            for name in other_tasks_modules(hub, task)]
-    proxy = [next(iter(r["proxy_mae"].values())) for r in rows]
-    test = [r["test_mae"] for r in rows]
-    return {"modules": [next(iter(r["proxy_mae"])) for r in rows], "proxy_mae": proxy, "test_mae": test,
-            "spearman": float(spearmanr(proxy, test).statistic), "pearson": float(pearsonr(proxy, test).statistic)}
+                device: str, finetune_seeds: list[int]) -> dict:
+    """Each module fine-tuned alone (no plain-probe fallback) on the seed-0 split, once per fine-tuning seed: its
+    proxy MAE against its mean test MAE. A seed can shift every module's test MAE alike, which leaves the ranking
+    the correlation measures untouched, so ``seed_std`` is the mean over modules of the standard deviation over
+    seeds after each seed's mean over modules is removed; ``module_std`` is the standard deviation over modules of
+    the mean, and ``seed_rank_spearman`` the mean Spearman correlation between two seeds' test MAEs. When the
+    first is well below the second and the third is near 1, the modules' ranking is reproducible, and a proxy
+    that misses it is wrong rather than unlucky."""
+    modules = other_tasks_modules(hub, task)
+    runs = [[run(hub, task, info, 0, "amc", n_train, config, work, cache, device, modules=[name],
+                 plain_fallback=False, finetune_seed=fs) for fs in finetune_seeds] for name in modules]
+    proxy = [r[0]["proxy_mae"][name] for r, name in zip(runs, modules)]
+    tests = np.array([[one["test_mae"] for one in r] for r in runs])
+    test = tests.mean(axis=1).tolist()
+    pairs = list(itertools.combinations(range(len(finetune_seeds)), 2))
+    rank_agreement = float(np.mean([spearmanr(tests[:, a], tests[:, b]).statistic for a, b in pairs])) if pairs \
+        else float("nan")
+    return {"modules": modules, "finetune_seeds": finetune_seeds, "proxy_mae": proxy, "test_mae": test,
+            "test_mae_per_seed": tests.tolist(), "seed_std": float((tests - tests.mean(axis=0)).std(axis=1).mean()),
+            "module_std": float(np.std(test)), "seed_rank_spearman": rank_agreement,
+            "spearman": float(spearmanr(proxy, test).statistic), "pearson": float(pearsonr(proxy, test).statistic),
+            **ridge_proxy(hub, modules, task, info, n_train, test, cache, device)}
+
+
+def ridge_proxy(hub: Hub, modules: list[str], task: str, info: dict, n_train: int | None, test: list[float],
+                cache: Path, device: str) -> dict:
+    """A second proxy beside the kNN one, for comparison: the leave-one-out MAE of the ridge probe on each
+    module's frozen embeddings of the same training structures (the head LP-FT starts from), and its Spearman and
+    Pearson correlation with ``test``. The embeddings come from the cache the compositions filled."""
+    train = load_task_data(info["path"], "target", info["splits"] / "seed0.json", task, seed=0,
+                           max_train=n_train).train
+    embeddings = module_embeddings(hub, modules, train.frames, device=device, cache_dir=cache, progress=False)
+    ridge = [fit_ridge_probe(embeddings[name], train.targets).loo_mae for name in modules]
+    return {"ridge_loo_mae": ridge, "ridge_spearman": float(spearmanr(ridge, test).statistic),
+            "ridge_pearson": float(pearsonr(ridge, test).statistic)}
 
 
 def timing(hub: Hub, task: str, info: dict, work: Path, device: str) -> dict:
@@ -190,6 +227,26 @@ def timing(hub: Hub, task: str, info: dict, work: Path, device: str) -> dict:
 
 
 def print_tables(report: dict, tasks: dict) -> None:
+    """The MAE table (when strategies ran), the proxy correlations and AMC's timing."""
+    if report["rows"]:
+        print_mae_table(report, tasks)
+    for task, result in report["correlation"].items():
+        print(f"\nproxy vs fine-tuned test MAE on {task}: Spearman {result['spearman']:+.3f}, "
+              f"Pearson {result['pearson']:+.3f} over {len(result['modules'])} modules; the ridge probe's "
+              f"leave-one-out MAE as proxy: Spearman {result['ridge_spearman']:+.3f}, "
+              f"Pearson {result['ridge_pearson']:+.3f}")
+        if len(result.get("finetune_seeds", ())) > 1:
+            print(f"  test MAE averaged over fine-tuning seeds {result['finetune_seeds']}; spread over seeds "
+                  f"{result['seed_std']:.4g} (each seed's common shift removed), over modules "
+                  f"{result['module_std']:.4g}; Spearman between seeds {result['seed_rank_spearman']:+.3f}")
+    timing_result = report["timing"]
+    if timing_result:
+        print(f"\nAMC time on {timing_result['task']} (M = {timing_result['train_size']}):")
+        for state in ("cold", "warm"):
+            print(f"  cache {state}: " + ", ".join(f"{k} {v} s" for k, v in timing_result[state].items()))
+
+
+def print_mae_table(report: dict, tasks: dict) -> None:
     """Test MAE per task, mean ± std over seeds, and how often AMC beats no_hub and every method the probe."""
     strategies = list(dict.fromkeys(r["strategy"] for r in report["rows"]))
     few_shot = report["settings"]["n_train"] == 100
@@ -221,14 +278,6 @@ def print_tables(report: dict, tasks: dict) -> None:
             if s != "probe":
                 print(f"{s} at or below the plain-backbone ridge probe on "
                       f"{sum(m[s] <= m['probe'] for m in means.values())} of {n} tasks")
-    for task, result in report["correlation"].items():
-        print(f"\nproxy vs fine-tuned test MAE on {task}: Spearman {result['spearman']:+.3f}, "
-              f"Pearson {result['pearson']:+.3f} over {len(result['modules'])} modules")
-    timing_result = report["timing"]
-    if timing_result:
-        print(f"\nAMC time on {timing_result['task']} (M = {timing_result['train_size']}):")
-        for state in ("cold", "warm"):
-            print(f"  cache {state}: " + ", ".join(f"{k} {v} s" for k, v in timing_result[state].items()))
 
 
 if __name__ == "__main__":
