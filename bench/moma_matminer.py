@@ -235,7 +235,7 @@ def print_tables(report: dict, tasks: dict) -> None:
               f"Pearson {result['pearson']:+.3f} over {len(result['modules'])} modules; the ridge probe's "
               f"leave-one-out MAE as proxy: Spearman {result['ridge_spearman']:+.3f}, "
               f"Pearson {result['ridge_pearson']:+.3f}")
-        if len(result.get("finetune_seeds", ())) > 1:
+        if len(result["finetune_seeds"]) > 1:
             print(f"  test MAE averaged over fine-tuning seeds {result['finetune_seeds']}; spread over seeds "
                   f"{result['seed_std']:.4g} (each seed's common shift removed), over modules "
                   f"{result['module_std']:.4g}; Spearman between seeds {result['seed_rank_spearman']:+.3f}")
