@@ -18,6 +18,7 @@ forgetting: force MAE on alexandria_val before and after tuning on each mlearn s
 (whole sets, batch 64, up to 100 epochs, patience 10) is meant for a GPU.
 
     python bench/sparse_mlip.py --quick [--sets mlearn_Si InP ...] [--methods ...] [--seeds 0 1 2] [--epochs N]
+                                [--lr LR] [--tau-lr LR]
 """
 
 from __future__ import annotations
@@ -82,6 +83,8 @@ def main() -> None:
     parser.add_argument("--seeds", nargs="+", type=int, default=[0])
     parser.add_argument("--sets", nargs="+", default=list(SETS), choices=SETS)
     parser.add_argument("--methods", nargs="+", default=list(METHODS), choices=list(METHODS))
+    parser.add_argument("--lr", type=float, help="learning rate (default: FinetuneConfig's); sparse increments train "
+                        "at lr/√f, so --lr 3.16e-4 --tau-lr 1e-3 trains sparse-L's at 1e-3")
     parser.add_argument("--tau-lr", type=float, help="threshold learning rate (default: the lr)")
     parser.add_argument("--epochs", type=int, help="epochs (default: 5 with --quick, else 100); more epochs make "
                         "forgetting measurable")
@@ -93,6 +96,8 @@ def main() -> None:
     caps = (24, 4, 12) if args.quick else None
     base_config = (FinetuneConfig(batch_size=4, epochs=5, patience=5, tau_lr=args.tau_lr) if args.quick
                    else FinetuneConfig(tau_lr=args.tau_lr))
+    if args.lr is not None:
+        base_config = dataclasses.replace(base_config, lr=args.lr)
     if args.epochs is not None:
         base_config = dataclasses.replace(base_config, epochs=args.epochs, patience=args.epochs)
     out = Path(args.output)
