@@ -69,15 +69,16 @@ def inference_ratios(reference, tuned, control, graphs, repeats: int = 7) -> tup
     rotating order after one warm-up pass each; each model's fastest pass counts, the one least
     disturbed by other load. The control's ratio is the measurement's own noise."""
     models = (reference, tuned, control)
-    times: dict[int, list[float]] = {0: [], 1: [], 2: []}
+    times: list[list[float]] = [[], [], []]
     for repeat in range(repeats + 1):
-        for which in np.roll(np.arange(3), repeat):
+        for turn in range(3):
+            which = (turn - repeat) % 3
             model = models[which]
             start = time.perf_counter()
             for graph in graphs:
                 model.forward(model.collate([graph]))
             if repeat:
-                times[int(which)].append(time.perf_counter() - start)
+                times[which].append(time.perf_counter() - start)
     return min(times[1]) / min(times[0]), min(times[2]) / min(times[0])
 
 
@@ -141,15 +142,13 @@ def main() -> None:
                   f"S {metrics['stress_mae']:6.3f} GPa  updated {100 * updated:6.2f} %  "
                   f"{result.steps} steps, {seconds:.0f} s", flush=True)
             if name.startswith("mlearn_"):
-                after = evaluate(backbone, [backbone.graph(a) for a in forgetting_data.frames], forgetting_data,
-                                 config.loss)["forces_mae"]
+                after = evaluate(backbone, forgetting_graphs, forgetting_data, config.loss)["forces_mae"]
                 forgetting.setdefault(name, {}).setdefault(label, []).append(after)
                 print(f"  {label:9s} forgetting: {FORGETTING_SET} force MAE {after:.1f} meV/Å "
                       f"(before tuning {forces_before:.1f})", flush=True)
             if label == "sparse-L" and seed == args.seeds[0]:
-                reference = load_backbone("sevennet", device=args.device)
                 control = load_backbone("sevennet", device=args.device)
-                ratio, noise = inference_ratios(reference, backbone, control, test_graphs)
+                ratio, noise = inference_ratios(original, backbone, control, test_graphs)
                 timing.setdefault("inference_ratio", {})[name] = ratio
                 timing.setdefault("inference_control", {})[name] = noise
         if "sparse-L" in step_seconds and "full" in step_seconds:
