@@ -78,6 +78,15 @@ def read_record(path: Path, what: str, schema: str) -> dict[str, Any]:
     return record
 
 
+def read_folder_record(folder: str | Path, name: str, what: str, schema: str, kind: str) -> dict[str, Any]:
+    """:func:`read_record` of the file ``name`` in ``folder``; FileNotFoundError saying that ``folder`` is not
+    a ``kind`` when the file is absent."""
+    path = Path(folder) / name
+    if not path.is_file():
+        raise FileNotFoundError(f"{folder} is not {kind}: it has no {name}")
+    return read_record(path, what, schema)
+
+
 def write_json(path: Path, content: dict[str, Any]) -> None:
     with open(path, "w") as handle:
         json.dump(content, handle, indent=1, sort_keys=True)

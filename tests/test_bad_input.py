@@ -10,6 +10,9 @@ from ase.build import bulk
 
 from ase_moma import load_backbone, load_calculator
 from ase_moma.checkpoints import UnsafeCheckpointError
+from ase_moma.compose import read_recipe
+from ase_moma.finetune.export import read_tuned
+from ase_moma.module_files import HubIntegrityError
 
 
 def test_uncovered_element_names_it_and_the_covered_set(calculator):
@@ -145,3 +148,13 @@ def test_bad_device_and_dtype():
             load_calculator("sevennet", device="cuda")
     with pytest.raises(ValueError, match="CHGNet runs in float32 only"):
         load_calculator("chgnet", dtype="float64")
+
+
+def test_folder_that_is_not_a_composition_or_a_tuned_potential(tmp_path):
+    (tmp_path / "recipe.json").write_text('{"schema": "something else"}')
+    with pytest.raises(FileNotFoundError, match="is not a fine-tuned potential: it has no finetune.json"):
+        read_tuned(tmp_path)
+    with pytest.raises(HubIntegrityError, match="is not an ase-moma composition recipe"):
+        read_recipe(tmp_path)
+    with pytest.raises(FileNotFoundError, match="is not a composed model: it has no recipe.json"):
+        read_recipe(tmp_path / "missing")

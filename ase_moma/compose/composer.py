@@ -25,7 +25,8 @@ from ase_moma.compose.strategies import STRATEGIES, strategy_weights
 from ase_moma.devices import resolve_device
 from ase_moma.hub.store import Hub
 from ase_moma.labelled_data import load_task_data
-from ase_moma.module_files import MODULE_KINDS, TRAINED_KINDS, read_record, save_tensors, weights_file, write_json
+from ase_moma.module_files import (MODULE_KINDS, TRAINED_KINDS, read_folder_record, read_record, save_tensors,
+                                   weights_file, write_json)
 from ase_moma.version import CREATED_BY
 
 RECIPE = "recipe.json"
@@ -159,10 +160,7 @@ def write_composition(hub: Hub, recipe: dict[str, Any], out: Path, overwrite: bo
 
 def read_recipe(out: str | Path) -> dict[str, Any]:
     """The recipe of a composition folder; a clear error when ``out`` is not one."""
-    path = Path(out) / RECIPE
-    if not path.is_file():
-        raise FileNotFoundError(f"{out} is not a composed model: it has no {RECIPE}")
-    return read_record(path, "composition recipe", SCHEMA)
+    return read_folder_record(out, RECIPE, "composition recipe", SCHEMA, "a composed model")
 
 
 def _candidates(hub: Hub, kind: str | None, modules: Sequence[str] | None,

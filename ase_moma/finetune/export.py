@@ -26,7 +26,7 @@ from ase_moma.finetune.report import sparsity_chart, sparsity_report
 from ase_moma.finetune.spin import SpinHead
 from ase_moma.finetune.spin_model import SpinBackbone
 from ase_moma.finetune.trainer import FinetuneConfig
-from ase_moma.module_files import (DELTA, load_state, load_tensors, read_record, save_tensors, verify_files,
+from ase_moma.module_files import (DELTA, load_state, load_tensors, read_folder_record, save_tensors, verify_files,
                                    write_json, write_module_folder)
 from ase_moma.provenance import load_recorded_backbone
 from ase_moma.saved_models import SavedModelKind
@@ -92,10 +92,7 @@ def write_tuned(out: str | Path, backbone: Backbone, base: dict[str, Any], delta
 
 def read_tuned(out: str | Path) -> dict[str, Any]:
     """finetune.json of ``out``; a clear error when ``out`` is not a fine-tuned potential."""
-    path = Path(out) / FINETUNE_JSON
-    if not path.is_file():
-        raise FileNotFoundError(f"{out} is not a fine-tuned potential: it has no {FINETUNE_JSON}")
-    return read_record(path, "fine-tuning record", SCHEMA)
+    return read_folder_record(out, FINETUNE_JSON, "fine-tuning record", SCHEMA, "a fine-tuned potential")
 
 
 def load_tuned_backbone(out: str | Path, device: str | torch.device = "auto",
