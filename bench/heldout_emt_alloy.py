@@ -28,7 +28,7 @@ from ase_moma import load_backbone
 from ase_moma.finetune import FinetuneConfig, Finetuner
 from ase_moma.finetune.loss import evaluate
 from ase_moma.finetune.potential_data import label_frames, read_potential_set
-from sparse_mlip import FORGETTING_SET, load_set
+from sparse_mlip import FORGETTING_SET, forgetting_probe
 
 
 def alloy_cells(count: int = 40, seed: int = 7) -> list[Atoms]:
@@ -57,11 +57,8 @@ def main() -> None:
     frames = alloy_cells()
     sets = {role: read_potential_set(part, forces=True, stress=True, what=f"EMT alloy {role} set")
             for role, part in (("train", frames[:24]), ("valid", frames[24:28]), ("test", frames[28:]))}
-    forgetting = load_set(FORGETTING_SET, (0, 0, 32))["test"]
-    original = load_backbone("sevennet", device=args.device)
-    forgetting_graphs = [original.graph(a) for a in forgetting.frames]
-    before = evaluate(original, forgetting_graphs, forgetting, FinetuneConfig().loss)["forces_mae"]
-    print(f"{FORGETTING_SET} force MAE before tuning: {before:.1f} meV/Å ({len(forgetting)} frames)")
+    probe = forgetting_probe(load_backbone("sevennet", device=args.device), FinetuneConfig().loss, quick=True)
+    print(f"{FORGETTING_SET} force MAE before tuning: {probe.before:.1f} meV/Å ({len(probe.data)} frames)")
     print(f"| method | preset | lr | seed | E MAE meV/atom | F MAE meV/Å | moved | steps | s | {FORGETTING_SET} F |")
     print("|---|---|---|---|---|---|---|---|---|---|")
     for run in args.runs:
@@ -77,7 +74,7 @@ def main() -> None:
         tuner.export()
         seconds = time.perf_counter() - start
         metrics = evaluate(backbone, tuner.graphs(sets["test"]), sets["test"], config.loss)
-        after = evaluate(backbone, forgetting_graphs, forgetting, config.loss)["forces_mae"]
+        after = probe.measure(backbone)
         print(f"| {method} | {preset} | {lr} | {args.seed} | {metrics['energy_mae']:.2f} | "
               f"{metrics['forces_mae']:.1f} | {moved} | {result.steps} | {seconds:.0f} | {after:.1f} |", flush=True)
 

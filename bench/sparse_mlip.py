@@ -63,6 +63,27 @@ def load_set(name: str, caps: tuple[int, int, int] | None) -> dict[str, Potentia
             for role, frames in parts.items() if frames}
 
 
+@dataclasses.dataclass
+class ForgettingProbe:
+    """Force MAE (meV/Å) on the forgetting set's frames, measured before tuning and after it."""
+
+    data: PotentialSet
+    graphs: list
+    loss: object
+    before: float
+
+    def measure(self, backbone) -> float:
+        return evaluate(backbone, self.graphs, self.data, self.loss)["forces_mae"]
+
+
+def forgetting_probe(original, loss, quick: bool) -> ForgettingProbe:
+    """FORGETTING_SET's test part (32 frames when ``quick``) as graphs of the untouched ``original``, with its
+    force MAE before any tuning."""
+    data = load_set(FORGETTING_SET, (0, 0, 32) if quick else None)["test"]
+    graphs = [original.graph(a) for a in data.frames]
+    return ForgettingProbe(data, graphs, loss, evaluate(original, graphs, data, loss)["forces_mae"])
+
+
 def inference_ratios(reference, tuned, control, graphs, repeats: int = 7) -> tuple[float, float]:
     """Time of ``tuned``, and of ``control`` (an identical copy of ``reference``), over that of
     ``reference`` to evaluate energy, forces and stress of every graph. The three take turns in a
@@ -108,10 +129,8 @@ def main() -> None:
     out = Path(args.output)
     out.mkdir(parents=True, exist_ok=True)
 
-    forgetting_data = load_set(FORGETTING_SET, (0, 0, 32) if args.quick else None)["test"]
     original = load_backbone("sevennet", device=args.device)
-    forgetting_graphs = [original.graph(a) for a in forgetting_data.frames]
-    forces_before = evaluate(original, forgetting_graphs, forgetting_data, base_config.loss)["forces_mae"]
+    probe = forgetting_probe(original, base_config.loss, args.quick)
 
     rows, timing, forgetting = [], {}, {}
     for name in args.sets:
@@ -142,10 +161,10 @@ def main() -> None:
                   f"S {metrics['stress_mae']:6.3f} GPa  updated {100 * updated:6.2f} %  "
                   f"{result.steps} steps, {seconds:.0f} s", flush=True)
             if name.startswith("mlearn_"):
-                after = evaluate(backbone, forgetting_graphs, forgetting_data, config.loss)["forces_mae"]
+                after = probe.measure(backbone)
                 forgetting.setdefault(name, {}).setdefault(label, []).append(after)
                 print(f"  {label:9s} forgetting: {FORGETTING_SET} force MAE {after:.1f} meV/Å "
-                      f"(before tuning {forces_before:.1f})", flush=True)
+                      f"(before tuning {probe.before:.1f})", flush=True)
             if label == "sparse-L" and seed == args.seeds[0]:
                 control = load_backbone("sevennet", device=args.device)
                 ratio, noise = inference_ratios(original, backbone, control, test_graphs)
@@ -155,7 +174,7 @@ def main() -> None:
             timing.setdefault("step_ratio", {})[name] = step_seconds["sparse-L"] / step_seconds["full"]
 
     report = {"quick": args.quick, "config": dataclasses.asdict(base_config), "rows": rows, "timing": timing,
-              "forgetting": {"set": FORGETTING_SET, "frames": len(forgetting_data), "forces_mae_before": forces_before,
+              "forgetting": {"set": FORGETTING_SET, "frames": len(probe.data), "forces_mae_before": probe.before,
                              "forces_mae_after": forgetting}}
     (out / "report.json").write_text(json.dumps(report, indent=1))
     print_tables(report)
