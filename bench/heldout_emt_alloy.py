@@ -12,6 +12,7 @@ fitting it moves the model away from what it was trained on, and full fine-tunin
 measurably within these 30 steps.
 
     python bench/heldout_emt_alloy.py zero_shot:L:1e-3 full:L:1e-3 sparse:L:1e-3 sparse:H:1e-3 [--seed S] [--epochs N]
+                                      [--tune-kinds linear]
 """
 
 from __future__ import annotations
@@ -28,7 +29,7 @@ from ase_moma import load_backbone
 from ase_moma.finetune import FinetuneConfig, Finetuner
 from ase_moma.finetune.loss import evaluate
 from ase_moma.finetune.potential_data import label_frames, read_potential_set
-from sparse_mlip import FORGETTING_SET, forgetting_probe
+from sparse_mlip import FORGETTING_SET, forgetting_probe, restrict_path_weights
 
 
 def alloy_cells(count: int = 40, seed: int = 7) -> list[Atoms]:
@@ -52,6 +53,8 @@ def main() -> None:
     parser.add_argument("runs", nargs="+", help="METHOD:PRESET:LR, e.g. sparse:L:1e-3")
     parser.add_argument("--seed", type=int, default=0, help="seed of the increments and the batch order")
     parser.add_argument("--epochs", type=int, default=5, help="epochs of 6 steps each (default 5: 30 steps)")
+    parser.add_argument("--tune-kinds", nargs="+", help="let sparse and LoRA move only path weights of these kinds "
+                        "(linear, radial_mlp, tensor_product); default: all")
     parser.add_argument("--device", default="cpu")
     args = parser.parse_args()
     frames = alloy_cells()
@@ -64,6 +67,8 @@ def main() -> None:
     for run in args.runs:
         method, preset, lr = run.split(":")
         backbone = load_backbone("sevennet", device=args.device)
+        if args.tune_kinds:
+            restrict_path_weights(backbone, args.tune_kinds)
         config = FinetuneConfig(method=method, preset=preset, epochs=args.epochs, patience=args.epochs, batch_size=4,
                                 lr=float(lr), seed=args.seed)
         tuner = Finetuner(backbone, config)

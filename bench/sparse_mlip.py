@@ -84,6 +84,13 @@ def forgetting_probe(original, loss, quick: bool) -> ForgettingProbe:
     return ForgettingProbe(data, graphs, loss, evaluate(original, graphs, data, loss)["forces_mae"])
 
 
+def restrict_path_weights(backbone, kinds: list[str]) -> None:
+    """Hide from sparse or LoRA tuning every path weight of ``backbone`` whose kind is not in ``kinds``
+    (``linear``, ``radial_mlp``, ``tensor_product``): an ablation of what the method may move."""
+    every = backbone.path_weights
+    backbone.path_weights = lambda: [weight for weight in every() if weight.kind in kinds]
+
+
 def inference_ratios(reference, tuned, control, graphs, repeats: int = 7) -> tuple[float, float]:
     """Time of ``tuned``, and of ``control`` (an identical copy of ``reference``), over that of
     ``reference`` to evaluate energy, forces and stress of every graph. The three take turns in a
