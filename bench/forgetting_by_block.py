@@ -1,7 +1,8 @@
 """Where forgetting sits: a tuned model's change re-applied to SevenNet-0 one part at a time.
 
 For each method, tunes SevenNet-0 on one set with bench/sparse_mlip.py's --quick caps (24 training
-frames, batch 4, --epochs epochs of 6 steps), takes the exported change and adds it to a fresh
+frames, batch 4, --epochs epochs of 6 steps) — an mlearn set, or ``emt_alloy``, the held-out EMT
+Cu–Ni–Al set of bench/heldout_emt_alloy.py (24/4/12 cells already) — takes the exported change and adds it to a fresh
 copy of the original part by part: each interaction block, the species embedding, the read-out,
 the parameters that are not path weights (the radial basis frequencies, the per-element energy
 scale), and then by kind (e3nn linears, radial MLPs). For each part, "only" applies that part's
@@ -9,7 +10,7 @@ change alone and "without" applies all the rest; the set's test force MAE says w
 buys, the force MAE on bench/sparse_mlip.py's 32 alexandria_val frames says what it costs.
 The table ends with each part's moved entries and the L2 norm of its change.
 
-    python bench/forgetting_by_block.py [--set mlearn_Mo] [--epochs 15] [--methods full sparse-L] [--seed 0]
+    python bench/forgetting_by_block.py [--set mlearn_Mo|emt_alloy] [--epochs 15] [--methods full sparse-L] [--seed 0]
                                         [--tune-kinds linear]
 """
 
@@ -25,6 +26,7 @@ from ase_moma import load_backbone
 from ase_moma.delta import Delta, apply_delta
 from ase_moma.finetune import FinetuneConfig, Finetuner
 from ase_moma.finetune.loss import evaluate
+from heldout_emt_alloy import emt_alloy_sets
 from sparse_mlip import FORGETTING_SET, METHODS, SETS, forgetting_probe, load_set, restrict_path_weights
 
 
@@ -43,7 +45,7 @@ def block_of(name: str) -> str:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--set", default="mlearn_Mo", choices=SETS)
+    parser.add_argument("--set", default="mlearn_Mo", choices=SETS + ("emt_alloy",))
     parser.add_argument("--epochs", type=int, default=15, help="epochs of 6 steps (default 15: 90 steps)")
     parser.add_argument("--methods", nargs="+", default=["full", "sparse-L"], choices=["full", "sparse-L", "sparse-H"])
     parser.add_argument("--seed", type=int, default=0)
@@ -55,7 +57,7 @@ def main() -> None:
     path_kinds = {weight.name: weight.kind for weight in original.path_weights()}
     config = FinetuneConfig(batch_size=4, epochs=args.epochs, patience=args.epochs, seed=args.seed)
     probe = forgetting_probe(original, config.loss, quick=True)
-    data = load_set(args.set, (24, 4, 12))
+    data = emt_alloy_sets() if args.set == "emt_alloy" else load_set(args.set, (24, 4, 12))
     graphs = [original.graph(atoms) for atoms in data["test"].frames]
 
     scratch = load_backbone("sevennet", device="cpu")

@@ -28,7 +28,7 @@ from ase.calculators.emt import EMT
 from ase_moma import load_backbone
 from ase_moma.finetune import FinetuneConfig, Finetuner
 from ase_moma.finetune.loss import evaluate
-from ase_moma.finetune.potential_data import label_frames, read_potential_set
+from ase_moma.finetune.potential_data import PotentialSet, label_frames, read_potential_set
 from sparse_mlip import FORGETTING_SET, forgetting_probe, restrict_path_weights
 
 
@@ -48,6 +48,13 @@ def alloy_cells(count: int = 40, seed: int = 7) -> list[Atoms]:
     return label_frames(frames, EMT())
 
 
+def emt_alloy_sets() -> dict[str, PotentialSet]:
+    """The bench's train (24 cells), valid (4) and test (12) sets of ``alloy_cells()``."""
+    frames = alloy_cells()
+    return {role: read_potential_set(part, forces=True, stress=True, what=f"EMT alloy {role} set")
+            for role, part in (("train", frames[:24]), ("valid", frames[24:28]), ("test", frames[28:]))}
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("runs", nargs="+", help="METHOD:PRESET:LR, e.g. sparse:L:1e-3")
@@ -57,9 +64,7 @@ def main() -> None:
                         "(linear, radial_mlp, tensor_product); default: all")
     parser.add_argument("--device", default="cpu")
     args = parser.parse_args()
-    frames = alloy_cells()
-    sets = {role: read_potential_set(part, forces=True, stress=True, what=f"EMT alloy {role} set")
-            for role, part in (("train", frames[:24]), ("valid", frames[24:28]), ("test", frames[28:]))}
+    sets = emt_alloy_sets()
     probe = forgetting_probe(load_backbone("sevennet", device=args.device), FinetuneConfig().loss, quick=True)
     print(f"{FORGETTING_SET} force MAE before tuning: {probe.before:.1f} meV/Å ({len(probe.data)} frames)")
     print(f"| method | preset | lr | seed | E MAE meV/atom | F MAE meV/Å | moved | steps | s | {FORGETTING_SET} F |")
