@@ -12,7 +12,7 @@ fitting it moves the model away from what it was trained on, and full fine-tunin
 measurably within these 30 steps.
 
     python bench/heldout_emt_alloy.py zero_shot:L:1e-3 full:L:1e-3 sparse:L:1e-3 sparse:H:1e-3 [--seed S] [--epochs N]
-                                      [--tune-kinds linear]
+                                      [--tune-kinds linear] [--target-fraction F]
 """
 
 from __future__ import annotations
@@ -62,6 +62,8 @@ def main() -> None:
     parser.add_argument("--epochs", type=int, default=5, help="epochs of 6 steps each (default 5: 30 steps)")
     parser.add_argument("--tune-kinds", nargs="+", help="let sparse and LoRA move only path weights of these kinds "
                         "(linear, radial_mlp, tensor_product); default: all")
+    parser.add_argument("--target-fraction", type=float, help="fraction of path weights sparse moves, in place of "
+                        "the preset's (e.g. 0.3: how forgetting goes with how spread the change is)")
     parser.add_argument("--device", default="cpu")
     args = parser.parse_args()
     sets = emt_alloy_sets()
@@ -75,7 +77,7 @@ def main() -> None:
         if args.tune_kinds:
             restrict_path_weights(backbone, args.tune_kinds)
         config = FinetuneConfig(method=method, preset=preset, epochs=args.epochs, patience=args.epochs, batch_size=4,
-                                lr=float(lr), seed=args.seed)
+                                lr=float(lr), seed=args.seed, target_fraction=args.target_fraction)
         tuner = Finetuner(backbone, config)
         start = time.perf_counter()
         result = tuner.fit(sets["train"], sets["valid"], progress=False)

@@ -19,7 +19,7 @@ forgetting: force MAE on alexandria_val before and after tuning on each mlearn s
 (whole sets, batch 64, up to 100 epochs, patience 10) is meant for a GPU.
 
     python bench/sparse_mlip.py --quick [--sets mlearn_Si InP ...] [--methods ...] [--seeds 0 1 2] [--epochs N]
-                                [--lr LR] [--tau-lr LR]
+                                [--lr LR] [--tau-lr LR] [--target-fraction F]
 """
 
 from __future__ import annotations
@@ -119,6 +119,8 @@ def main() -> None:
     parser.add_argument("--lr", type=float, help="learning rate (default: FinetuneConfig's); sparse increments train "
                         "at lr/√f, so --lr 3.16e-4 --tau-lr 1e-3 trains sparse-L's at 1e-3")
     parser.add_argument("--tau-lr", type=float, help="threshold learning rate (default: the lr)")
+    parser.add_argument("--target-fraction", type=float, help="fraction of path weights sparse moves, in place of "
+                        "the preset's")
     parser.add_argument("--epochs", type=int, help="epochs (default: 5 with --quick, else 100); more epochs make "
                         "forgetting measurable")
     parser.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
@@ -129,6 +131,7 @@ def main() -> None:
     caps = (24, 4, 12) if args.quick else None
     base_config = (FinetuneConfig(batch_size=4, epochs=5, patience=5, tau_lr=args.tau_lr) if args.quick
                    else FinetuneConfig(tau_lr=args.tau_lr))
+    base_config = dataclasses.replace(base_config, target_fraction=args.target_fraction)
     if args.lr is not None:
         base_config = dataclasses.replace(base_config, lr=args.lr)
     if args.epochs is not None:
