@@ -2,8 +2,8 @@
 
 For each method, tunes SevenNet-0 on one set with bench/sparse_mlip.py's --quick caps (24 training
 frames, batch 4, --epochs epochs of 6 steps) — an mlearn set, or ``emt_alloy``, the held-out EMT
-Cu–Ni–Al set of bench/heldout_emt_alloy.py (24/4/12 cells already) — takes the exported change and adds it to a fresh
-copy of the original part by part: each interaction block, the species embedding, the read-out,
+Cu–Ni–Al set of bench/heldout_emt_alloy.py (24/4/12 cells already) — takes the exported change
+and adds it to the original part by part: each interaction block, the species embedding, the read-out,
 the parameters that are not path weights (the radial basis frequencies, the per-element energy
 scale), and then by kind (e3nn linears, radial MLPs). For each part, "only" applies that part's
 change alone and "without" applies all the rest; the set's test force MAE says what the part
@@ -53,15 +53,13 @@ def main() -> None:
                         "(linear, radial_mlp); default: all")
     args = parser.parse_args()
 
-    original = load_backbone("sevennet", device="cpu")
-    path_kinds = {weight.name: weight.kind for weight in original.path_weights()}
-    config = FinetuneConfig(batch_size=4, epochs=args.epochs, patience=args.epochs, seed=args.seed)
-    probe = forgetting_probe(original, config.loss, quick=True)
-    data = emt_alloy_sets() if args.set == "emt_alloy" else load_set(args.set, (24, 4, 12))
-    graphs = [original.graph(atoms) for atoms in data["test"].frames]
-
     scratch = load_backbone("sevennet", device="cpu")
     pristine = {name: tensor.clone() for name, tensor in scratch.model.state_dict().items()}
+    path_kinds = {weight.name: weight.kind for weight in scratch.path_weights()}
+    config = FinetuneConfig(batch_size=4, epochs=args.epochs, patience=args.epochs, seed=args.seed)
+    probe = forgetting_probe(scratch, config.loss, quick=True)
+    data = emt_alloy_sets() if args.set == "emt_alloy" else load_set(args.set, (24, 4, 12))
+    graphs = [scratch.graph(atoms) for atoms in data["test"].frames]
 
     def measure(change: Delta) -> tuple[float, float]:
         """Test and forgetting-set force MAE (meV/Å) of the original plus ``change``, on one reused copy."""
