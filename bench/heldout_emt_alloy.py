@@ -12,7 +12,7 @@ fitting it moves the model away from what it was trained on, and full fine-tunin
 measurably within these 30 steps.
 
     python bench/heldout_emt_alloy.py zero_shot:L:1e-3 full:L:1e-3 sparse:L:1e-3 sparse:H:1e-3 [--seed S] [--epochs N]
-                                      [--tune-kinds linear] [--target-fraction F]
+                                      [--tune-kinds linear] [--target-fraction F] [--anchored]
 """
 
 from __future__ import annotations
@@ -29,6 +29,7 @@ from ase_moma import load_backbone
 from ase_moma.finetune import FinetuneConfig, Finetuner
 from ase_moma.finetune.loss import evaluate
 from ase_moma.finetune.potential_data import PotentialSet, label_frames, read_potential_set
+from anchor_fisher import AnchoredFinetuner
 from sparse_mlip import FORGETTING_SET, forgetting_probe, restrict_path_weights
 
 
@@ -64,6 +65,8 @@ def main() -> None:
                         "(linear, radial_mlp, tensor_product); default: all")
     parser.add_argument("--target-fraction", type=float, help="fraction of path weights sparse moves, in place of "
                         "the preset's (e.g. 0.3: how forgetting goes with how spread the change is)")
+    parser.add_argument("--anchored", action="store_true", help="sparse starts on the entries ranked by gain per "
+                        "harm to an unlabelled anchor set of other elements (bench/anchor_fisher.py)")
     parser.add_argument("--device", default="cpu")
     args = parser.parse_args()
     sets = emt_alloy_sets()
@@ -78,7 +81,7 @@ def main() -> None:
             restrict_path_weights(backbone, args.tune_kinds)
         config = FinetuneConfig(method=method, preset=preset, epochs=args.epochs, patience=args.epochs, batch_size=4,
                                 lr=float(lr), seed=args.seed, target_fraction=args.target_fraction)
-        tuner = Finetuner(backbone, config)
+        tuner = (AnchoredFinetuner if args.anchored else Finetuner)(backbone, config)
         start = time.perf_counter()
         result = tuner.fit(sets["train"], sets["valid"], progress=False)
         moved = (f"{tuner.increments.moved_fraction():.3f}" if tuner.increments is not None

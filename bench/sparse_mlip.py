@@ -19,7 +19,7 @@ forgetting: force MAE on alexandria_val before and after tuning on each mlearn s
 (whole sets, batch 64, up to 100 epochs, patience 10) is meant for a GPU.
 
     python bench/sparse_mlip.py --quick [--sets mlearn_Si InP ...] [--methods ...] [--seeds 0 1 2] [--epochs N]
-                                [--lr LR] [--tau-lr LR] [--target-fraction F]
+                                [--lr LR] [--tau-lr LR] [--target-fraction F] [--anchored]
 """
 
 from __future__ import annotations
@@ -38,6 +38,7 @@ from ase_moma.finetune import FinetuneConfig, Finetuner
 from ase_moma.finetune.loss import evaluate
 from ase_moma.finetune.potential_data import PotentialSet, read_potential_set, split_frames
 from ase_moma.finetune.report import sparsity_report
+from anchor_fisher import AnchoredFinetuner
 
 DATA = Path(__file__).resolve().parents[2] / "shared" / "data" / "mlip"
 SETS = ("mlearn_Si", "mlearn_Ge", "mlearn_Li", "mlearn_Mo", "InP", "alexandria_val")
@@ -123,6 +124,8 @@ def main() -> None:
                         "the preset's")
     parser.add_argument("--epochs", type=int, help="epochs (default: 5 with --quick, else 100); more epochs make "
                         "forgetting measurable")
+    parser.add_argument("--anchored", action="store_true", help="sparse starts on the entries ranked by gain per "
+                        "harm to an unlabelled anchor set of other elements (bench/anchor_fisher.py)")
     parser.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
     parser.add_argument("-o", "--output", default="bench/out/sparse_mlip")
     args = parser.parse_args()
@@ -152,7 +155,7 @@ def main() -> None:
             method, preset = METHODS[label]
             backbone = load_backbone("sevennet", device=args.device)
             config = dataclasses.replace(base_config, method=method, preset=preset, seed=seed)
-            tuner = Finetuner(backbone, config)
+            tuner = (AnchoredFinetuner if args.anchored else Finetuner)(backbone, config)
             start = time.perf_counter()
             result = tuner.fit(data["train"], data["valid"], progress=False)
             delta = tuner.export()
