@@ -29,6 +29,9 @@ def add_finetune_command(commands: argparse._SubParsersAction) -> None:
     finetune.add_argument("--name", help="task name recorded in the hub module (default: the --train stem)")
     finetune.add_argument("--epochs", type=int, help="default 100 (a composed model: 60)")
     finetune.add_argument("--batch-size", type=int, help="default 64 (a composed model: 32)")
+    finetune.add_argument("--chunk-atoms", type=int, help="compute each batch in chunks of at most this many atoms, "
+                          "accumulating their gradients (the same step in less memory); default 64 on a CPU, "
+                          "the whole batch on a GPU")
     finetune.add_argument("--lr", type=float, help="default 1e-3 (a composed model: 8e-5)")
     finetune.add_argument("--head-lr", type=float, default=1e-3, help="a composed model's or the spin head's")
     finetune.add_argument("--tau-lr", type=float, help="learning rate of the sparse thresholds (default: --lr)")
@@ -86,7 +89,7 @@ def _finetune_potential(args: argparse.Namespace) -> int:
                             target_fraction=args.target_sparsity,
                             max_steps=args.max_steps, refit_references=not args.no_refit_references,
                             rank=args.rank, seed=args.seed, spin_head=args.spin_head, head_lr=args.head_lr,
-                            **given)
+                            chunk_atoms=args.chunk_atoms, **given)
     weights = {key: value for key, value in (("energy", args.energy_weight), ("forces", args.forces_weight),
                                              ("stress", args.stress_weight), ("magmoms", args.magmoms_weight))
                if value is not None}

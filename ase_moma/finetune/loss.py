@@ -42,16 +42,22 @@ class PotentialLoss:
         if not self.huber_delta > 0:
             raise ValueError(f"the Huber delta must be positive, got {self.huber_delta}")
 
-    def __call__(self, out: BackboneOutput, labels: "Labels") -> torch.Tensor:
-        """The weighted sum over the terms this loss weights (a scalar, float64)."""
+    def __call__(self, out: BackboneOutput, labels: "Labels", *, structure_share: float = 1.0,
+                 atom_share: float = 1.0) -> torch.Tensor:
+        """The weighted sum over the terms this loss weights (a scalar, float64).
+
+        structure_share, atom_share: for a chunk of a batch, its fraction of the batch's structures and
+        of its atoms; the per-structure terms (energy, stress) are scaled by the first, the per-atom ones
+        (forces, moments) by the second, so that the chunks' losses add up to the whole batch's.
+        """
         huber = lambda a, b: torch.nn.functional.huber_loss(a.double(), b, delta=self.huber_delta)  # noqa: E731
-        loss = self.energy * huber(out.energy / labels.n_atoms, labels.energy_per_atom)
+        loss = self.energy * structure_share * huber(out.energy / labels.n_atoms, labels.energy_per_atom)
         if self.forces > 0:
-            loss = loss + self.forces * huber(out.forces, labels.forces)
+            loss = loss + self.forces * atom_share * huber(out.forces, labels.forces)
         if self.stress > 0:
-            loss = loss + self.stress * huber(out.stress, labels.stress)
+            loss = loss + self.stress * structure_share * huber(out.stress, labels.stress)
         if labels.magmoms is not None and self.magmoms > 0:
-            loss = loss + self.magmoms * huber(out.magmoms, labels.magmoms)
+            loss = loss + self.magmoms * atom_share * huber(out.magmoms, labels.magmoms)
         return loss
 
 

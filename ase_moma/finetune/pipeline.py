@@ -81,7 +81,7 @@ def finetune_potential(backbone: str, train: DataSource, valid: DataSource, out:
                 check_stress_unit(predicted, _first(part, len(rows)), stress_unit)
     work = work_folder(out)
     run_hash = hashlib.sha256(json.dumps({
-        "base": base["fingerprint"], "config": dataclasses.asdict(config),
+        "base": base["fingerprint"], "config": _defining(config),
         "data": {role: part.data_hash() for role, part in data.items()}}, sort_keys=True).encode()).hexdigest()
     result = tuner.fit(data["train"], data["valid"], progress=progress, checkpoint=work, run_hash=run_hash)
     if result.resumed_from and progress:
@@ -95,6 +95,12 @@ def finetune_potential(backbone: str, train: DataSource, valid: DataSource, out:
                          spin=tuner.spin, thresholds=thresholds, reference_shifts=tuner.reference_shifts)
     shutil.rmtree(work, ignore_errors=True)
     return record
+
+
+def _defining(config: FinetuneConfig) -> dict:
+    """The settings that define a run, for its resume hash: all but ``chunk_atoms``, which changes how a
+    step is computed, not the step."""
+    return {key: value for key, value in dataclasses.asdict(config).items() if key != "chunk_atoms"}
 
 
 def _first(data: PotentialSet, count: int) -> PotentialSet:

@@ -26,6 +26,7 @@ import torch
 
 from ase_moma.backbone import Backbone
 from ase_moma.delta import Delta, apply_delta, state_delta
+from ase_moma.finetune.chunks import atom_chunks, default_chunk_atoms
 from ase_moma.finetune.increments import IncrementSet
 from ase_moma.finetune.lora import ALPHA, RANK
 from ase_moma.finetune.loss import PotentialLoss, batch_labels, evaluate
@@ -70,7 +71,10 @@ class FinetuneConfig:
     rank, alpha: LoRA's. seed: of the increments' initialisation and the batch order.
     spin_head: ``"vector"``, ``"collinear"`` or None; head_lr: its learning rate.
     loss: the loss (its weights); default 1:10:100 (energy, forces, stress),
-    or 1:1:1:1 with moments when a spin head is trained.
+    or 1:1:1:1 with moments when a spin head is trained. chunk_atoms: each batch is
+    computed in chunks of at most this many atoms, their gradients accumulated
+    (the same step as the whole batch's, to round-off, in a fraction of the
+    memory); default: ``chunks.default_chunk_atoms`` of the backbone's device.
     """
 
     method: str = "sparse"
@@ -92,6 +96,7 @@ class FinetuneConfig:
     spin_head: str | None = None
     head_lr: float = 1e-3
     loss: PotentialLoss | None = None
+    chunk_atoms: int | None = None
 
     def __post_init__(self) -> None:
         if self.loss is None:
@@ -110,6 +115,8 @@ class FinetuneConfig:
                              f"{self.target_fraction}")
         if self.spin_head is not None and self.spin_head not in SPIN_KINDS:
             raise ValueError(f"spin head must be one of {', '.join(SPIN_KINDS)}, got {self.spin_head!r}")
+        if self.chunk_atoms is not None and self.chunk_atoms < 1:
+            raise ValueError(f"a chunk must hold at least one atom, got chunk_atoms={self.chunk_atoms}")
         if not self.lr > 0 or (self.tau_lr is not None and not self.tau_lr > 0):
             raise ValueError("learning rates must be positive")
         self.loss.check()
@@ -190,12 +197,34 @@ class Finetuner:
         return engine.run(len(train), lambda rows: self._batch_loss(train_graphs, train, rows),
                           lambda: self._validate(valid_graphs, valid))
 
-    def _batch_loss(self, graphs: list[Any], data: PotentialSet, rows: list[int]) -> torch.Tensor:
-        """The training loss of frames ``rows`` of ``data`` (``graphs``: their model graphs)."""
+    def _batch_loss(self, graphs: list[Any], data: PotentialSet, rows: list[int],
+                    scale: float = 1.0) -> torch.Tensor:
+        """``scale`` times the training loss of frames ``rows`` of ``data`` (``graphs``: their model graphs).
+
+        A batch of one chunk returns its differentiable loss. A batch of several (``chunk_atoms``)
+        back-propagates each chunk's share of the loss as it goes, so that one chunk's graph is held at
+        a time, and returns the batch's loss detached, its gradient already accumulated.
+        """
+        counts = data.n_atoms()[rows]
+        size = self.config.chunk_atoms or default_chunk_atoms(self.backbone.device)
+        chunks = atom_chunks(counts, size)
+        if len(chunks) == 1:
+            return scale * self._chunk_loss(graphs, data, rows)
+        total = torch.zeros((), dtype=torch.float64, device=self.backbone.device)
+        for positions in chunks:
+            part = [rows[p] for p in positions]
+            value = scale * self._chunk_loss(graphs, data, part, structure_share=len(part) / len(rows),
+                                             atom_share=float(counts[positions].sum() / counts.sum()))
+            value.backward()
+            total += value.detach()
+        return total
+
+    def _chunk_loss(self, graphs: list[Any], data: PotentialSet, rows: list[int], **shares: float) -> torch.Tensor:
+        """The loss of frames ``rows``, scaled by their ``shares`` of a batch (``PotentialLoss``)."""
         loss = self.config.loss
         predicted = self.model.forward(self.model.collate([graphs[i] for i in rows]),
                                        forces=loss.forces > 0, stress=loss.stress > 0)
-        return loss(predicted, batch_labels(data, rows, self.backbone.device))
+        return loss(predicted, batch_labels(data, rows, self.backbone.device), **shares)
 
     @torch.no_grad()
     def _start_magnitudes(self, graphs: list[Any], train: PotentialSet, batch_size: int = 16) -> None:
@@ -268,8 +297,9 @@ class Finetuner:
         model.train(True)  # as in training: the force graph is kept for the second derivative
         batches = [list(range(begin, min(begin + size, len(train)))) for begin in range(0, len(train), size)]
         for rows in batches:
-            loss = self._batch_loss(graphs, train, rows) / len(batches)
-            loss.backward(inputs=[parameters[name] for name in names])
+            loss = self._batch_loss(graphs, train, rows, scale=1 / len(batches))
+            if loss.requires_grad:
+                loss.backward(inputs=[parameters[name] for name in names])
         model.train(False)
         gradients = {}
         for name in names:

@@ -98,7 +98,9 @@ class TrainingEngine:
             validate: Callable[[], dict[str, float]]) -> EngineResult:
         """Train over items ``0..n_items-1``; on return the tensors hold the best weights.
 
-        loss: the scalar loss of a batch of item indices (differentiable).
+        loss: the scalar loss of a batch of item indices: differentiable, for the engine to
+        back-propagate, or detached when the callable has back-propagated it itself (a batch
+        accumulated chunk by chunk); gradients are zeroed before it is called.
         validate: metrics of the current weights, including ``score``.
         """
         self.schedule.check()
@@ -128,9 +130,10 @@ class TrainingEngine:
                 if state["steps"] >= budget:
                     break
                 start = time.perf_counter()
-                value = loss(order[begin:begin + self.schedule.batch_size].tolist())
                 self.optimizer.zero_grad(set_to_none=True)
-                value.backward()
+                value = loss(order[begin:begin + self.schedule.batch_size].tolist())
+                if value.requires_grad:
+                    value.backward()
                 self.optimizer.step()
                 state["steps"] += 1
                 self.after_step(state["steps"])
