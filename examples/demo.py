@@ -25,6 +25,7 @@ import numpy as np
 from ase import Atoms, units
 from ase.build import bulk
 from ase.calculators.emt import EMT
+from ase.constraints import FixCom
 from ase.filters import FrechetCellFilter
 from ase.md.langevin import Langevin
 from ase.md.velocitydistribution import thermalize_momenta
@@ -67,7 +68,8 @@ def langevin(calc, atoms: Atoms, steps: int) -> None:
     atoms = atoms.repeat((2, 1, 1))
     atoms.calc = calc
     thermalize_momenta(atoms, 600, rng=np.random.default_rng(1))
-    dynamics = Langevin(atoms, 2.0 * units.fs, temperature_K=600, friction=0.02 / units.fs,
+    atoms.set_constraint(FixCom())  # the centre of mass held, as ASE advises in place of Langevin's fixcm
+    dynamics = Langevin(atoms, 2.0 * units.fs, temperature_K=600, friction=0.02 / units.fs, fixcm=False,
                         rng=np.random.default_rng(2))
     temperatures = []
     dynamics.attach(lambda: temperatures.append(atoms.get_temperature()), interval=1)

@@ -22,6 +22,7 @@ import ase.io
 import numpy as np
 from ase import units
 from ase.build import bulk
+from ase.constraints import FixCom
 from ase.md.langevin import Langevin
 from ase.md.velocitydistribution import thermalize_momenta
 
@@ -75,7 +76,8 @@ def main() -> None:
 
         for order, atoms in orders.items():
             thermalize_momenta(atoms, 600, rng=np.random.default_rng(0))
-            dynamics = Langevin(atoms, 1.0 * units.fs, temperature_K=600, friction=0.02 / units.fs,
+            atoms.set_constraint(FixCom())  # the centre of mass held, as ASE advises in place of fixcm
+            dynamics = Langevin(atoms, 1.0 * units.fs, temperature_K=600, friction=0.02 / units.fs, fixcm=False,
                                 rng=np.random.default_rng(1))
 
             def report(atoms=atoms, dynamics=dynamics, order=order) -> None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 from ase import units
+from ase.constraints import FixCom
 from ase.filters import FrechetCellFilter
 from ase.md.langevin import Langevin
 from ase.md.velocitydistribution import thermalize_momenta
@@ -36,7 +37,8 @@ def test_nve_conserves_energy_in_a_molecule(calculator, methane):
 def test_langevin_runs_and_stays_finite(calculator, silicon, name):
     silicon.calc = calculator(name, "float32")
     thermalize_momenta(silicon, 300, rng=np.random.default_rng(2))
-    dynamics = Langevin(silicon, 1.0 * units.fs, temperature_K=300, friction=0.02,
+    silicon.set_constraint(FixCom())
+    dynamics = Langevin(silicon, 1.0 * units.fs, temperature_K=300, friction=0.02, fixcm=False,
                         rng=np.random.default_rng(3))
     dynamics.run(15)
     assert np.isfinite(silicon.get_potential_energy())

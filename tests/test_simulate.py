@@ -7,6 +7,7 @@ import numpy as np
 import pytest
 from ase import units
 from ase.build import bulk
+from ase.constraints import FixCom
 from ase.filters import FrechetCellFilter
 from ase.md.langevin import Langevin
 from ase.md.velocitydistribution import thermalize_momenta
@@ -59,11 +60,13 @@ def test_batched_md_follows_each_systems_own_ase_run(calculator, ensemble, tmp_p
         if ensemble == "nve":
             dynamics = VelocityVerlet(own, units.fs)
         else:
-            dynamics = Langevin(own, units.fs, temperature_K=600, friction=0.01 / units.fs,
+            own.set_constraint(FixCom())
+            dynamics = Langevin(own, units.fs, temperature_K=600, friction=0.01 / units.fs, fixcm=False,
                                 rng=np.random.default_rng([5, index]))
         dynamics.run(6)
         np.testing.assert_allclose(atoms.positions, own.positions, atol=1e-8)
         np.testing.assert_allclose(atoms.get_momenta(), own.get_momenta(), atol=1e-8)
+        assert atoms.constraints == []  # the run's FixCom is not left on the result
         assert len(ase.io.read(tmp_path / f"{index}.traj", ":")) == 7  # written as ASE's dynamics writes it
 
 

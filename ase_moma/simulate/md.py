@@ -8,6 +8,7 @@ from typing import Any, Iterable
 import numpy as np
 from ase import Atoms, units
 from ase.calculators.singlepoint import SinglePointCalculator
+from ase.constraints import FixCom
 from ase.md.langevin import Langevin
 from ase.md.verlet import VelocityVerlet
 
@@ -26,7 +27,9 @@ def run_md_many(structures: Iterable[Any], backbone: Backbone, *, steps: int, en
 
     ensemble: ``"nve"`` (ASE's ``VelocityVerlet``) or ``"langevin"`` (ASE's
     ``Langevin`` at ``temperature_K`` with friction ``friction_per_fs`` in 1/fs;
-    system ``i`` draws its noise from ``numpy.random.default_rng([seed, i])``).
+    system ``i`` draws its noise from ``numpy.random.default_rng([seed, i])``; its
+    centre of mass is held by ASE's ``FixCom`` constraint while it runs, as ASE
+    advises in place of Langevin's deprecated ``fixcm``).
     Initial velocities are the structures' own momenta (set them, e.g. with
     ``MaxwellBoltzmannDistribution``, before calling). trajectory_dir: write
     ``{index}.traj`` per structure every ``interval`` steps, as ASE's dynamics
@@ -55,10 +58,15 @@ def run_md_many(structures: Iterable[Any], backbone: Backbone, *, steps: int, en
             if ensemble == "nve":
                 dynamics = VelocityVerlet(atoms, timestep_fs * units.fs, trajectory=trajectory, loginterval=interval)
             else:
+                constraints = atoms.constraints
+                atoms.set_constraint(constraints + [FixCom()])
                 dynamics = Langevin(atoms, timestep_fs * units.fs, temperature_K=temperature_K,
-                                    friction=friction_per_fs / units.fs, rng=np.random.default_rng([seed, index]),
-                                    trajectory=trajectory, loginterval=interval)
+                                    friction=friction_per_fs / units.fs, fixcm=False,
+                                    rng=np.random.default_rng([seed, index]), trajectory=trajectory,
+                                    loginterval=interval)
             dynamics.run(steps)
+            if ensemble == "langevin":
+                atoms.set_constraint(constraints)
         return run
 
     run_together(evaluator, [loop(i) for i in range(len(systems))])
