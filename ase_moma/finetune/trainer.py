@@ -194,18 +194,20 @@ class Finetuner:
         engine = TrainingEngine(tensors, optimizer, config.schedule(), score="loss", modes=self._modes(optimizer),
                                 after_step=self._hold_budget,
                                 checkpoint=checkpoint, run_hash=run_hash, progress=progress, desc=config.method)
-        return engine.run(len(train), lambda rows: self._batch_loss(train_graphs, train, rows),
+        counts = train.n_atoms()
+        return engine.run(len(train), lambda rows: self._batch_loss(train_graphs, train, counts, rows),
                           lambda: self._validate(valid_graphs, valid))
 
-    def _batch_loss(self, graphs: list[Any], data: PotentialSet, rows: list[int],
+    def _batch_loss(self, graphs: list[Any], data: PotentialSet, counts: np.ndarray, rows: list[int],
                     scale: float = 1.0) -> torch.Tensor:
-        """``scale`` times the training loss of frames ``rows`` of ``data`` (``graphs``: their model graphs).
+        """``scale`` times the training loss of frames ``rows`` of ``data`` (``graphs``: their model graphs,
+        ``counts``: ``data.n_atoms()``).
 
         A batch of one chunk returns its differentiable loss. A batch of several (``chunk_atoms``)
         back-propagates each chunk's share of the loss as it goes, so that one chunk's graph is held at
         a time, and returns the batch's loss detached, its gradient already accumulated.
         """
-        counts = data.n_atoms()[rows]
+        counts = counts[rows]
         size = self.config.chunk_atoms or default_chunk_atoms(self.backbone.device)
         chunks = atom_chunks(counts, size)
         if len(chunks) == 1:
@@ -296,8 +298,9 @@ class Finetuner:
             parameters[name].requires_grad_(True)
         model.train(True)  # as in training: the force graph is kept for the second derivative
         batches = [list(range(begin, min(begin + size, len(train)))) for begin in range(0, len(train), size)]
+        counts = train.n_atoms()
         for rows in batches:
-            loss = self._batch_loss(graphs, train, rows, scale=1 / len(batches))
+            loss = self._batch_loss(graphs, train, counts, rows, scale=1 / len(batches))
             if loss.requires_grad:
                 loss.backward(inputs=[parameters[name] for name in names])
         model.train(False)

@@ -55,18 +55,17 @@ def run_md_many(structures: Iterable[Any], backbone: Backbone, *, steps: int, en
             atoms = systems[index]
             atoms.calc = BatchedCalculator(evaluator, index)
             trajectory = None if trajectory_dir is None else str(Path(trajectory_dir) / f"{index}.traj")
+            constraints = atoms.constraints
             if ensemble == "nve":
                 dynamics = VelocityVerlet(atoms, timestep_fs * units.fs, trajectory=trajectory, loginterval=interval)
             else:
-                constraints = atoms.constraints
                 atoms.set_constraint(constraints + [FixCom()])
                 dynamics = Langevin(atoms, timestep_fs * units.fs, temperature_K=temperature_K,
                                     friction=friction_per_fs / units.fs, fixcm=False,
                                     rng=np.random.default_rng([seed, index]), trajectory=trajectory,
                                     loginterval=interval)
             dynamics.run(steps)
-            if ensemble == "langevin":
-                atoms.set_constraint(constraints)
+            atoms.set_constraint(constraints)
         return run
 
     run_together(evaluator, [loop(i) for i in range(len(systems))])
