@@ -1,5 +1,6 @@
-"""An ablation of sparse fine-tuning's start: rank path-weight entries by their gain on the user's data
-per unit of harm to chemistry the data does not cover.
+"""Two ablations against forgetting, on unlabelled crystals of the elements the user's data lacks: sparse
+fine-tuning's start ranks path-weight entries by their gain on the user's data per unit of harm to that
+chemistry, or (any method) training replays those crystals against the untuned model.
 
 The library starts ΔW on the entries with the largest |∂L/∂W| (``IncrementSet.start_along``), and the
 budget keeps what it starts on. Here the rank becomes |∂L/∂W| / sqrt(1 + F/F̄), F the diagonal of the
@@ -12,6 +13,11 @@ The anchors need no labels (F is the model's own sensitivity) and no file: one A
 element with a reference state, 8 or more atoms, rattled by 0.05 Å (forces of a perfect lattice vanish
 for every weight by symmetry), leaving out every element of the training set — whose chemistry the
 user wants to change. F is estimated with Rademacher probes: E[(∂(v·F)/∂W)²] = Σ_k (∂F_k/∂W)².
+
+:class:`ReplayFinetuner` instead holds the anchors' forces during training, for any method: each step
+adds the Huber loss of as many anchors as the batch has frames against the untuned model's own forces,
+weighted as the user's force term is (``--forces-weight``), cycling through the anchors in a fixed
+order. The anchors' forces count as much as the user's; no λ is chosen.
 """
 
 from __future__ import annotations
@@ -87,3 +93,36 @@ class AnchoredFinetuner(Finetuner):
         mean = torch.cat([f.reshape(-1) for f in fisher.values()]).double().mean()
         print(f"anchor Fisher: {len(anchors)} element crystals, mean {float(mean):.3e}", flush=True)
         return {name: g / torch.sqrt(1 + fisher[name] / mean).to(g.dtype) for name, g in gradients.items()}
+
+
+class ReplayFinetuner(Finetuner):
+    """A :class:`Finetuner` whose loss also replays the anchors against the untuned model (module docstring)."""
+
+    def fit(self, train: PotentialSet, valid: PotentialSet, **options):
+        trained = {int(z) for atoms in train.frames for z in atoms.numbers}
+        anchors = anchor_structures(self.backbone.covered_numbers, trained)
+        self.anchor_graphs = [self.backbone.graph(atoms) for atoms in anchors]
+        self.anchor_forces = [self.backbone.forward(self.backbone.collate([g]), forces=True, stress=False)
+                              .forces.detach().double() for g in self.anchor_graphs]
+        self.replayed = 0
+        print(f"replay: {len(anchors)} element crystals", flush=True)
+        return super().fit(train, valid, **options)
+
+    def _batch_loss(self, graphs, data, counts, rows, scale: float = 1.0) -> torch.Tensor:
+        value = super()._batch_loss(graphs, data, counts, rows, scale)
+        if self.config.method == "sparse" and self.increments is None:
+            return value  # the start's gradient pass ranks entries by the user's loss alone
+        loss = self.config.loss
+        total = value.detach()
+        for _ in range(len(rows)):
+            index = self.replayed % len(self.anchor_graphs)
+            self.replayed += 1
+            predicted = self.model.forward(self.model.collate([self.anchor_graphs[index]]), forces=True, stress=False)
+            part = scale * loss.forces / len(rows) * torch.nn.functional.huber_loss(
+                predicted.forces.double(), self.anchor_forces[index], delta=loss.huber_delta)
+            if value.requires_grad:
+                value = value + part
+            else:
+                part.backward()
+            total = total + part.detach()
+        return value if value.requires_grad else total

@@ -13,6 +13,7 @@ measurably within these 30 steps.
 
     python bench/heldout_emt_alloy.py zero_shot:L:1e-3 full:L:1e-3 sparse:L:1e-3 sparse:H:1e-3 [--seed S] [--epochs N]
                                       [--tune-kinds linear] [--target-fraction F] [--anchored]
+                                      [--replay]
 """
 
 from __future__ import annotations
@@ -29,7 +30,7 @@ from ase_moma import load_backbone
 from ase_moma.finetune import FinetuneConfig, Finetuner
 from ase_moma.finetune.loss import evaluate
 from ase_moma.finetune.potential_data import PotentialSet, label_frames, read_potential_set
-from anchor_fisher import AnchoredFinetuner
+from anchor_fisher import AnchoredFinetuner, ReplayFinetuner
 from sparse_mlip import FORGETTING_SET, forgetting_probe, restrict_path_weights
 
 
@@ -67,6 +68,8 @@ def main() -> None:
                         "the preset's (e.g. 0.3: how forgetting goes with how spread the change is)")
     parser.add_argument("--anchored", action="store_true", help="sparse starts on the entries ranked by gain per "
                         "harm to an unlabelled anchor set of other elements (bench/anchor_fisher.py)")
+    parser.add_argument("--replay", action="store_true", help="the loss also replays unlabelled crystals of other "
+                        "elements against the untuned model's forces (any method): bench/anchor_fisher.py")
     parser.add_argument("--device", default="cpu")
     args = parser.parse_args()
     sets = emt_alloy_sets()
@@ -81,7 +84,8 @@ def main() -> None:
             restrict_path_weights(backbone, args.tune_kinds)
         config = FinetuneConfig(method=method, preset=preset, epochs=args.epochs, patience=args.epochs, batch_size=4,
                                 lr=float(lr), seed=args.seed, target_fraction=args.target_fraction)
-        tuner = (AnchoredFinetuner if args.anchored else Finetuner)(backbone, config)
+        kind = ReplayFinetuner if args.replay else AnchoredFinetuner if args.anchored else Finetuner
+        tuner = kind(backbone, config)
         start = time.perf_counter()
         result = tuner.fit(sets["train"], sets["valid"], progress=False)
         moved = (f"{tuner.increments.moved_fraction():.3f}" if tuner.increments is not None
