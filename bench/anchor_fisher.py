@@ -82,13 +82,18 @@ def force_fisher(backbone, anchors: list[Atoms], probes: int = 2, seed: int = 0)
     return {name: value / count for name, value in fisher.items()}
 
 
+def anchors_for(backbone, train: PotentialSet) -> list[Atoms]:
+    """The anchors of a run: one crystal per element ``backbone`` covers and ``train`` lacks."""
+    trained = {int(z) for atoms in train.frames for z in atoms.numbers}
+    return anchor_structures(backbone.covered_numbers, trained)
+
+
 class AnchoredFinetuner(Finetuner):
     """A :class:`Finetuner` whose sparse start ranks entries by |∂L/∂W| / sqrt(1 + F/F̄) (module docstring)."""
 
     def _path_gradients(self, graphs: list, train: PotentialSet) -> dict[str, torch.Tensor]:
         gradients = super()._path_gradients(graphs, train)
-        trained = {int(z) for atoms in train.frames for z in atoms.numbers}
-        anchors = anchor_structures(self.backbone.covered_numbers, trained)
+        anchors = anchors_for(self.backbone, train)
         fisher = force_fisher(self.backbone, anchors)
         mean = torch.cat([f.reshape(-1) for f in fisher.values()]).double().mean()
         print(f"anchor Fisher: {len(anchors)} element crystals, mean {float(mean):.3e}", flush=True)
@@ -99,13 +104,11 @@ class ReplayFinetuner(Finetuner):
     """A :class:`Finetuner` whose loss also replays the anchors against the untuned model (module docstring)."""
 
     def fit(self, train: PotentialSet, valid: PotentialSet, **options):
-        trained = {int(z) for atoms in train.frames for z in atoms.numbers}
-        anchors = anchor_structures(self.backbone.covered_numbers, trained)
-        self.anchor_graphs = [self.backbone.graph(atoms) for atoms in anchors]
+        self.anchor_graphs = [self.backbone.graph(atoms) for atoms in anchors_for(self.backbone, train)]
         self.anchor_forces = [self.backbone.forward(self.backbone.collate([g]), forces=True, stress=False)
                               .forces.detach().double() for g in self.anchor_graphs]
         self.replayed = 0
-        print(f"replay: {len(anchors)} element crystals", flush=True)
+        print(f"replay: {len(self.anchor_graphs)} element crystals", flush=True)
         return super().fit(train, valid, **options)
 
     def _batch_loss(self, graphs, data, counts, rows, scale: float = 1.0) -> torch.Tensor:
@@ -113,16 +116,15 @@ class ReplayFinetuner(Finetuner):
         if self.config.method == "sparse" and self.increments is None:
             return value  # the start's gradient pass ranks entries by the user's loss alone
         loss = self.config.loss
-        total = value.detach()
-        for _ in range(len(rows)):
-            index = self.replayed % len(self.anchor_graphs)
-            self.replayed += 1
-            predicted = self.model.forward(self.model.collate([self.anchor_graphs[index]]), forces=True, stress=False)
-            part = scale * loss.forces / len(rows) * torch.nn.functional.huber_loss(
-                predicted.forces.double(), self.anchor_forces[index], delta=loss.huber_delta)
-            if value.requires_grad:
-                value = value + part
-            else:
-                part.backward()
-            total = total + part.detach()
-        return value if value.requires_grad else total
+        picked = [(self.replayed + k) % len(self.anchor_graphs) for k in range(len(rows))]
+        self.replayed += len(rows)
+        predicted = self.model.forward(self.model.collate([self.anchor_graphs[i] for i in picked]),
+                                       forces=True, stress=False).forces.double()
+        sizes = [len(self.anchor_forces[i]) for i in picked]
+        replay = scale * loss.forces / len(rows) * sum(  # each anchor's mean Huber counts alike
+            torch.nn.functional.huber_loss(part, self.anchor_forces[i], delta=loss.huber_delta)
+            for part, i in zip(torch.split(predicted, sizes), picked))
+        if value.requires_grad:
+            return value + replay
+        replay.backward()
+        return value + replay.detach()

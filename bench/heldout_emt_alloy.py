@@ -12,8 +12,7 @@ fitting it moves the model away from what it was trained on, and full fine-tunin
 measurably within these 30 steps.
 
     python bench/heldout_emt_alloy.py zero_shot:L:1e-3 full:L:1e-3 sparse:L:1e-3 sparse:H:1e-3 [--seed S] [--epochs N]
-                                      [--tune-kinds linear] [--target-fraction F] [--anchored]
-                                      [--replay]
+                                      [--tune-kinds linear] [--target-fraction F] [--anchored | --replay]
 """
 
 from __future__ import annotations
@@ -66,10 +65,11 @@ def main() -> None:
                         "(linear, radial_mlp, tensor_product); default: all")
     parser.add_argument("--target-fraction", type=float, help="fraction of path weights sparse moves, in place of "
                         "the preset's (e.g. 0.3: how forgetting goes with how spread the change is)")
-    parser.add_argument("--anchored", action="store_true", help="sparse starts on the entries ranked by gain per "
-                        "harm to an unlabelled anchor set of other elements (bench/anchor_fisher.py)")
-    parser.add_argument("--replay", action="store_true", help="the loss also replays unlabelled crystals of other "
-                        "elements against the untuned model's forces (any method): bench/anchor_fisher.py")
+    against = parser.add_mutually_exclusive_group()
+    against.add_argument("--anchored", action="store_true", help="sparse starts on the entries ranked by gain per "
+                         "harm to an unlabelled anchor set of other elements (bench/anchor_fisher.py)")
+    against.add_argument("--replay", action="store_true", help="the loss also replays unlabelled crystals of other "
+                         "elements against the untuned model's forces (any method): bench/anchor_fisher.py")
     parser.add_argument("--device", default="cpu")
     args = parser.parse_args()
     sets = emt_alloy_sets()
