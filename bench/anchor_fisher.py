@@ -88,6 +88,12 @@ def anchors_for(backbone, train: PotentialSet) -> list[Atoms]:
     return anchor_structures(backbone.covered_numbers, trained)
 
 
+def frame_forces(model, graphs: list) -> list[torch.Tensor]:
+    """Each graph's (n_atoms, 3) forces in eV/Å, float64, from one collated forward of ``model``."""
+    out = model.forward(model.collate(graphs), forces=True, stress=False)
+    return list(torch.split(out.forces.double(), out.n_atoms.tolist()))
+
+
 class AnchoredFinetuner(Finetuner):
     """A :class:`Finetuner` whose sparse start ranks entries by |∂L/∂W| / sqrt(1 + F/F̄) (module docstring)."""
 
@@ -105,8 +111,7 @@ class ReplayFinetuner(Finetuner):
 
     def fit(self, train: PotentialSet, valid: PotentialSet, **options):
         self.anchor_graphs = [self.backbone.graph(atoms) for atoms in anchors_for(self.backbone, train)]
-        self.anchor_forces = [self.backbone.forward(self.backbone.collate([g]), forces=True, stress=False)
-                              .forces.detach().double() for g in self.anchor_graphs]
+        self.anchor_forces = [f.detach() for f in frame_forces(self.backbone, self.anchor_graphs)]
         self.replayed = 0
         print(f"replay: {len(self.anchor_graphs)} element crystals", flush=True)
         return super().fit(train, valid, **options)
@@ -118,12 +123,10 @@ class ReplayFinetuner(Finetuner):
         loss = self.config.loss
         picked = [(self.replayed + k) % len(self.anchor_graphs) for k in range(len(rows))]
         self.replayed += len(rows)
-        predicted = self.model.forward(self.model.collate([self.anchor_graphs[i] for i in picked]),
-                                       forces=True, stress=False).forces.double()
-        sizes = [len(self.anchor_forces[i]) for i in picked]
+        predicted = frame_forces(self.model, [self.anchor_graphs[i] for i in picked])
         replay = scale * loss.forces / len(rows) * sum(  # each anchor's mean Huber counts alike
             torch.nn.functional.huber_loss(part, self.anchor_forces[i], delta=loss.huber_delta)
-            for part, i in zip(torch.split(predicted, sizes), picked))
+            for part, i in zip(predicted, picked))
         if value.requires_grad:
             return value + replay
         replay.backward()
