@@ -10,6 +10,7 @@ from typing import Sequence
 from ase_moma.compose.commands import add_compose_commands
 from ase_moma.finetune.commands import add_finetune_command
 from ase_moma.hub.commands import add_hub_commands
+from ase_moma.version import CREATED_BY
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -25,6 +26,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="ase-moma", description=__doc__)
+    parser.add_argument("--version", action="version", version=CREATED_BY)
     commands = parser.add_subparsers(required=True, metavar="COMMAND")
 
     backbones = commands.add_parser("backbones", help="list registered backbones")

@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+from importlib.metadata import version
+
 import ase.io
 import numpy as np
+import pytest
 from ase import Atoms
 from ase.build import bulk, molecule
 
@@ -15,6 +18,13 @@ def test_backbones_table(capsys):
     out = capsys.readouterr().out
     assert out.splitlines()[0].split()[:4] == ["name", "package", "usable", "weights"]
     assert any(line.startswith("sevennet") and "embedded" in line for line in out.splitlines())
+
+
+def test_version_prints_the_installed_package(capsys):
+    with pytest.raises(SystemExit) as exit_:
+        main(["--version"])
+    assert exit_.value.code == 0
+    assert capsys.readouterr().out.strip() == f"ase-moma {version('ase-moma')}"
 
 
 def test_predict_writes_results_for_every_frame(tmp_path, calculator):
