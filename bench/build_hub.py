@@ -25,12 +25,14 @@ Prints, per module: wall time, validation MAE next to the target's standard
 deviation and the MAE of predicting the training mean.
 
     python bench/build_hub.py --quick [-o bench/out/hub] [--kind full|adapter] [--matminer]
+    python bench/build_hub.py --kind full --matminer --epochs E --max-train N   # a mid-sized GPU hub
     python bench/build_hub.py --starter
 """
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import time
 from pathlib import Path
@@ -73,6 +75,13 @@ def plan(args: argparse.Namespace) -> list[dict]:
             jobs.append(dict(name=f"matminer_{task}", data=DATA / "matminer" / info["file"], target="target",
                              unit=info["unit"], split=DATA / "matminer" / "splits" / "seed0.json", task=task,
                              config=TrainConfig(kind=args.kind, **settings)))
+    for job in jobs:
+        overrides = {key: value for key, value in (("epochs", args.epochs), ("max_train", args.max_train))
+                     if value is not None}
+        if args.epochs is not None:
+            overrides["patience"] = min(job["config"].patience, args.epochs)
+        if overrides:  # no longer one of the named schedules; module.json records the values themselves
+            job["config"] = dataclasses.replace(job["config"], mode="custom", **overrides)
     if args.starter:
         for element in MLEARN:
             jobs.append(dict(name=f"mlearn_{element}_energy", data=DATA / "mlip" / f"mlearn_{element}_training.extxyz",
@@ -93,9 +102,15 @@ def main() -> None:
     parser.add_argument("--backbone", default="sevennet")
     parser.add_argument("--device", default="auto")
     parser.add_argument("--only", nargs="*", help="train only these module names")
+    parser.add_argument("--epochs", type=int, help="epochs of every upstream and matminer module, in place of the "
+                        "mode's (patience capped at it)")
+    parser.add_argument("--max-train", type=int, help="training structures of every upstream and matminer module, "
+                        "in place of the mode's cap (a GPU hub between --quick and the paper's schedule)")
     args = parser.parse_args()
     if not DATA.is_dir():
         raise SystemExit(f"real data not found at {DATA}")
+    if args.starter and (args.epochs or args.max_train):
+        parser.error("--starter builds the recorded starter schedule; --epochs and --max-train do not apply")
     if args.starter:
         args.kind = "adapter"
     output = Path(args.output or (STARTER if args.starter else "bench/out/hub"))

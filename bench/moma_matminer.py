@@ -185,8 +185,15 @@ def correlation(hub: Hub, task: str, info: dict, n_train: int | None, config, wo
     first is well below the second and the third is near 1, the modules' ranking is reproducible, and a proxy
     that misses it is wrong rather than unlucky."""
     modules = other_tasks_modules(hub, task)
-    runs = [[run(hub, task, info, 0, "amc", n_train, config, work, cache, device, modules=[name],
-                 plain_fallback=False, finetune_seed=fs) for fs in finetune_seeds] for name in modules]
+    if len(modules) < 3:
+        raise SystemExit(f"{hub.path} has {len(modules)} modules besides {task}'s own; a correlation over modules "
+                         "needs at least 3")
+    runs = []
+    for name in modules:  # printed as they come, so that a run cut short still shows what it finished
+        runs.append([run(hub, task, info, 0, "amc", n_train, config, work, cache, device, modules=[name],
+                         plain_fallback=False, finetune_seed=fs) for fs in finetune_seeds])
+        print(f"  {task} {name}: proxy MAE {runs[-1][0]['proxy_mae'][name]:.4g}, test MAE "
+              + ", ".join(f"{one['test_mae']:.4g}" for one in runs[-1]), flush=True)
     proxy = [r[0]["proxy_mae"][name] for r, name in zip(runs, modules)]
     tests = np.array([[one["test_mae"] for one in r] for r in runs])
     test = tests.mean(axis=1).tolist()

@@ -172,7 +172,7 @@ def main() -> None:
             print(f"  {label:9s} seed {seed} E {metrics['energy_mae']:8.2f} meV/atom  "
                   f"F {metrics['forces_mae']:7.1f} meV/Å  "
                   f"S {metrics['stress_mae']:6.3f} GPa  updated {100 * updated:6.2f} %  "
-                  f"{result.steps} steps, {seconds:.0f} s", flush=True)
+                  f"{result.steps} steps, {seconds:.0f} s ({1e3 * result.step_seconds:.0f} ms a step)", flush=True)
             if name.startswith("mlearn_"):
                 after = probe.measure(backbone)
                 forgetting.setdefault(name, {}).setdefault(label, []).append(after)
