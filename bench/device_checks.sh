@@ -4,9 +4,10 @@
 #
 # A task lent a device has 15 minutes of device time in all (the machine's start, about a minute,
 # included) and at most 10 minutes a call, so both checks are cut to fit one call: each part runs
-# under its own `timeout` and prints its rows as it goes, so a part that runs out still reports what
-# it finished (SIGINT, so a benchmark's own clean-up still writes its report). The sizes are guesses made without a GPU; the step times the first part prints say how
-# far the issue's full sizes (3 seeds, every set, up to 100 epochs; the paper's 80-epoch hub) are.
+# under its own `timeout` (SIGINT, so that a benchmark's own clean-up still writes its report) and
+# prints its rows as it goes, so a part that runs out still reports what it finished. The sizes are
+# guesses made without a GPU; the step times the first part prints say how far off the issues' full
+# sizes are (3 seeds, every set, up to 100 epochs; the paper's 80-epoch hub).
 #
 # Here, once (the device reaches no registry, and ../shared does not travel):
 #   ../shared/tools/gpu-wheels.sh .gpu-wheels        # 44 MB of wheels (sevenn carries SevenNet-0)
@@ -61,9 +62,10 @@ run() {
 # The same three commands here on the CPU, a few minutes in all and with a three-module hub, so that an
 # argument error costs no device time.
 rehearse() {
-  rm -rf bench/out/device_rehearsal
+  local out=bench/out/device_rehearsal
+  rm -rf "$out"
   HUB_SIZE="--epochs 1 --max-train 8 --only matminer_jarvis_2d_gap_tbmbj matminer_jarvis_2d_dielectric_tbmbj
-    matminer_jarvis_2d_exfoliation" OUT=bench/out/device_rehearsal PYTHON=.venv/bin/python DEVICE=cpu HUB=bench/out/device_rehearsal/hub \
+    matminer_jarvis_2d_exfoliation" OUT=$out HUB=$out/hub PYTHON=.venv/bin/python DEVICE=cpu \
     SPARSE_S=60 HUB_S=150 CORRELATION_S=90 checks
 }
 
