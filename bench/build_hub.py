@@ -75,13 +75,13 @@ def plan(args: argparse.Namespace) -> list[dict]:
             jobs.append(dict(name=f"matminer_{task}", data=DATA / "matminer" / info["file"], target="target",
                              unit=info["unit"], split=DATA / "matminer" / "splits" / "seed0.json", task=task,
                              config=TrainConfig(kind=args.kind, **settings)))
-    for job in jobs:
-        overrides = {key: value for key, value in (("epochs", args.epochs), ("max_train", args.max_train))
-                     if value is not None}
-        if args.epochs is not None:
-            overrides["patience"] = min(job["config"].patience, args.epochs)
-        if overrides:  # no longer one of the named schedules; module.json records the values themselves
-            job["config"] = dataclasses.replace(job["config"], mode="custom", **overrides)
+    if args.epochs is not None or args.max_train is not None:  # not a named schedule: module.json records the values
+        for job in jobs:
+            config = job["config"]
+            epochs = config.epochs if args.epochs is None else args.epochs
+            max_train = config.max_train if args.max_train is None else args.max_train
+            job["config"] = dataclasses.replace(config, mode="custom", epochs=epochs, max_train=max_train,
+                                                patience=min(config.patience, epochs))
     if args.starter:
         for element in MLEARN:
             jobs.append(dict(name=f"mlearn_{element}_energy", data=DATA / "mlip" / f"mlearn_{element}_training.extxyz",
@@ -109,7 +109,7 @@ def main() -> None:
     args = parser.parse_args()
     if not DATA.is_dir():
         raise SystemExit(f"real data not found at {DATA}")
-    if args.starter and (args.epochs or args.max_train):
+    if args.starter and (args.epochs is not None or args.max_train is not None):
         parser.error("--starter builds the recorded starter schedule; --epochs and --max-train do not apply")
     if args.starter:
         args.kind = "adapter"
