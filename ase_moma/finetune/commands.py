@@ -48,6 +48,9 @@ def add_finetune_command(commands: argparse._SubParsersAction) -> None:
     finetune.add_argument("--max-steps", type=int, help="stop after this many optimiser steps")
     finetune.add_argument("--spin-head", choices=SPIN_KINDS,
                           help="also train a spin head on the moments (arrays['magmoms_vector'] or per-atom magmoms)")
+    finetune.add_argument("--no-exchange", action="store_true",
+                          help="spin head without its exchange energy (moments only: every spin order of a "
+                          "structure gets one energy); the ablation")
     finetune.add_argument("--energy-weight", type=float, help="loss weights: default 1, 10, 100 for energy, "
                           "forces, stress (1, 1, 1 and moments 1 with --spin-head)")
     finetune.add_argument("--forces-weight", type=float)
@@ -89,7 +92,7 @@ def _finetune_potential(args: argparse.Namespace) -> int:
                             target_fraction=args.target_sparsity,
                             max_steps=args.max_steps, refit_references=not args.no_refit_references,
                             rank=args.rank, seed=args.seed, spin_head=args.spin_head, head_lr=args.head_lr,
-                            chunk_atoms=args.chunk_atoms, **given)
+                            exchange=not args.no_exchange, chunk_atoms=args.chunk_atoms, **given)
     weights = {key: value for key, value in (("energy", args.energy_weight), ("forces", args.forces_weight),
                                              ("stress", args.stress_weight), ("magmoms", args.magmoms_weight))
                if value is not None}
@@ -103,8 +106,16 @@ def _finetune_potential(args: argparse.Namespace) -> int:
     updated = record["path_weights_updated"]
     if record["spin_head"]:
         head = record["spin_head"]
+        start = head.get("exchange_start")
+        fitted = ("exchange off" if start is None else "exchange J kept at zero (no fit beat it on held-out "
+                  "structures)" if start["alpha"] is None else
+                  f"exchange J started at its least-squares fit (held-out error {start['held_out_error']:.3g} "
+                  f"against {start['zero_error']:.3g} for J = 0)")
         print(f"spin head ({args.spin_head}): {head['parameters']} parameters, "
-              f"{100 * head['fraction_of_backbone']:.2f} % of the backbone's")
+              f"{100 * head['fraction_of_backbone']:.2f} % of the backbone's; {fitted}")
+    if record["result"].get("kept_start"):
+        print(f"no epoch validated better than the untouched backbone: it is kept (the {args.method} steps "
+              "are discarded)")
     print(f"{args.method} fine-tuning: {record['result']['steps']} steps, {100 * updated['fraction']:.2f} % of "
           f"{updated['size']} path weights updated. {errors} (energy meV/atom, forces meV/Å, stress GPa, "
           "moments μB). "

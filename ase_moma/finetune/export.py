@@ -46,7 +46,8 @@ def write_tuned(out: str | Path, backbone: Backbone, base: dict[str, Any], delta
                 config: FinetuneConfig, result: EngineResult, data: dict[str, PotentialSet],
                 metrics: dict[str, dict[str, float]], *, name: str, overwrite: bool = False,
                 spin: SpinBackbone | None = None, thresholds: dict[str, float] | None = None,
-                reference_shifts: dict[int, float] | None = None) -> dict[str, Any]:
+                reference_shifts: dict[int, float] | None = None,
+                exchange_start: dict[str, Any] | None = None) -> dict[str, Any]:
     """Write OUT/ for ``backbone`` (tuned in place, plain) started from ``base`` (its backbone record).
 
     data: the sets by role (``train``, ``valid``, optionally ``test``);
@@ -54,7 +55,8 @@ def write_tuned(out: str | Path, backbone: Backbone, base: dict[str, Any], delta
     name: the task name recorded in the hub module. spin: the backbone with its
     trained spin head, saved beside it. thresholds: the sparse increments'
     per-layer thresholds; reference_shifts: the refitted reference energies
-    (eV per atom of each element). Returns finetune.json's content.
+    (eV per atom of each element); exchange_start: the spin head's exchange start
+    (``ExchangeFit.record()``), or None without one. Returns finetune.json's content.
     """
     shapes = {k: v.shape for k, v in backbone.model.state_dict().items()}
     report = sparsity_report(backbone.path_weights(), shapes, delta)
@@ -85,7 +87,8 @@ def write_tuned(out: str | Path, backbone: Backbone, base: dict[str, Any], delta
             record["files"][SPIN_HEAD] = save_tensors(tmp / SPIN_HEAD, dict(spin.head.state_dict()))
             record["spin_head"] = {"config": spin.head.config(),
                                    "parameters": sum(p.numel() for p in spin.head.parameters()),
-                                   "fraction_of_backbone": spin.parameter_fraction()}
+                                   "fraction_of_backbone": spin.parameter_fraction(),
+                                   "exchange_start": exchange_start}
         write_json(tmp / FINETUNE_JSON, record)
     return record
 

@@ -92,7 +92,8 @@ def finetune_potential(backbone: str, train: DataSource, valid: DataSource, out:
                for role, part in data.items() if role != "train"}
     task = name or (Path(train).stem if isinstance(train, (str, Path)) else "finetune")
     record = write_tuned(out, model, base, delta, config, result, data, metrics, name=task, overwrite=overwrite,
-                         spin=tuner.spin, thresholds=thresholds, reference_shifts=tuner.reference_shifts)
+                         spin=tuner.spin, thresholds=thresholds, reference_shifts=tuner.reference_shifts,
+                         exchange_start=tuner.exchange_start.record() if tuner.exchange_start else None)
     shutil.rmtree(work, ignore_errors=True)
     return record
 

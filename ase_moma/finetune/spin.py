@@ -137,12 +137,32 @@ class SpinHead(torch.nn.Module):
     def coupling(self, edges: Edges) -> torch.Tensor:
         """(E,) J(r_ij, Z_i, Z_j) in eV/μB², zero with zero slope at the cutoff."""
         length = edges.vectors.norm(dim=-1).clamp(min=1e-9)
-        scaled = (length / self.cutoff).clamp(max=1.0)
-        envelope = (1 - scaled ** 2) ** 2
+        return self.exchange(self._exchange_inputs(length, edges)).squeeze(-1).to(length.dtype) * _envelope(
+            length, self.cutoff)
+
+    def exchange_design(self, length: torch.Tensor, edges: Edges) -> torch.Tensor:
+        """(E, H + 1) the exchange's read-out design: J = design @ [w; b] for the last layer's weight w (H,)
+        and bias b, at edge lengths ``length`` (E,) Å; the envelope is included.
+
+        J is linear in the last layer, so a least-squares fit of it to energy and force residuals is a
+        closed-form start (:mod:`ase_moma.finetune.exchange_start`).
+        """
+        hidden = self.exchange[:-1](self._exchange_inputs(length, edges)).to(length.dtype)
+        ones = torch.ones_like(length)[:, None]
+        return torch.cat([hidden, ones], dim=-1) * _envelope(length, self.cutoff)[:, None]
+
+    @torch.no_grad()
+    def set_exchange_readout(self, coefficients: torch.Tensor) -> None:
+        """Set the exchange's last layer from (H + 1,) coefficients [w; b] (see :meth:`exchange_design`)."""
+        layer = self.exchange[-1]
+        layer.weight.copy_(coefficients[:-1].reshape(layer.weight.shape).to(layer.weight))
+        layer.bias.copy_(coefficients[-1:].to(layer.bias))
+
+    def _exchange_inputs(self, length: torch.Tensor, edges: Edges) -> torch.Tensor:
+        """(E, n_basis + embedding) radial Bessel functions of the lengths beside the pair's species embedding."""
         basis = torch.sin(self.frequencies.to(length.dtype) * length[:, None]) / length[:, None]
         pair = self.species(edges.numbers[edges.index[0]]) + self.species(edges.numbers[edges.index[1]])
-        inputs = torch.cat([basis.to(pair.dtype), pair], dim=-1)
-        return self.exchange(inputs).squeeze(-1).to(length.dtype) * envelope
+        return torch.cat([basis.to(pair.dtype), pair], dim=-1)
 
     def forward(self, features: NodeFeatures, edges: Edges, n_graphs: int,
                 spins: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -160,3 +180,8 @@ class SpinHead(torch.nn.Module):
         per_atom.index_add_(0, edges.index[0], pair_energy)
         energy = torch.zeros(n_graphs, dtype=per_atom.dtype, device=per_atom.device)
         return energy.index_add_(0, features.batch, per_atom), moments
+
+
+def _envelope(length: torch.Tensor, cutoff: float) -> torch.Tensor:
+    """(1 − (r/r_c)²)², cut to zero beyond r_c: J and its slope vanish at the cutoff."""
+    return (1 - (length / cutoff).clamp(max=1.0) ** 2) ** 2

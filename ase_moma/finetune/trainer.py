@@ -16,6 +16,7 @@ stays frozen and only the head trains).
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from dataclasses import dataclass
 from pathlib import Path
@@ -27,6 +28,7 @@ import torch
 from ase_moma.backbone import Backbone
 from ase_moma.delta import Delta, apply_delta, state_delta
 from ase_moma.finetune.chunks import atom_chunks, default_chunk_atoms
+from ase_moma.finetune.exchange_start import ExchangeFit, fit_exchange
 from ase_moma.finetune.increments import IncrementSet
 from ase_moma.finetune.lora import ALPHA, RANK
 from ase_moma.finetune.loss import PotentialLoss, batch_labels, evaluate
@@ -70,6 +72,8 @@ class FinetuneConfig:
     per-element reference energies to the training energies before training.
     rank, alpha: LoRA's. seed: of the increments' initialisation and the batch order.
     spin_head: ``"vector"``, ``"collinear"`` or None; head_lr: its learning rate.
+    exchange: whether the spin head carries its exchange energy (False: moments only, J ≡ 0,
+    the ablation without it); J starts at its least-squares fit to the training residuals.
     loss: the loss (its weights); default 1:10:100 (energy, forces, stress),
     or 1:1:1:1 with moments when a spin head is trained. chunk_atoms: each batch is
     computed in chunks of at most this many atoms, their gradients accumulated
@@ -95,6 +99,7 @@ class FinetuneConfig:
     seed: int = 0
     spin_head: str | None = None
     head_lr: float = 1e-3
+    exchange: bool = True
     loss: PotentialLoss | None = None
     chunk_atoms: int | None = None
 
@@ -163,6 +168,7 @@ class Finetuner:
         self.increments: IncrementSet | None = None
         self.reference_shifts: dict[int, float] = {}
         self.spin: SpinBackbone | None = None
+        self.exchange_start: ExchangeFit | None = None
         if config.spin_head is not None:
             torch.manual_seed(config.seed)
             self.spin = SpinBackbone.for_backbone(backbone, config.spin_head)
@@ -189,14 +195,46 @@ class Finetuner:
             reference = fit_reference_energies(backbone, base_graphs, train.frames, train.energy)
             self.reference_shifts = shifts_of(reference, train.frames)
             backbone.add_reference_energies(self.reference_shifts)
+        if self.spin is not None and config.exchange:
+            self.exchange_start = fit_exchange(self.spin, train_graphs, train, config.loss, seed=config.seed)
+        untouched = self._untouched(valid_graphs, valid)
         gradients = self._path_gradients(train_graphs, train) if config.method == "sparse" else None
         optimizer, tensors = self._prepare(gradients)
         engine = TrainingEngine(tensors, optimizer, config.schedule(), score="loss", modes=self._modes(optimizer),
                                 after_step=self._hold_budget,
                                 checkpoint=checkpoint, run_hash=run_hash, progress=progress, desc=config.method)
         counts = train.n_atoms()
-        return engine.run(len(train), lambda rows: self._batch_loss(train_graphs, train, counts, rows),
-                          lambda: self._validate(valid_graphs, valid))
+        result = engine.run(len(train), lambda rows: self._batch_loss(train_graphs, train, counts, rows),
+                            lambda: self._validate(valid_graphs, valid))
+        if untouched is not None and untouched[0]["loss"] <= result.best["loss"]:
+            self._keep_untouched(untouched[1])
+            result = dataclasses.replace(result, best=untouched[0], best_epoch=0, kept_start=True)
+        return result
+
+    def _untouched(self, graphs: list[Any], valid: PotentialSet
+                   ) -> tuple[dict[str, float], dict[str, dict[str, torch.Tensor]]] | None:
+        """The validation metrics and state of the backbone as it is before the method changes it (its
+        reference energies refitted, a spin head at its start), for methods that change the backbone:
+        a sparse start, or a few steps, can validate worse than the pretrained weights, and then
+        training keeps these (:meth:`_keep_untouched`)."""
+        if self.config.method == "zero_shot":
+            return None
+        with torch.no_grad():
+            state = {"model": {k: v.detach().clone() for k, v in self.backbone.model.state_dict().items()}}
+            if self.spin is not None:
+                state["head"] = {k: v.detach().clone() for k, v in self.spin.head.state_dict().items()}
+        self.backbone.model.train(False)
+        return self._validate(graphs, valid), state
+
+    @torch.no_grad()
+    def _keep_untouched(self, state: dict[str, dict[str, torch.Tensor]]) -> None:
+        """Put back the untouched backbone (and the spin head's start): increments removed unmerged."""
+        if self.increments is not None:
+            self.increments.detach()
+            self.increments = None
+        self.backbone.model.load_state_dict(state["model"])
+        if self.spin is not None:
+            self.spin.head.load_state_dict(state["head"])
 
     def _batch_loss(self, graphs: list[Any], data: PotentialSet, counts: np.ndarray, rows: list[int],
                     scale: float = 1.0) -> torch.Tensor:
@@ -341,6 +379,9 @@ class Finetuner:
                            "weight_decay": config.weight_decay})
         if self.spin is not None:
             head = dict(self.spin.head.named_parameters())
+            if not config.exchange:  # J ≡ 0: its network stays at its zero output, untrained
+                for name in [n for n in head if n.startswith(("exchange.", "species."))]:
+                    head.pop(name).requires_grad_(False)
             tensors.update({f"spin_head.{n}": p for n, p in head.items()})
             groups.append({"params": list(head.values()), "lr": config.head_lr, "weight_decay": config.weight_decay})
         if not tensors:

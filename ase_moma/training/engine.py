@@ -56,7 +56,8 @@ class EngineResult:
     """What a run did. history: one row per validation (epoch 0 is before training), with the mean
     training loss and the validation metrics; best: the chosen epoch's metrics; step_seconds: mean
     wall time of a step (forward, backward, update), the first excluded; resumed_from: the epoch
-    a checkpoint was resumed at (0: a fresh run)."""
+    a checkpoint was resumed at (0: a fresh run); kept_start: whether the caller's untouched starting
+    point validated better than every epoch and was put back (see ``Finetuner.fit``)."""
 
     epochs_run: int
     steps: int
@@ -66,6 +67,7 @@ class EngineResult:
     history: list[dict[str, Any]] = field(default_factory=list)
     step_seconds: float = 0.0
     resumed_from: int = 0
+    kept_start: bool = False
 
 
 @dataclass
