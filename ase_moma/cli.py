@@ -137,10 +137,27 @@ def _predict(args: argparse.Namespace) -> int:
         results = calc.predict(frames, batch_size=args.batch_size, progress=True)
         for atoms, result in zip(frames, results):
             atoms.calc = SinglePointCalculator(atoms, **result)
+        if all("magmoms" in result for result in results):
+            _rank_orders(frames, [result["energy"] for result in results])
     with atomic_file(output) as tmp:
         ase.io.write(tmp, frames, format="extxyz")
     print(f"wrote {len(frames)} structures to {output}")
     return 0
+
+
+def _rank_orders(frames: list, energies: list[float]) -> None:
+    """Rank the spin configurations given for one geometry: info['order_rank'] (0 lowest) and
+    info['energy_above_lowest_order'] (eV/atom) on each such frame, and a table on stdout."""
+    from ase_moma.finetune.spin_orders import rank_orders
+
+    ranks = rank_orders(frames, energies)
+    if not ranks:
+        return
+    print("magnetic orders of one geometry, lowest first (energy above the lowest, meV/atom):")
+    for index, rank in sorted(ranks.items(), key=lambda item: (item[1].group, item[1].rank)):
+        frames[index].info.update(order_group=rank.group, order_rank=rank.rank,
+                                  energy_above_lowest_order=rank.above)
+        print(f"  geometry {rank.group}  frame {index}  rank {rank.rank}  {1000 * rank.above:9.2f}")
 
 
 def _relax(args: argparse.Namespace) -> int:

@@ -235,6 +235,17 @@ def test_saved_head_gives_magnetic_moments_in_ase(tmp_path):
     atoms.calc = calc
     moments = atoms.get_magnetic_moments()
     assert moments.shape == (len(atoms), 3) and np.all(np.linalg.norm(moments, axis=1) > 0)
+    # ranking orders: one geometry given twice (AFM, then FM) beside another structure
+    orders = [_iron(6, [2.2, -2.2] * 2), _iron(6, [2.2] * 4), _iron(7, [2.2] * 4)]
+    ase.io.write(tmp_path / "orders.extxyz", orders)
+    assert main(["predict", str(tmp_path / "orders.extxyz"), "--model", str(out), "--device", "cpu",
+                 "-o", str(tmp_path / "ranked.extxyz")]) == 0
+    ranked = ase.io.read(tmp_path / "ranked.extxyz", ":")
+    per_atom = [atoms.get_potential_energy() / len(atoms) for atoms in ranked[:2]]
+    assert [atoms.info["order_rank"] for atoms in ranked[:2]] == ([1, 0] if per_atom[0] > per_atom[1] else [0, 1])
+    assert max(atoms.info["energy_above_lowest_order"] for atoms in ranked[:2]) == pytest.approx(
+        abs(per_atom[0] - per_atom[1]), abs=1e-9)
+    assert "order_rank" not in ranked[2].info  # a geometry given once has nothing to rank against
 
 
 def test_nve_conserves_energy_with_a_clearly_nonzero_exchange_term(spin_model):

@@ -1,0 +1,57 @@
+"""Ranking magnetic orders: the same structure given several times, each with its own spin configuration.
+
+A user screening magnetic orders writes one frame per order (``initial_magmoms`` differing, geometry the
+same); a spin-aware model evaluates each at its configuration, and the frames of one geometry are ranked
+by energy per atom above the lowest of them.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections import defaultdict
+from dataclasses import dataclass
+from typing import Sequence
+
+import numpy as np
+from ase import Atoms
+
+DECIMALS = 6  # Å: positions and cells equal to this many decimals are one geometry (extxyz writes 8)
+
+
+@dataclass(frozen=True)
+class OrderRank:
+    """One frame's place among the orders of its geometry: ``group`` (the geometry's number, in order of
+    first appearance), ``rank`` (0: lowest energy), ``above`` (eV/atom above the group's lowest)."""
+
+    group: int
+    rank: int
+    above: float
+
+
+def geometry_key(atoms: Atoms) -> str:
+    """A digest of the numbers, positions, cell and periodicity (not the moments)."""
+    digest = hashlib.sha256(np.asarray(atoms.numbers, dtype=np.int64).tobytes())
+    for array in (atoms.positions, atoms.cell.array):
+        digest.update(np.round(np.asarray(array, dtype=np.float64), DECIMALS).tobytes())
+    digest.update(np.asarray(atoms.pbc, dtype=bool).tobytes())
+    return digest.hexdigest()
+
+
+def rank_orders(frames: Sequence[Atoms], energies: Sequence[float]) -> dict[int, OrderRank]:
+    """``{frame index: OrderRank}`` for every frame whose geometry appears more than once.
+
+    energies: (B,) total energies in eV of ``frames``, each at its own spin configuration.
+    """
+    if len(frames) != len(energies):
+        raise ValueError(f"{len(frames)} frames but {len(energies)} energies")
+    groups: dict[str, list[int]] = defaultdict(list)
+    for index, atoms in enumerate(frames):
+        groups[geometry_key(atoms)].append(index)
+    ranks: dict[int, OrderRank] = {}
+    repeated = [members for members in groups.values() if len(members) > 1]
+    for number, members in enumerate(repeated):
+        per_atom = np.array([energies[i] / len(frames[i]) for i in members])
+        order = np.argsort(per_atom, kind="stable")
+        for rank, position in enumerate(order):
+            ranks[members[position]] = OrderRank(number, rank, float(per_atom[position] - per_atom[order[0]]))
+    return ranks
