@@ -15,6 +15,7 @@ import torch
 
 from ase_moma.backbone import Backbone
 from ase_moma.devices import resolve_device, resolve_dtype
+from ase_moma.process_state import kept_process_state
 from ase_moma.registry import backbone_class
 from ase_moma.saved_models import kind_of
 
@@ -28,15 +29,16 @@ def load_backbone(name: str, source: str | None = None, *, device: str | torch.d
     ``name``, or as ``source`` of the backbone it was built on. options:
     plugin-specific loading options (e.g. ``trust_pickle`` for mace).
     """
-    for folder in (name, source):
-        kind = kind_of(folder)
-        if kind is not None:
-            backbone = kind.load_backbone(Path(folder), device=device, dtype=dtype)
-            if folder != name and backbone.name != name:
-                raise ValueError(f"{source} holds a {backbone.name} model, not a {name} one")
-            return backbone
-    cls = backbone_class(name)
-    return cls.load(source, device=resolve_device(device), dtype=resolve_dtype(dtype), **options)
+    with kept_process_state():  # an upstream import may change the environment (mace: torch.load's default)
+        for folder in (name, source):
+            kind = kind_of(folder)
+            if kind is not None:
+                backbone = kind.load_backbone(Path(folder), device=device, dtype=dtype)
+                if folder != name and backbone.name != name:
+                    raise ValueError(f"{source} holds a {backbone.name} model, not a {name} one")
+                return backbone
+        cls = backbone_class(name)
+        return cls.load(source, device=resolve_device(device), dtype=resolve_dtype(dtype), **options)
 
 
 def load_calculator(name: str, source: str | None = None, *, device: str = "auto",

@@ -8,6 +8,10 @@ Sources:
 - ``mace_mp:NAME`` (e.g. ``mace_mp:medium``): mace-torch downloads the official
   MACE-MP checkpoint, which needs a network.
 No MACE weights ship inside a wheel, so there is no embedded default.
+
+mace sets TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD=1 for the whole process when it is
+imported (making a plain ``torch.load`` unpickle anything); this plugin imports
+it through :func:`_import_mace`, which puts the environment back.
 """
 
 from __future__ import annotations
@@ -27,6 +31,7 @@ from ase_moma.backbone import (Backbone, BackboneOutput, Edges, EnergyTerm, Node
 from ase_moma.capabilities import Capabilities
 from ase_moma.checkpoints import UnsafeCheckpointError, require_file
 from ase_moma.e3nn_tools import e3nn_path_weight, prepare_e3nn
+from ase_moma.process_state import kept_process_state
 
 FORMAT = "ase-moma/mace-1"
 _NAMED_PREFIX = "mace_mp:"
@@ -46,6 +51,7 @@ class MACEBackbone(Backbone):
     def load(cls, source: str | None = None, *, device: torch.device, dtype: torch.dtype,
              trust_pickle: bool = False) -> "MACEBackbone":
         prepare_e3nn()
+        _import_mace()
         if source is None:
             raise ValueError(
                 "MACE has no embedded weights: pass a directory saved by save_mace, a .model file "
@@ -157,6 +163,7 @@ class MACEBackbone(Backbone):
 
 def save_mace(model: torch.nn.Module, path: str | Path, overwrite: bool = False) -> Path:
     """Write ``model`` in the safe format: ``model.json`` (constructor) + ``model.safetensors``."""
+    _import_mace()
     from mace.tools.scripts_utils import extract_config_mace_model
     from safetensors.torch import save_file
 
@@ -169,6 +176,12 @@ def save_mace(model: torch.nn.Module, path: str | Path, overwrite: bool = False)
         (tmp / "model.json").write_text(json.dumps(header, indent=1))
         save_file(state, str(tmp / "model.safetensors"))
     return Path(path)
+
+
+def _import_mace() -> None:
+    """Import mace's modules that set process-wide state on import, with the process state kept."""
+    with kept_process_state():
+        import mace.calculators  # noqa: F401  (runs mace/__init__ and calculators/mace.py, both set the variable)
 
 
 def _read_model(source: str, trust_pickle: bool) -> torch.nn.Module:
