@@ -4,12 +4,19 @@ e3nn 0.4.4 (pinned by mace-torch) reads a constants file with ``torch.load`` at
 import time; under torch ≥ 2.6 that needs ``slice`` on the weights-only allow
 list. Allowing ``slice`` lets no code run, unlike mace's own workaround
 (turning weights-only loading off for the whole process).
+
+e3nn compiles each generated layer with TorchScript by default, which prints
+thousands of warnings while a model is built and, on this CPU, doubles its load
+time for the same numbers; plugins build their models under
+:func:`without_torchscript`.
 """
 
 from __future__ import annotations
 
 from collections import defaultdict
+from contextlib import contextmanager
 from math import prod
+from typing import Iterator
 
 import torch
 
@@ -19,6 +26,21 @@ from ase_moma.backbone import PathWeight
 def prepare_e3nn() -> None:
     """Make ``import e3nn`` work under torch ≥ 2.6; call before importing e3nn users."""
     torch.serialization.add_safe_globals([slice])
+
+
+@contextmanager
+def without_torchscript() -> Iterator[None]:
+    """Build e3nn modules in the block as plain torch.fx code rather than TorchScript; e3nn's
+    process-wide optimisation defaults are put back afterwards."""
+    prepare_e3nn()
+    import e3nn
+
+    saved = e3nn.get_optimization_defaults()
+    e3nn.set_optimization_defaults(jit_script_fx=False)
+    try:
+        yield
+    finally:
+        e3nn.set_optimization_defaults(**saved)
 
 
 def e3nn_path_weight(name: str, module: torch.nn.Module, layer: str) -> PathWeight | None:

@@ -30,7 +30,7 @@ from ase_moma.backbone import (Backbone, BackboneOutput, Edges, EnergyTerm, Node
                                parameter_path_weights)
 from ase_moma.capabilities import Capabilities
 from ase_moma.checkpoints import UnsafeCheckpointError, require_file
-from ase_moma.e3nn_tools import e3nn_path_weight, prepare_e3nn
+from ase_moma.e3nn_tools import e3nn_path_weight, prepare_e3nn, without_torchscript
 from ase_moma.process_state import kept_process_state
 
 FORMAT = "ase-moma/mace-1"
@@ -57,7 +57,8 @@ class MACEBackbone(Backbone):
                 "MACE has no embedded weights: pass a directory saved by save_mace, a .model file "
                 "(with trust_pickle=True), or 'mace_mp:NAME' (needs a network)"
             )
-        model = _read_model(str(source), trust_pickle)
+        with without_torchscript():
+            model = _read_model(str(source), trust_pickle)
         model.to(device=device, dtype=dtype).eval()
         model.requires_grad_(False)
         return cls(model, device=device, dtype=dtype, source=str(source), cutoff=float(model.r_max),

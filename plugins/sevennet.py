@@ -17,7 +17,7 @@ from ase_moma.backbone import (AdapterSite, Backbone, BackboneOutput, Edges, Ene
                                PathWeight, parameter_path_weights, stress_matrix)
 from ase_moma.capabilities import Capabilities
 from ase_moma.checkpoints import load_weights_only, require_file
-from ase_moma.e3nn_tools import e3nn_path_weight, prepare_e3nn
+from ase_moma.e3nn_tools import e3nn_path_weight, prepare_e3nn, without_torchscript
 
 _LAST_BLOCK_END = "reduce_input_to_hidden"
 _SPECIES_EMBEDDING = "onehot_to_feature_x.linear"  # e3nn Linear from one-hot species (N×0e) to features
@@ -48,7 +48,8 @@ class SevenNetBackbone(Backbone):
             raise ValueError(
                 f"{path} is not a SevenNet checkpoint: it lacks 'model_state_dict' and 'config'"
             )
-        model, config = model_from_checkpoint(checkpoint)
+        with without_torchscript():
+            model, config = model_from_checkpoint(checkpoint)
         model.set_is_batch_data(False)
         if dtype != torch.float32:
             _cast_onehot_output(model, dtype)
