@@ -70,7 +70,9 @@ def _parser() -> argparse.ArgumentParser:
     convert = commands.add_parser("jmp-convert", help="convert a JMP / fairchem GemNet-OC checkpoint into a "
                                   "safe model folder for the jmp backbone")
     convert.add_argument("checkpoint", help="a JMP Lightning .ckpt or a GemNet-OC state dict")
-    convert.add_argument("output", help="the folder to write (model.json + model.safetensors)")
+    convert.add_argument("-o", "--output", help="the folder to write (model.json + model.safetensors)")
+    convert.add_argument("positional_output", nargs="?", metavar="OUTPUT",
+                         help="deprecated: the folder as a second positional argument; use -o like every other verb")
     convert.add_argument("--trust-pickle", action="store_true",
                          help="allow a pickled checkpoint (a Lightning .ckpt is one); runs code from the file")
     convert.add_argument("--pair-rule", choices=["either", "reference"], default="either",
@@ -102,6 +104,13 @@ def _backbones(args: argparse.Namespace) -> int:
 def _jmp_convert(args: argparse.Namespace) -> int:
     from ase_moma.plugins.gemnet_oc.checkpoint import convert_checkpoint
 
+    if args.positional_output is not None:
+        if args.output is not None:
+            raise ValueError("give the output folder once, with -o")
+        print("note: `jmp-convert CKPT OUT` is deprecated; write `jmp-convert CKPT -o OUT`", file=sys.stderr)
+        args.output = args.positional_output
+    if args.output is None:
+        raise ValueError("jmp-convert needs -o OUTPUT, the folder to write")
     folder = convert_checkpoint(args.checkpoint, args.output, trust_pickle=args.trust_pickle,
                                 overwrite=args.overwrite, pair_rule=args.pair_rule)
     print(f"wrote {folder}; load it with load_calculator('jmp', '{folder}')")

@@ -118,7 +118,7 @@ def test_stored_model_round_trip_and_converter(sources, tmp_path):
     with pytest.raises(UnsafeCheckpointError, match="trust_pickle"):
         load_backbone("jmp", str(tmp_path / "jmp.ckpt"), device="cpu")
     assert not (tmp_path / "out").exists()
-    assert main(["jmp-convert", str(tmp_path / "jmp.ckpt"), str(tmp_path / "out"), "--trust-pickle",
+    assert main(["jmp-convert", str(tmp_path / "jmp.ckpt"), "-o", str(tmp_path / "out"), "--trust-pickle",
                  "--pair-rule", "reference"]) == 0
     written = json.loads((tmp_path / "out" / "model.json").read_text())
     assert written["converted_from"] == "jmp.ckpt" and written["config"]["pair_rule"] == "reference"
