@@ -12,6 +12,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass, fields
 
+from ase_moma.errors import AseMomaError
+
 
 @dataclass(frozen=True)
 class Capabilities:
@@ -46,7 +48,7 @@ class Capabilities:
         return " ".join(self.names()) or "none"
 
 
-class MissingCapability(ValueError):
+class MissingCapability(AseMomaError, ValueError):
     """The backbone lacks a capability the requested feature needs."""
 
 

@@ -16,6 +16,8 @@ from typing import Any
 import numpy as np
 import torch
 
+from ase_moma.errors import AseMomaError
+
 _RECONSTRUCT = np._core.multiarray._reconstruct
 _NUMPY_GLOBALS: list[Any] = [
     np.dtype,
@@ -25,7 +27,7 @@ _NUMPY_GLOBALS: list[Any] = [
 ] + [type(np.dtype(code)) for code in "?bhilqBHILQefdgFDG"]
 
 
-class UnsafeCheckpointError(ValueError):
+class UnsafeCheckpointError(AseMomaError, ValueError):
     """The checkpoint holds objects that only a full (code-running) unpickle can build."""
 
 

@@ -8,6 +8,7 @@ import sys
 from typing import Sequence
 
 from ase_moma.compose.commands import add_compose_commands
+from ase_moma.errors import EXPECTED, UsageError
 from ase_moma.finetune.commands import add_finetune_command
 from ase_moma.hub.commands import add_hub_commands
 from ase_moma.version import CREATED_BY
@@ -19,9 +20,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     try:
         return args.run(args)
-    except (ValueError, TypeError, KeyError, FileNotFoundError, FileExistsError) as error:
+    except UsageError as error:
+        parser.print_usage(sys.stderr)
         print(f"ase-moma: error: {error}", file=sys.stderr)
         return 2
+    except EXPECTED as error:  # refused input: one line; anything else is a bug and shows its traceback
+        print(f"ase-moma: error: {error}", file=sys.stderr)
+        return 1
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -106,11 +111,11 @@ def _jmp_convert(args: argparse.Namespace) -> int:
 
     if args.positional_output is not None:
         if args.output is not None:
-            raise ValueError("give the output folder once, with -o")
+            raise UsageError("give the output folder once, with -o")
         print("note: `jmp-convert CKPT OUT` is deprecated; write `jmp-convert CKPT -o OUT`", file=sys.stderr)
         args.output = args.positional_output
     if args.output is None:
-        raise ValueError("jmp-convert needs -o OUTPUT, the folder to write")
+        raise UsageError("jmp-convert needs -o OUTPUT, the folder to write")
     folder = convert_checkpoint(args.checkpoint, args.output, trust_pickle=args.trust_pickle,
                                 overwrite=args.overwrite, pair_rule=args.pair_rule)
     print(f"wrote {folder}; load it with load_calculator('jmp', '{folder}')")

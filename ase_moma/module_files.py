@@ -17,6 +17,7 @@ from typing import Any, Mapping
 
 import torch
 
+from ase_moma.errors import AseMomaError
 from ase_moma.version import CREATED_BY
 
 MODULE_JSON = "module.json"
@@ -31,7 +32,7 @@ TRAINED_KINDS = ("full", "adapter")  # what hub training and composition produce
 PICKLE_SUFFIXES = (".pt", ".pth", ".pkl", ".pickle", ".ckpt", ".bin", ".model", ".tar", ".npy", ".joblib")
 
 
-class HubIntegrityError(ValueError):
+class HubIntegrityError(AseMomaError, ValueError):
     """A hub or module folder failed a check (checksum, stray file, fingerprint, schema)."""
 
 

@@ -8,8 +8,10 @@ installed distribution may add backbones to the same group. Loading lives in
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
 from importlib.metadata import EntryPoint, entry_points
+from pathlib import Path
 
 from ase_moma.backbone import Backbone
 from ase_moma.capabilities import Capabilities
@@ -61,9 +63,15 @@ def backbone_class(name: str) -> type[Backbone]:
     """The Backbone subclass registered as ``name``; ValueError listing known names."""
     known = _entry_points()
     if name not in known:
-        raise ValueError(
-            f"unknown backbone {name!r}; registered backbones: {', '.join(sorted(known)) or 'none'}"
-        )
+        listed = ", ".join(sorted(known)) or "none"
+        path = Path(name).expanduser()
+        if path.is_dir():
+            raise ValueError(f"{name} is a folder, but not one ase-moma wrote (a composition, a fine-tuned "
+                             f"potential or a hub module); registered backbones: {listed}")
+        if any(sep in name for sep in ("/", os.sep)) or name.startswith((".", "~")) or path.exists():
+            raise FileNotFoundError(f"{name}: no such folder (a saved model's folder, or one of the registered "
+                                    f"backbones: {listed})")
+        raise ValueError(f"unknown backbone {name!r}; registered backbones: {listed}")
     return _backbone_class(known[name])
 
 

@@ -265,8 +265,8 @@ def test_cli_init_train_list_show_remove(tmp_path, hub_data, capsys):
     assert "gap" in out and "adapter" in out and "MB" in out
     assert main(["hub", "show", path, "gap"]) == 0
     assert json.loads(capsys.readouterr().out)["build_mode"] == "quick"
-    assert main(["hub", "init", path]) == 2  # an existing hub is not overwritten
-    assert main(["hub", "show", path, "nope"]) == 2
+    assert main(["hub", "init", path]) == 1  # an existing hub is not overwritten
+    assert main(["hub", "show", path, "nope"]) == 1
     assert main(["hub", "remove", path, "gap"]) == 0
     assert Hub(path).names() == []
 

@@ -60,7 +60,7 @@ def test_cli_writes_a_verified_copy_and_refuses_to_overwrite(tmp_path, capsys):
     assert main(["hub", "starter", str(tmp_path / "mine")]) == 0
     assert "all verified" in capsys.readouterr().out
     assert (tmp_path / "mine" / "hub.json").is_file()
-    assert main(["hub", "starter", str(tmp_path / "mine")]) == 2
+    assert main(["hub", "starter", str(tmp_path / "mine")]) == 1
     assert "already exists" in capsys.readouterr().err
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 
+from ase_moma.errors import UsageError
 from ase_moma.finetune.potential_data import STRESS_UNITS
 from ase_moma.finetune.spin import SPIN_KINDS
 from ase_moma.finetune.trainer import METHODS, PRESETS
@@ -36,8 +37,9 @@ def add_finetune_command(commands: argparse._SubParsersAction) -> None:
     finetune.add_argument("--head-lr", type=float, default=1e-3, help="a composed model's or the spin head's")
     finetune.add_argument("--tau-lr", type=float, help="learning rate of the sparse thresholds (default: --lr)")
     finetune.add_argument("--tau-decay", type=float, help="override the preset's threshold decay")
-    finetune.add_argument("--target-sparsity", type=float, metavar="F",
-                          help="sparse: the fraction of path weights moved (default: the preset's, L 0.10, H 0.02)")
+    finetune.add_argument("--moved-fraction", "--target-sparsity", dest="moved_fraction", type=float, metavar="F",
+                          help="sparse: the fraction of path weights moved (default: the preset's, L 0.10, H 0.02); "
+                          "--target-sparsity is its deprecated old name")
     finetune.add_argument("--stress-unit", choices=list(STRESS_UNITS), default="eV/A^3",
                           help="the unit of the files' stress labels (converted to eV/Å³ on reading)")
     finetune.add_argument("--max-stress", type=float, metavar="EV_PER_A3",
@@ -63,20 +65,30 @@ def add_finetune_command(commands: argparse._SubParsersAction) -> None:
     finetune.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
     finetune.add_argument("--dtype", default="float32", choices=["float32", "float64"])
     finetune.add_argument("--overwrite", action="store_true", help="replace an existing output folder")
-    finetune.set_defaults(run=_finetune)
+    unused = {action.dest: (max(action.option_strings, key=len), action.default) for action in finetune._actions
+              if action.option_strings and action.dest not in COMPOSED_USES + ("help",)}
+    finetune.set_defaults(run=_finetune, composed_unused=unused)
+
+
+COMPOSED_USES = ("epochs", "batch_size", "lr", "patience", "head_lr", "seed", "device")
+"""The flags ``finetune COMPOSED_DIR`` reads; it refuses the others rather than ignore them."""
 
 
 def _finetune(args: argparse.Namespace) -> int:
     if args.composed is not None:
         if args.backbone is not None:
-            raise ValueError("pass either COMPOSED_DIR or --backbone, not both")
+            raise UsageError("pass either COMPOSED_DIR or --backbone, not both")
         from ase_moma.compose.commands import finetune_composed_command
 
+        ignored = [flag for dest, (flag, default) in args.composed_unused.items() if getattr(args, dest) != default]
+        if ignored:
+            raise UsageError(f"finetune COMPOSED_DIR does not use {', '.join(ignored)}: a composition is "
+                             "fine-tuned in place (into COMPOSED_DIR/model/) on the data it was composed for")
         return finetune_composed_command(args)
     missing = [flag for flag, value in (("--backbone", args.backbone), ("--train", args.train),
                                         ("--valid", args.valid), ("-o", args.output)) if value is None]
     if missing:
-        raise ValueError(f"finetune needs {', '.join(missing)} (or a COMPOSED_DIR to fine-tune a composition)")
+        raise UsageError(f"finetune needs {', '.join(missing)} (or a COMPOSED_DIR to fine-tune a composition)")
     return _finetune_potential(args)
 
 
@@ -89,7 +101,7 @@ def _finetune_potential(args: argparse.Namespace) -> int:
     given = {key: value for key, value in (("epochs", args.epochs), ("batch_size", args.batch_size),
                                            ("lr", args.lr), ("patience", args.patience)) if value is not None}
     config = FinetuneConfig(method=args.method, preset=args.preset, tau_lr=args.tau_lr, tau_decay=args.tau_decay,
-                            target_fraction=args.target_sparsity,
+                            target_fraction=args.moved_fraction,
                             max_steps=args.max_steps, refit_references=not args.no_refit_references,
                             rank=args.rank, seed=args.seed, spin_head=args.spin_head, head_lr=args.head_lr,
                             exchange=not args.no_exchange, chunk_atoms=args.chunk_atoms, **given)

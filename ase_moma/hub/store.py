@@ -22,6 +22,7 @@ import torch
 
 from ase_moma.atomic_io import atomic_directory, atomic_file
 from ase_moma.backbone import Backbone
+from ase_moma.errors import AseMomaError
 from ase_moma.module_files import (MODULE_JSON, HubIntegrityError, check_module_folder, check_module_kind,
                                    read_json, write_json, write_module_folder)
 from ase_moma.module_model import module_from_folder
@@ -33,7 +34,7 @@ SCHEMA_VERSION = 1
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$")
 
 
-class ModuleNotFound(KeyError):
+class ModuleNotFound(AseMomaError, KeyError):
     """No module of that name in the hub."""
 
     def __str__(self) -> str:
