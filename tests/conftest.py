@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import sys
-import warnings
 from pathlib import Path
 
 import numpy as np
@@ -26,10 +25,6 @@ from hub_fixtures import hub, hub_data, sevennet  # noqa: E402,F401  (session fi
 
 DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
 BACKBONES = ["sevennet", "chgnet", "mace", "orb", "matgl", "jmp"]
-
-warnings.filterwarnings("ignore", category=UserWarning)
-warnings.filterwarnings("ignore", category=DeprecationWarning)
-warnings.filterwarnings("ignore", category=FutureWarning)
 
 
 @pytest.fixture(scope="session")
