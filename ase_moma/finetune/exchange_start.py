@@ -9,11 +9,16 @@ from a head that already carries the data's magnetic energetics: a handful of
 optimiser steps, or a validation that keeps the start, can no longer leave
 J ≡ 0 and every spin configuration of a structure at one energy.
 
-The ridge strength is chosen by cross-validation over whole structures; when
-no strength beats J = 0 on the held-out structures, J stays zero. The start
-treats the moments' magnitudes as constants of the positions (their slope
-through the backbone's features is left to training, which follows the exact
-derivative).
+J is only given what the spins' orientation explains. Beside J's columns the
+fit carries a nuisance pair term ½ Σ φ(r_ij) |m_i||m_j| with the same radial
+features: for a ferromagnet the two are the same function, so without φ a
+training set of mostly ferromagnetic frames would hand J every pair-like error
+of the backbone, and J would flip that error's sign on an antiparallel order.
+φ is barely shrunk and then dropped; J is shrunk by a ridge strength chosen by
+cross-validation over whole structures, and stays zero when no strength beats
+φ alone on the held-out structures. The start treats the moments' magnitudes
+as constants of the positions (their slope through the backbone's features is
+left to training, which follows the exact derivative).
 """
 
 from __future__ import annotations
@@ -32,13 +37,17 @@ RIDGE_GRID = np.logspace(-8, 0, 9)
 """Ridge strengths, relative to the mean diagonal of the normal matrix: from a plain least-squares fit of
 the H + 1 read-out coefficients to one that keeps them near zero."""
 FOLDS = 5  # structures are left out in this many folds to choose the strength
+NUISANCE_RIDGE = 1e-6
+"""The pair term's relative ridge: only enough to keep the solve well-posed where φ is not determined (an
+ideal lattice fixes it up to a constant), so whatever an orientation-independent term explains stays with it."""
 
 
 @dataclass
 class ExchangeFit:
     """The start: ``coefficients`` (H + 1,) of J's last layer [w; b]; ``alpha``, the chosen relative ridge
     strength (None: J stays zero, no strength beat it); ``held_out`` and ``zero``, the cross-validated
-    weighted squared error of the fit and of J = 0; ``structures``, how many frames it saw."""
+    weighted squared error of the fit and of J = 0 (the pair term alone); ``structures``, how many
+    frames it saw."""
 
     coefficients: np.ndarray
     alpha: float | None
@@ -74,7 +83,7 @@ def fit_exchange(spin: Any, graphs: Sequence[Any], data: PotentialSet, loss: Pot
     their spin configurations); loss: its weights of energy per atom and forces set the rows' weights.
     """
     head = spin.head
-    width = head.exchange[-1].in_features + 1
+    width = 2 * (head.exchange[-1].in_features + 1)  # J's read-out, then the pair term's
     n_folds = min(FOLDS, len(data))
     folds = np.random.default_rng(seed).permutation(len(data)) % n_folds
     normal = _Normal(n_folds, width)
@@ -100,33 +109,45 @@ def fit_exchange(spin: Any, graphs: Sequence[Any], data: PotentialSet, loss: Pot
 
 
 def _choose_ridge(normal: _Normal, structures: int) -> ExchangeFit:
-    """Cross-validate the relative ridge strength over the folds; refit on all with the best one."""
-    gram, cross, square = normal.gram.sum(0), normal.cross.sum(0), normal.square.sum()
-    scale = max(float(np.trace(gram)) / len(gram), 1e-300)
-    zero = float(square)
-    best: tuple[float, float] | None = None
-    for alpha in RIDGE_GRID:
+    """Cross-validate J's relative ridge strength over the folds, the pair term always beside it; refit on all
+    with the best strength and keep J's part. The baseline is the pair term alone (J = 0)."""
+    gram, cross = normal.gram.sum(0), normal.cross.sum(0)
+    half = len(gram) // 2
+    diagonal = np.diag(gram)
+    scale = np.concatenate([np.full(half, max(diagonal[:half].mean(), 1e-300)),
+                            np.full(half, max(diagonal[half:].mean(), 1e-300))])
+
+    def held_out(columns: np.ndarray, ridge: np.ndarray) -> float:
         error = 0.0
         for fold in range(len(normal.square)):
-            coefficients = _solve(gram - normal.gram[fold], cross - normal.cross[fold], alpha * scale)
-            error += float(coefficients @ normal.gram[fold] @ coefficients - 2 * coefficients @ normal.cross[fold]
-                           + normal.square[fold])
-        if best is None or error < best[1]:
-            best = (float(alpha), error)
-    if best is None or best[1] >= zero:
-        return ExchangeFit(np.zeros(len(gram)), None, zero, zero, structures)
-    return ExchangeFit(_solve(gram, cross, best[0] * scale), best[0], best[1], zero, structures)
+            inside = np.ix_(columns, columns)
+            coefficients = _solve((gram - normal.gram[fold])[inside], (cross - normal.cross[fold])[columns], ridge)
+            error += float(coefficients @ normal.gram[fold][inside] @ coefficients
+                           - 2 * coefficients @ normal.cross[fold][columns] + normal.square[fold])
+        return error
+
+    pair = np.arange(half, len(gram))
+    zero = held_out(pair, NUISANCE_RIDGE * scale[half:])
+    every = np.arange(len(gram))
+    trials = [(float(alpha), held_out(every, np.concatenate([alpha * scale[:half], NUISANCE_RIDGE * scale[half:]])))
+              for alpha in RIDGE_GRID]
+    alpha, error = min(trials, key=lambda trial: trial[1])
+    if error >= zero:
+        return ExchangeFit(np.zeros(half), None, zero, zero, structures)
+    joint = _solve(gram, cross, np.concatenate([alpha * scale[:half], NUISANCE_RIDGE * scale[half:]]))
+    return ExchangeFit(joint[:half], alpha, error, zero, structures)
 
 
-def _solve(gram: np.ndarray, cross: np.ndarray, ridge: float) -> np.ndarray:
-    return np.linalg.solve(gram + ridge * np.eye(len(gram)), cross)
+def _solve(gram: np.ndarray, cross: np.ndarray, ridge: np.ndarray) -> np.ndarray:
+    """The ridge solution with a per-column strength ``ridge``."""
+    return np.linalg.solve(gram + np.diag(ridge), cross)
 
 
 def _residual_design(spin: Any, graphs: Sequence[Any], forces: bool
                      ) -> tuple[np.ndarray, np.ndarray | None, np.ndarray, np.ndarray | None]:
-    """For one batch: the model's energies (B,) eV and forces (N, 3) eV/Å, and the exchange's design
-    for energies (B, H + 1) and forces (N, 3, H + 1): the energy and forces each read-out coefficient
-    adds per unit."""
+    """For one batch: the model's energies (B,) eV and forces (N, 3) eV/Å, and the design for energies
+    (B, 2(H + 1)) and forces (N, 3, 2(H + 1)): the energy and forces each read-out coefficient adds per
+    unit, J's (weighting the pair by m_i·m_j) then the pair term's (by |m_i||m_j|)."""
     inner, spins, _ = spin.collate(list(graphs))
     head = spin.head
     captured: dict[str, torch.Tensor] = {}
@@ -137,19 +158,21 @@ def _residual_design(spin: Any, graphs: Sequence[Any], forces: bool
             moments = magnitudes[:, None] * spins.to(magnitudes.dtype)
             vectors = edges.vectors.detach()
             length = vectors.norm(dim=-1).clamp(min=1e-9)
-            product = 0.5 * (moments[edges.index[0]] * moments[edges.index[1]]).sum(-1).to(length.dtype)
-        design, slope = torch.func.jvp(lambda r: head.exchange_design(r, edges), (length,),
-                                       (torch.ones_like(length),))
+            centre, neighbour = edges.index
+            weights = 0.5 * torch.stack([(moments[centre] * moments[neighbour]).sum(-1),
+                                         magnitudes[centre] * magnitudes[neighbour]], dim=1).to(length.dtype)
+        radial, slope = torch.func.jvp(lambda r: head.exchange_design(r, edges), (length,), (torch.ones_like(length),))
+        design = torch.cat([radial * weights[:, :1], radial * weights[:, 1:]], dim=1)  # (E, 2(H + 1))
         per_atom = torch.zeros(features.batch.shape[0], design.shape[1], dtype=design.dtype, device=design.device)
-        per_atom.index_add_(0, edges.index[0], design * product[:, None])
+        per_atom.index_add_(0, centre, design)
         captured["energy"] = torch.zeros(n_graphs, design.shape[1], dtype=design.dtype,
                                          device=design.device).index_add_(0, features.batch, per_atom)
         if forces:  # ∂E/∂v_e along the edge, then onto its two atoms: v_e = r_neighbour − r_centre
-            along = (slope * product[:, None])[:, :, None] * (vectors / length[:, None])[:, None, :]
-            gradient = torch.zeros(features.batch.shape[0], *along.shape[1:], dtype=along.dtype,
-                                   device=along.device)
-            gradient.index_add_(0, edges.index[1], along)
-            gradient.index_add_(0, edges.index[0], -along)
+            radial_slope = torch.cat([slope * weights[:, :1], slope * weights[:, 1:]], dim=1)
+            along = radial_slope[:, :, None] * (vectors / length[:, None])[:, None, :]
+            gradient = torch.zeros(features.batch.shape[0], *along.shape[1:], dtype=along.dtype, device=along.device)
+            gradient.index_add_(0, neighbour, along)
+            gradient.index_add_(0, centre, -along)
             captured["forces"] = -gradient.transpose(1, 2)
         return torch.zeros(n_graphs, dtype=length.dtype, device=length.device), moments
 
