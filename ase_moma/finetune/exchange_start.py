@@ -14,9 +14,11 @@ fit carries a nuisance pair term ½ Σ φ(r_ij) |m_i||m_j| with the same radial
 features: for a ferromagnet the two are the same function, so without φ a
 training set of mostly ferromagnetic frames would hand J every pair-like error
 of the backbone, and J would flip that error's sign on an antiparallel order.
-φ is barely shrunk and then dropped; J is shrunk by a ridge strength chosen by
-cross-validation over whole structures, and stays zero when no strength beats
-φ alone on the held-out structures. The start treats the moments' magnitudes
+φ is fitted first, barely shrunk, and dropped; J is fitted to what φ leaves,
+with a ridge strength chosen by cross-validation over whole structures, and
+stays zero when no strength beats φ alone on the held-out structures. (Fitted
+jointly, the two nearly collinear terms cancel: J's coefficients grow large
+and, with φ dropped, J alone is garbage.) The start treats the moments' magnitudes
 as constants of the positions (their slope through the backbone's features is
 left to training, which follows the exact derivative).
 """
@@ -109,33 +111,41 @@ def fit_exchange(spin: Any, graphs: Sequence[Any], data: PotentialSet, loss: Pot
 
 
 def _choose_ridge(normal: _Normal, structures: int) -> ExchangeFit:
-    """Cross-validate J's relative ridge strength over the folds, the pair term always beside it; refit on all
-    with the best strength and keep J's part. The baseline is the pair term alone (J = 0)."""
-    gram, cross = normal.gram.sum(0), normal.cross.sum(0)
-    half = len(gram) // 2
-    diagonal = np.diag(gram)
-    scale = np.concatenate([np.full(half, max(diagonal[:half].mean(), 1e-300)),
-                            np.full(half, max(diagonal[half:].mean(), 1e-300))])
+    """Fit the pair term first, then J to what it leaves, J's ridge strength cross-validated over the folds;
+    J's part of the refit on all is kept. The baseline is the pair term alone (J = 0)."""
+    half = len(normal.cross[0]) // 2
+    pair, spin = slice(half, None), slice(None, half)
 
-    def held_out(columns: np.ndarray, ridge: np.ndarray) -> float:
+    def pair_fit(gram: np.ndarray, cross: np.ndarray) -> np.ndarray:
+        block = gram[pair, pair]
+        return _solve(block, cross[pair], NUISANCE_RIDGE * _scale(block))
+
+    def spin_fit(gram: np.ndarray, cross: np.ndarray, alpha: float) -> np.ndarray:
+        """J's coefficients on the residual of the pair fit: A_Jᵀ(y − A_φ c_φ) = A_Jᵀy − (A_JᵀA_φ) c_φ."""
+        block = gram[spin, spin]
+        return _solve(block, cross[spin] - gram[spin, pair] @ pair_fit(gram, cross), alpha * _scale(block))
+
+    def held_out(alpha: float | None) -> float:
         error = 0.0
         for fold in range(len(normal.square)):
-            inside = np.ix_(columns, columns)
-            coefficients = _solve((gram - normal.gram[fold])[inside], (cross - normal.cross[fold])[columns], ridge)
-            error += float(coefficients @ normal.gram[fold][inside] @ coefficients
-                           - 2 * coefficients @ normal.cross[fold][columns] + normal.square[fold])
+            gram, cross = normal.gram.sum(0) - normal.gram[fold], normal.cross.sum(0) - normal.cross[fold]
+            c = np.zeros(len(cross))
+            c[pair] = pair_fit(gram, cross)
+            if alpha is not None:
+                c[spin] = spin_fit(gram, cross, alpha)
+            error += float(c @ normal.gram[fold] @ c - 2 * c @ normal.cross[fold] + normal.square[fold])
         return error
 
-    pair = np.arange(half, len(gram))
-    zero = held_out(pair, NUISANCE_RIDGE * scale[half:])
-    every = np.arange(len(gram))
-    trials = [(float(alpha), held_out(every, np.concatenate([alpha * scale[:half], NUISANCE_RIDGE * scale[half:]])))
-              for alpha in RIDGE_GRID]
-    alpha, error = min(trials, key=lambda trial: trial[1])
+    zero = held_out(None)
+    alpha, error = min(((float(a), held_out(float(a))) for a in RIDGE_GRID), key=lambda trial: trial[1])
     if error >= zero:
         return ExchangeFit(np.zeros(half), None, zero, zero, structures)
-    joint = _solve(gram, cross, np.concatenate([alpha * scale[:half], NUISANCE_RIDGE * scale[half:]]))
-    return ExchangeFit(joint[:half], alpha, error, zero, structures)
+    return ExchangeFit(spin_fit(normal.gram.sum(0), normal.cross.sum(0), alpha), alpha, error, zero, structures)
+
+
+def _scale(gram: np.ndarray) -> np.ndarray:
+    """A ridge of 1 relative to the mean diagonal of ``gram``, per column."""
+    return np.full(len(gram), max(float(np.diag(gram).mean()), 1e-300))
 
 
 def _solve(gram: np.ndarray, cross: np.ndarray, ridge: np.ndarray) -> np.ndarray:
