@@ -1,0 +1,86 @@
+"""robocrystallographer descriptions of structures, cached on disk by a hash of the structure.
+
+robocrys takes about a second a structure (symmetry, near neighbours, polyhedra), so each description
+is computed once: one small JSON file per structure in the cache folder, keyed by the species,
+positions, cell and periodicity and by robocrys's version. A structure robocrys cannot describe
+(symmetry or Voronoi failures are common) is cached with its reason, so it is not retried. The
+mineral matcher stays off (it compares against a database, slowly), and no name is looked up online.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import time
+import warnings
+from importlib.metadata import version
+from pathlib import Path
+
+import numpy as np
+from ase import Atoms
+
+from ase_moma.atomic_io import atomic_file
+
+
+def default_cache() -> Path:
+    """``$XDG_CACHE_HOME/ase-moma/descriptions`` (``~/.cache/...`` when the variable is unset)."""
+    return Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "ase-moma" / "descriptions"
+
+
+def structure_key(atoms: Atoms) -> str:
+    """sha256 of the species, positions and cell (to 1e-6 Å) and periodicity, and robocrys's version."""
+    digest = hashlib.sha256(f"robocrys {version('robocrys')}".encode())
+    digest.update(np.asarray(atoms.numbers, dtype=np.int64).tobytes())
+    for array in (atoms.positions, atoms.cell.array):
+        digest.update(np.round(np.asarray(array, dtype=np.float64), 6).tobytes())
+    digest.update(np.asarray(atoms.pbc, dtype=bool).tobytes())
+    return digest.hexdigest()
+
+
+class Describer:
+    """Text descriptions of structures: ``describe(atoms) -> (text or None, reason or None)``.
+
+    folder: the cache (default :func:`default_cache`). ``counts`` tallies ``described`` (computed
+    now), ``cached`` (read back) and ``seconds`` spent describing.
+    """
+
+    def __init__(self, folder: str | Path | None = None) -> None:
+        self.folder = Path(folder) if folder is not None else default_cache()
+        self.counts = {"described": 0, "cached": 0, "seconds": 0.0}
+        self._tools = None
+
+    def describe(self, atoms: Atoms) -> tuple[str | None, str | None]:
+        key = structure_key(atoms)
+        path = self.folder / key[:2] / f"{key}.json"
+        if path.is_file():
+            record = json.loads(path.read_text())
+            self.counts["cached"] += 1
+            return record["text"], record["missing"]
+        start = time.perf_counter()
+        text, missing = self._describe(atoms)
+        self.counts["seconds"] += time.perf_counter() - start
+        self.counts["described"] += 1
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with atomic_file(path) as tmp:
+            Path(tmp).write_text(json.dumps({"text": text, "missing": missing}))
+        return text, missing
+
+    def _describe(self, atoms: Atoms) -> tuple[str | None, str | None]:
+        if not atoms.pbc.all() or atoms.cell.rank < 3:
+            return None, "robocrys describes periodic crystals; this structure has no full cell"
+        from pymatgen.io.ase import AseAtomsAdaptor
+
+        if self._tools is None:
+            from robocrys import StructureCondenser, StructureDescriber
+
+            self._tools = StructureCondenser(mineral_matcher=False), StructureDescriber()
+        condenser, describer = self._tools
+        try:
+            with warnings.catch_warnings():  # per-site notes from the libraries robocrys calls, not for the user:
+                warnings.filterwarnings("ignore", message="CrystalNN: cannot locate an appropriate radius")
+                warnings.filterwarnings("ignore", message="No oxidation states specified on sites")
+                warnings.filterwarnings("ignore", message="Set OLD_ERROR_HANDLING to false", module="spglib")
+                return describer.describe(condenser.condense_structure(AseAtomsAdaptor.get_structure(atoms))), None
+        except Exception as error:  # robocrys fails on some structures (symmetry, Voronoi): recorded, not raised
+            return None, f"robocrys failed: {type(error).__name__}: {error}"

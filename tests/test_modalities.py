@@ -1,0 +1,66 @@
+"""The text and composition views: real robocrys, MiniLM and Magpie, offline, cached, never crashing."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from ase.build import bulk, molecule
+
+from ase_moma.modalities import CompositionModality, Describer, TextModality
+
+
+@pytest.fixture(scope="module")
+def text(tmp_path_factory):
+    return TextModality(cache=tmp_path_factory.mktemp("descriptions"))
+
+
+def test_composition_statistics_are_magpie_values():
+    composition = CompositionModality()
+    encoded = composition.encode([bulk("NaCl", "rocksalt", 5.64), bulk("Si", "diamond", 5.43)])
+    labels = composition.labels()
+    assert composition.width == len(labels) == 132 and encoded.present.all()
+    row = dict(zip(labels, encoded.features[0]))
+    assert row["MagpieData mean Number"] == pytest.approx(14.0)  # Na 11, Cl 17
+    assert row["MagpieData range Number"] == pytest.approx(6.0)
+    assert dict(zip(labels, encoded.features[1]))["MagpieData avg_dev Number"] == pytest.approx(0.0)
+    assert composition.identity() == CompositionModality().identity()
+
+
+def test_descriptions_are_cached_by_structure(tmp_path):
+    first = Describer(tmp_path)
+    salt = bulk("NaCl", "rocksalt", 5.64)
+    text, missing = first.describe(salt)
+    assert missing is None and "Fm-3m" in text and "octahedra" in text
+    again = Describer(tmp_path)  # a new process would find the same file
+    assert again.describe(salt.copy()) == (text, None)
+    assert again.counts["cached"] == 1 and again.counts["described"] == 0
+    moved = salt.copy()
+    moved.positions[0] += 0.1
+    assert again.describe(moved)[0] is not None and again.counts["described"] == 1
+
+
+def test_a_structure_without_a_description_is_missing_not_a_crash(text):
+    encoded = text.encode([molecule("H2O"), bulk("Cu", "fcc", 3.6)])
+    assert encoded.present.tolist() == [False, True]
+    assert "periodic" in encoded.missing[0] and not encoded.features[0].any()
+    assert np.linalg.norm(encoded.features[1]) == pytest.approx(1.0)
+
+
+def test_similar_crystals_read_alike(text):
+    """The real encoder: rock salts describe alike, and unlike a covalent diamond lattice."""
+    salt, potash, silicon = text.encode([bulk("NaCl", "rocksalt", 5.64), bulk("KCl", "rocksalt", 6.29),
+                                         bulk("Si", "diamond", 5.43)]).features
+    assert salt @ potash > salt @ silicon + 0.05
+
+
+def test_long_descriptions_are_chunked_not_cut(text):
+    salt = text.describer.describe(bulk("NaCl", "rocksalt", 5.64))[0]
+    silicon = text.describer.describe(bulk("Si", "diamond", 5.43))[0]
+    long = " ".join([salt] * 6 + [silicon] * 6)
+    pieces = text.chunks(long)
+    assert len(pieces) > 1 and all(count <= text.max_tokens - 2 for _, count in pieces)
+    assert " ".join(piece for piece, _ in pieces).split() == long.split()  # every word is read
+    ours = text.embed_text(long)
+    cut = text._model.encode([long], convert_to_numpy=True)[0]  # the encoder alone reads the first 256 tokens
+    reference = text.embed_text(silicon)
+    assert ours @ reference > cut @ reference + 0.05
