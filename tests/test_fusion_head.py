@@ -1,0 +1,85 @@
+"""The fusion head learns what the graph misses from the view that carries it, and starts as the graph model."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from ase_moma.modalities.fusion_head import FusionHead
+
+
+def _generated(n: int, seed: int):
+    """Graph features explain a linear part; composition feature 0 explains a non-linear rest; text is noise."""
+    rng = np.random.default_rng(seed)
+    graph, composition, text = rng.normal(size=(n, 16)), rng.normal(size=(n, 8)), rng.normal(size=(n, 8))
+    direction = np.linspace(-1, 1, 16)
+    target = graph @ direction / 4 + np.tanh(2 * composition[:, 0])
+    as_tensor = lambda a: torch.as_tensor(a, dtype=torch.float64)  # noqa: E731
+    return as_tensor(graph), {"composition": as_tensor(composition), "text": as_tensor(text)}, as_tensor(target)
+
+
+def _graph_only(graph, target):
+    """The graph model: a least-squares linear read-out of its features (what LP-FT starts from)."""
+    design = torch.cat([graph, torch.ones(len(graph), 1, dtype=graph.dtype)], dim=1)
+    weights = torch.linalg.lstsq(design, target[:, None]).solution[:, 0]
+    return lambda g: torch.cat([g, torch.ones(len(g), 1, dtype=g.dtype)], dim=1) @ weights
+
+
+def _inputs(graph, views, present=None):
+    features = {"graph": graph, **views}
+    mask = present or {name: torch.ones(len(graph), dtype=torch.bool) for name in views}
+    return features, mask
+
+
+@pytest.fixture(scope="module")
+def trained():
+    torch.manual_seed(0)
+    graph, views, target = _generated(600, seed=0)
+    graph_model = _graph_only(graph, target)
+    head = FusionHead(16, {"composition": 8, "text": 8}).double()
+    head.fit_normalisation(*_inputs(graph, views))
+    before = head(graph_model(graph), *_inputs(graph, views))[0]
+    optimizer = torch.optim.Adam(head.parameters(), lr=3e-3)
+    head.train()
+    for step in range(600):
+        rows = torch.randint(0, len(graph), (64,))
+        prediction, _ = head(graph_model(graph[rows]), *_inputs(graph[rows], {k: v[rows] for k, v in views.items()}))
+        loss = torch.nn.functional.mse_loss(prediction, target[rows])
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+    head.eval()
+    return head, graph_model, (graph_model(graph) - before).detach()
+
+
+def test_before_training_the_head_is_the_graph_model(trained):
+    _, _, start_gap = trained
+    assert float(start_gap.abs().max()) == 0.0
+
+
+def test_it_learns_the_part_only_another_view_carries(trained):
+    head, graph_model, _ = trained
+    graph, views, target = _generated(400, seed=1)  # held out
+    with torch.no_grad():
+        fused, gates = head(graph_model(graph), *_inputs(graph, views))
+    graph_error = float((graph_model(graph) - target).abs().mean())
+    assert float((fused - target).abs().mean()) < 0.4 * graph_error
+    mean_gates = dict(zip(head.names, gates.mean(0).tolist()))
+    assert mean_gates["composition"] > mean_gates["text"]  # it reads the view that carries the signal
+
+
+def test_a_view_missing_at_prediction_time_still_predicts(trained):
+    head, graph_model, _ = trained
+    graph, views, target = _generated(400, seed=2)
+    absent = {"composition": torch.zeros(len(graph), dtype=torch.bool), "text": torch.ones(len(graph), dtype=torch.bool)}
+    with torch.no_grad():
+        fused, _ = head(graph_model(graph), *_inputs(graph, views, absent))
+    graph_error = float((graph_model(graph) - target).abs().mean())
+    assert torch.isfinite(fused).all()
+    assert float((fused - target).abs().mean()) < 1.1 * graph_error  # falls back near the graph model
+
+
+def test_the_graph_view_name_is_reserved():
+    with pytest.raises(ValueError, match="graph"):
+        FusionHead(4, {"graph": 3})
