@@ -16,7 +16,10 @@ training set of mostly ferromagnetic frames would hand J every pair-like error
 of the backbone, and J would flip that error's sign on an antiparallel order.
 φ is fitted first, barely shrunk, and dropped; J is fitted to what φ leaves,
 with a ridge strength chosen by cross-validation over whole structures, and
-stays zero when no strength beats φ alone on the held-out structures. (Fitted
+stays zero when no strength beats φ alone on the held-out structures. Where φ
+itself beats nothing on held-out structures only; otherwise (no pair-like error
+to take, as in generated Heisenberg data) it would only bias J, and J is
+fitted alone. (Fitted
 jointly, the two nearly collinear terms cancel: J's coefficients grow large
 and, with φ dropped, J alone is garbage.) The start treats the moments' magnitudes
 as constants of the positions (their slope through the backbone's features is
@@ -111,8 +114,8 @@ def fit_exchange(spin: Any, graphs: Sequence[Any], data: PotentialSet, loss: Pot
 
 
 def _choose_ridge(normal: _Normal, structures: int) -> ExchangeFit:
-    """Fit the pair term first, then J to what it leaves, J's ridge strength cross-validated over the folds;
-    J's part of the refit on all is kept. The baseline is the pair term alone (J = 0)."""
+    """Fit the pair term φ first where it beats nothing on held-out folds, then J to what it leaves, J's ridge
+    strength cross-validated over the folds; J's part is kept. The baseline is φ alone (or nothing): J = 0."""
     half = len(normal.cross[0]) // 2
     pair, spin = slice(half, None), slice(None, half)
 
@@ -125,22 +128,30 @@ def _choose_ridge(normal: _Normal, structures: int) -> ExchangeFit:
         block = gram[spin, spin]
         return _solve(block, cross[spin] - gram[spin, pair] @ pair_fit(gram, cross), alpha * _scale(block))
 
-    def held_out(alpha: float | None) -> float:
+    def alone(gram: np.ndarray, cross: np.ndarray, alpha: float) -> np.ndarray:
+        block = gram[spin, spin]
+        return _solve(block, cross[spin], alpha * _scale(block))
+
+    def held_out(nuisance: bool, alpha: float | None) -> float:
         error = 0.0
         for fold in range(len(normal.square)):
             gram, cross = normal.gram.sum(0) - normal.gram[fold], normal.cross.sum(0) - normal.cross[fold]
             c = np.zeros(len(cross))
-            c[pair] = pair_fit(gram, cross)
+            if nuisance:
+                c[pair] = pair_fit(gram, cross)
             if alpha is not None:
-                c[spin] = spin_fit(gram, cross, alpha)
+                c[spin] = spin_fit(gram, cross, alpha) if nuisance else alone(gram, cross, alpha)
             error += float(c @ normal.gram[fold] @ c - 2 * c @ normal.cross[fold] + normal.square[fold])
         return error
 
-    zero = held_out(None)
-    alpha, error = min(((float(a), held_out(float(a))) for a in RIDGE_GRID), key=lambda trial: trial[1])
+    nuisance = held_out(True, None) < held_out(False, None)  # is there a pair-like error for φ to take?
+    zero = held_out(nuisance, None)
+    alpha, error = min(((float(a), held_out(nuisance, float(a))) for a in RIDGE_GRID), key=lambda trial: trial[1])
     if error >= zero:
         return ExchangeFit(np.zeros(half), None, zero, zero, structures)
-    return ExchangeFit(spin_fit(normal.gram.sum(0), normal.cross.sum(0), alpha), alpha, error, zero, structures)
+    gram, cross = normal.gram.sum(0), normal.cross.sum(0)
+    fitted = spin_fit(gram, cross, alpha) if nuisance else alone(gram, cross, alpha)
+    return ExchangeFit(fitted, alpha, error, zero, structures)
 
 
 def _scale(gram: np.ndarray) -> np.ndarray:
