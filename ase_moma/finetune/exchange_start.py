@@ -10,20 +10,19 @@ optimiser steps, or a validation that keeps the start, can no longer leave
 J ≡ 0 and every spin configuration of a structure at one energy.
 
 J is only given what the spins' orientation explains. Beside J's columns the
-fit carries a nuisance pair term ½ Σ φ(r_ij) |m_i||m_j| with the same radial
-features: for a ferromagnet the two are the same function, so without φ a
-training set of mostly ferromagnetic frames would hand J every pair-like error
-of the backbone, and J would flip that error's sign on an antiparallel order.
-φ is fitted first, barely shrunk, and dropped; J is fitted to what φ leaves,
-with a ridge strength chosen by cross-validation over whole structures, and
-stays zero when no strength beats φ alone on the held-out structures. Where φ
-itself beats nothing on held-out structures only; otherwise (no pair-like error
-to take, as in generated Heisenberg data) it would only bias J, and J is
-fitted alone. (Fitted
-jointly, the two nearly collinear terms cancel: J's coefficients grow large
-and, with φ dropped, J alone is garbage.) The start treats the moments' magnitudes
-as constants of the positions (their slope through the backbone's features is
-left to training, which follows the exact derivative).
+fit can carry a nuisance pair term ½ Σ φ(r_ij) |m_i||m_j| with the same radial
+features: for a ferromagnet the two are one function, so without φ a training
+set of mostly ferromagnetic frames hands J every pair-like error of the
+backbone, which J then flips on an antiparallel order. Where φ beats nothing on
+held-out structures it is fitted first, barely shrunk, and dropped, and J is
+fitted to what it leaves; where it does not (no pair-like error to take, as in
+generated Heisenberg data) it would only bias J, and J is fitted alone. (Fitted
+jointly, the two nearly collinear terms cancel each other with large
+coefficients.) J's ridge strength is chosen by cross-validation over whole
+structures, and J stays zero when no strength beats J = 0 on the held-out
+structures. The start treats the moments' magnitudes as constants of the
+positions (their slope through the backbone's features is left to training,
+which follows the exact derivative).
 """
 
 from __future__ import annotations
