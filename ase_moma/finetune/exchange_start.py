@@ -122,35 +122,32 @@ def _choose_ridge(normal: _Normal, structures: int) -> ExchangeFit:
         block = gram[pair, pair]
         return _solve(block, cross[pair], NUISANCE_RIDGE * _scale(block))
 
-    def spin_fit(gram: np.ndarray, cross: np.ndarray, alpha: float) -> np.ndarray:
-        """J's coefficients on the residual of the pair fit: A_Jᵀ(y − A_φ c_φ) = A_Jᵀy − (A_JᵀA_φ) c_φ."""
-        block = gram[spin, spin]
-        return _solve(block, cross[spin] - gram[spin, pair] @ pair_fit(gram, cross), alpha * _scale(block))
-
-    def alone(gram: np.ndarray, cross: np.ndarray, alpha: float) -> np.ndarray:
-        block = gram[spin, spin]
-        return _solve(block, cross[spin], alpha * _scale(block))
+    def fit(gram: np.ndarray, cross: np.ndarray, nuisance: bool, alpha: float | None) -> np.ndarray:
+        """[c_J; c_φ]: φ first where ``nuisance``, then J (unless ``alpha`` is None) on what φ leaves,
+        A_Jᵀ(y − A_φ c_φ) = A_Jᵀy − (A_JᵀA_φ) c_φ."""
+        c = np.zeros(len(cross))
+        if nuisance:
+            c[pair] = pair_fit(gram, cross)
+        if alpha is not None:
+            block = gram[spin, spin]
+            c[spin] = _solve(block, cross[spin] - gram[spin, pair] @ c[pair], alpha * _scale(block))
+        return c
 
     def held_out(nuisance: bool, alpha: float | None) -> float:
         error = 0.0
         for fold in range(len(normal.square)):
-            gram, cross = normal.gram.sum(0) - normal.gram[fold], normal.cross.sum(0) - normal.cross[fold]
-            c = np.zeros(len(cross))
-            if nuisance:
-                c[pair] = pair_fit(gram, cross)
-            if alpha is not None:
-                c[spin] = spin_fit(gram, cross, alpha) if nuisance else alone(gram, cross, alpha)
+            c = fit(normal.gram.sum(0) - normal.gram[fold], normal.cross.sum(0) - normal.cross[fold], nuisance, alpha)
             error += float(c @ normal.gram[fold] @ c - 2 * c @ normal.cross[fold] + normal.square[fold])
         return error
 
-    nuisance = held_out(True, None) < held_out(False, None)  # is there a pair-like error for φ to take?
-    zero = held_out(nuisance, None)
+    with_pair, without = held_out(True, None), held_out(False, None)
+    nuisance = with_pair < without  # is there a pair-like error for φ to take?
+    zero = min(with_pair, without)
     alpha, error = min(((float(a), held_out(nuisance, float(a))) for a in RIDGE_GRID), key=lambda trial: trial[1])
     if error >= zero:
         return ExchangeFit(np.zeros(half), None, zero, zero, structures)
-    gram, cross = normal.gram.sum(0), normal.cross.sum(0)
-    fitted = spin_fit(gram, cross, alpha) if nuisance else alone(gram, cross, alpha)
-    return ExchangeFit(fitted, alpha, error, zero, structures)
+    return ExchangeFit(fit(normal.gram.sum(0), normal.cross.sum(0), nuisance, alpha)[spin], alpha, error, zero,
+                       structures)
 
 
 def _scale(gram: np.ndarray) -> np.ndarray:
