@@ -143,8 +143,10 @@ def _predict(args: argparse.Namespace) -> int:
     if isinstance(calc, PropertyCalculator):
         target = calc.model.target
         replaced = sum(target in atoms.info for atoms in frames)
-        for atoms, value in zip(frames, calc.predict(frames, batch_size=args.batch_size)):
+        values, notes = calc.predict_with_notes(frames, batch_size=args.batch_size)
+        for atoms, value, note in zip(frames, values, notes):
             atoms.info[target] = value
+            atoms.info.update(note)
         if replaced:
             print(f"note: {replaced} input frames had info[{target!r}]; the predictions replace it")
     else:

@@ -41,7 +41,10 @@ class TrainConfig:
     lr: backbone or adapter learning rate; head_lr: the head's. patience: epochs
     without a better validation MAE before stopping. max_train: subsample the
     training split to at most this many structures. mode: a label recorded in
-    module.json (e.g. ``"quick"``).
+    module.json (e.g. ``"quick"``). modalities: views read beside the graph
+    (``("composition", "text")``, see :mod:`ase_moma.modalities`): after
+    training, a fusion head over them is fitted on the frozen model and kept
+    when it beats the graph model on validation.
     """
 
     kind: str = "full"
@@ -57,6 +60,7 @@ class TrainConfig:
     max_train: int | None = None
     hidden: int = 128
     mode: str = "custom"
+    modalities: tuple[str, ...] = ()
 
     def check(self) -> None:
         if self.kind not in TRAINED_KINDS:
@@ -70,6 +74,10 @@ class TrainConfig:
             raise ValueError(f"max_train must be at least 2, got {self.max_train}")
         if not 0 < self.val_fraction < 1:
             raise ValueError(f"val_fraction must be between 0 and 1, got {self.val_fraction}")
+        if self.modalities:
+            from ase_moma.modalities.registry import parse_modalities
+
+            self.modalities = parse_modalities(self.modalities)
 
     def resolved_readout(self, target: str) -> str:
         """The read-out for ``target``: ``readout`` unless it is ``"auto"``."""
@@ -167,6 +175,18 @@ def module_record(model: PropertyModel, config: TrainConfig, task_data: TaskData
         "data": {"source": source, "split": task_data.split_source, **data_hashes},
         "build_mode": config.mode,
     }
+
+
+def trained_module_files(model: PropertyModel, config: TrainConfig, meta: dict[str, Any],
+                         parts: dict[str, tuple[Sequence[Any], LabelledSet]]) -> dict[str, dict[str, torch.Tensor]]:
+    """The safetensors files of a trained module (:func:`model_tensors`), with a fusion head over
+    ``config.modalities`` fitted and recorded in ``meta`` when any are asked for."""
+    tensors = model_tensors(model, config.kind)
+    if config.modalities:
+        from ase_moma.modalities.fusion_training import FusionConfig, add_fusion
+
+        add_fusion(meta, tensors, model, config.modalities, parts, FusionConfig(seed=config.seed))
+    return tensors
 
 
 def model_tensors(model: PropertyModel, kind: str) -> dict[str, dict[str, torch.Tensor]]:

@@ -24,6 +24,7 @@ MODULE_JSON = "module.json"
 WEIGHTS = "weights.safetensors"
 HEAD = "head.safetensors"
 DELTA = "delta.safetensors"
+FUSION = "fusion.safetensors"  # a fusion head over other views of the structure (ase_moma.modalities)
 # What a module changes, and the kind it merges as: every backbone weight (full), adapters after each
 # interaction block (adapter), or a sparse change of the backbone weights (delta: a fine-tuned
 # potential, which is a whole backbone state once added to the pretrained one).

@@ -14,7 +14,7 @@ from ase_moma.adapters import AdapterSet
 from ase_moma.backbone import Backbone
 from ase_moma.delta import apply_delta, read_delta
 from ase_moma.heads import EnergyReference, PropertyHead
-from ase_moma.module_files import DELTA, HEAD, WEIGHTS, load_state, load_tensors
+from ase_moma.module_files import DELTA, FUSION, HEAD, WEIGHTS, load_state, load_tensors
 from ase_moma.property_model import PropertyModel
 
 
@@ -38,12 +38,16 @@ def apply_module(folder: Path, meta: dict[str, Any], backbone: Backbone) -> Adap
     return adapters
 
 
-def module_from_folder(folder: Path, meta: dict[str, Any], backbone: Backbone) -> PropertyModel:
-    """The PropertyModel of a verified module folder (``meta`` its module.json) on ``backbone``.
+def module_from_folder(folder: Path, meta: dict[str, Any], backbone: Backbone, *,
+                       fused: bool = True) -> PropertyModel:
+    """The property model of a verified module folder (``meta`` its module.json) on ``backbone``.
 
     A ``delta`` module (a fine-tuned potential) reads out energy per atom with
     no extra reference; ``full`` and ``adapter`` modules carry their own
-    read-out (a property head, or per-element reference energies).
+    read-out (a property head, or per-element reference energies). A module
+    that kept a fusion head (``fusion.safetensors``) is a
+    :class:`~ase_moma.modalities.fused_model.FusedPropertyModel` over that
+    graph model, unless ``fused`` is False (the graph model alone).
     """
     adapters = apply_module(folder, meta, backbone)
     if meta["kind"] == "delta":
@@ -56,5 +60,10 @@ def module_from_folder(folder: Path, meta: dict[str, Any], backbone: Backbone) -
         else:
             head = EnergyReference(**meta["head"]).to(device=backbone.device)
         load_state(head, load_tensors(folder / HEAD), folder / HEAD)
-    return PropertyModel(backbone, readout, head=head, adapters=adapters, target=meta.get("target", ""),
-                         unit=meta.get("unit", "")).eval()
+    model = PropertyModel(backbone, readout, head=head, adapters=adapters, target=meta.get("target", ""),
+                          unit=meta.get("unit", "")).eval()
+    if fused and FUSION in meta.get("files", {}):
+        from ase_moma.modalities.fused_model import load_fused
+
+        return load_fused(folder, meta, model)
+    return model

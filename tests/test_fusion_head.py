@@ -83,3 +83,36 @@ def test_a_view_missing_at_prediction_time_still_predicts(trained):
 def test_the_graph_view_name_is_reserved():
     with pytest.raises(ValueError, match="graph"):
         FusionHead(4, {"graph": 3})
+
+
+def test_a_linear_start_is_exactly_that_linear_model():
+    graph, views, _ = _generated(50, seed=3)
+    head = FusionHead(16, {"composition": 8, "text": 8}).double()
+    head.fit_normalisation(*_inputs(graph, views))
+    rng = np.random.default_rng(0)
+    weights = {"graph": rng.normal(size=16), "composition": rng.normal(size=8)}
+    head.set_linear(weights, bias=0.7)
+    blocks = head.standardised_blocks(*_inputs(graph, views))
+    expected = 0.7 + blocks["graph"] @ weights["graph"] + blocks["composition"] @ weights["composition"]
+    base = torch.zeros(len(graph), dtype=torch.float64)
+    with torch.no_grad():
+        fused, gates = head.eval()(base, *_inputs(graph, views))
+    assert np.allclose(fused.numpy(), expected, atol=1e-12) and np.allclose(gates.numpy(), 1 / 3)
+
+
+def test_a_forest_predicts_as_scikit_learn_and_survives_its_file():
+    from sklearn.ensemble import RandomForestRegressor
+
+    from ase_moma.modalities.forest import MIN_LEAF, TREES, Forest
+
+    rng = np.random.default_rng(0)
+    x, x_new = rng.normal(size=(120, 6)), rng.normal(size=(40, 6))
+    y = np.sin(2 * x[:, 0]) + x[:, 1] ** 2
+    forest = Forest.fit(x, y, seed=4)
+    reference = RandomForestRegressor(n_estimators=TREES, min_samples_leaf=MIN_LEAF, random_state=4).fit(x, y)
+    assert np.allclose(forest.predict(x_new), reference.predict(x_new), rtol=0, atol=1e-12)
+    stored = forest.tensors("expert.composition.")
+    assert np.array_equal(Forest.from_tensors(stored, "expert.composition.").predict(x_new), forest.predict(x_new))
+    stored["expert.composition.left"] = stored["expert.composition.left"] + 10 ** 6
+    with pytest.raises(ValueError, match="do not fit together"):
+        Forest.from_tensors(stored, "expert.composition.")

@@ -68,10 +68,13 @@ def finetune_composed_command(args: argparse.Namespace) -> int:
     import dataclasses
 
     from ase_moma.compose.finetune import DOWNSTREAM, finetune_composed
+    from ase_moma.modalities.fusion_training import fusion_summary
+    from ase_moma.modalities.registry import parse_modalities
 
     given = {key: value for key, value in (("epochs", args.epochs), ("batch_size", args.batch_size),
                                            ("lr", args.lr), ("patience", args.patience)) if value is not None}
-    config = dataclasses.replace(DOWNSTREAM, head_lr=args.head_lr, seed=args.seed, **given)
+    config = dataclasses.replace(DOWNSTREAM, head_lr=args.head_lr, seed=args.seed,
+                                 modalities=parse_modalities(args.modalities), **given)
     meta = finetune_composed(args.composed, config, device=args.device)
     metrics = meta["metrics"]
     shown = ", ".join(f"{part} MAE {metrics[f'{part}_mae']:.4g} (predicting the mean: "
@@ -79,4 +82,6 @@ def finetune_composed_command(args: argparse.Namespace) -> int:
                       if f"{part}_mae" in metrics)
     print(f"fine-tuned {args.composed} for {meta['training']['epochs_run']} epochs: {shown} {meta['unit']}; "
           f"kept the {meta['composition']['kept']} (best on validation)")
+    if "fusion" in meta:
+        print(fusion_summary(meta["fusion"], meta["unit"]))
     return 0

@@ -25,7 +25,7 @@ from typing import Any
 from ase_moma.atomic_io import atomic_directory
 from ase_moma.compose.composed import FINETUNED, apply_merged, base_backbone
 from ase_moma.compose.composer import read_recipe
-from ase_moma.fitting import TrainConfig, build_property_model, evaluate, fit, model_tensors, module_record
+from ase_moma.fitting import TrainConfig, build_property_model, evaluate, fit, module_record, trained_module_files
 from ase_moma.module_files import write_module_folder
 from ase_moma.labelled_data import load_task_data
 
@@ -76,8 +76,9 @@ def finetune_composed(out: str | Path, config: TrainConfig | None = None, *, dev
     meta.update(name=_module_name(f"{task['task']}_{recipe['strategy']}"), composition={
         "strategy": recipe["strategy"], "merged": recipe["merged"], "kept": kept, "plain_probe_val_mae": plain_val,
         "modules": [{k: m[k] for k in ("name", "sha256", "weight")} for m in recipe["modules"] if m["weight"] > 0]})
+    tensors = trained_module_files(model, config, meta, parts)
     with atomic_directory(out / FINETUNED, overwrite=True) as tmp:
-        write_module_folder(tmp, meta, model_tensors(model, config.kind), recipe["backbone"])
+        write_module_folder(tmp, meta, tensors, recipe["backbone"])
     shutil.rmtree(work, ignore_errors=True)
     return meta
 

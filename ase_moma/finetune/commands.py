@@ -61,6 +61,9 @@ def add_finetune_command(commands: argparse._SubParsersAction) -> None:
     finetune.add_argument("--rank", type=int, default=4, help="LoRA rank")
     finetune.add_argument("--no-refit-references", action="store_true",
                           help="keep the per-element reference energies instead of refitting them")
+    finetune.add_argument("--modalities", metavar="VIEWS",
+                          help="a composed model only: views read beside the graph, e.g. graph,text,composition "
+                               "(a fusion head, kept when it beats the graph model on validation)")
     finetune.add_argument("--seed", type=int, default=0)
     finetune.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
     finetune.add_argument("--dtype", default="float32", choices=["float32", "float64"])
@@ -70,7 +73,7 @@ def add_finetune_command(commands: argparse._SubParsersAction) -> None:
     finetune.set_defaults(run=_finetune, composed_unused=unused)
 
 
-COMPOSED_USES = ("epochs", "batch_size", "lr", "patience", "head_lr", "seed", "device")
+COMPOSED_USES = ("epochs", "batch_size", "lr", "patience", "head_lr", "seed", "device", "modalities")
 """The flags ``finetune COMPOSED_DIR`` reads; it refuses the others rather than ignore them."""
 
 
@@ -85,6 +88,9 @@ def _finetune(args: argparse.Namespace) -> int:
             raise UsageError(f"finetune COMPOSED_DIR does not use {', '.join(ignored)}: a composition is "
                              "fine-tuned in place (into COMPOSED_DIR/model/) on the data it was composed for")
         return finetune_composed_command(args)
+    if args.modalities is not None:
+        raise UsageError("--modalities is for property models (finetune COMPOSED_DIR, hub train); "
+                         "a potential reads its graph only")
     missing = [flag for flag, value in (("--backbone", args.backbone), ("--train", args.train),
                                         ("--valid", args.valid), ("-o", args.output)) if value is None]
     if missing:

@@ -40,6 +40,9 @@ def add_hub_commands(commands: argparse._SubParsersAction) -> None:
     train.add_argument("--val-fraction", type=float, default=0.1)
     train.add_argument("--max-train", type=int, help="subsample the training split")
     train.add_argument("--seed", type=int, default=0)
+    train.add_argument("--modalities", metavar="VIEWS",
+                       help="views read beside the graph, e.g. graph,text,composition (a fusion head, kept "
+                            "when it beats the graph model on validation; needs ase-moma[fusion])")
     train.add_argument("--mode", default="custom", help="label recorded in module.json")
     train.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
     train.add_argument("--overwrite", action="store_true", help="replace a module of that name")
@@ -88,16 +91,21 @@ def _starter(args: argparse.Namespace) -> int:
 
 def _train(args: argparse.Namespace) -> int:
     from ase_moma.hub import TrainConfig, train_module
+    from ase_moma.modalities.fusion_training import fusion_summary
+    from ase_moma.modalities.registry import parse_modalities
 
     config = TrainConfig(kind=args.kind, readout=args.readout, epochs=args.epochs,
                          batch_size=args.batch_size, lr=args.lr, head_lr=args.head_lr,
                          patience=args.patience, val_fraction=args.val_fraction,
-                         max_train=args.max_train, seed=args.seed, mode=args.mode)
+                         max_train=args.max_train, seed=args.seed, mode=args.mode,
+                         modalities=parse_modalities(args.modalities))
     meta = train_module(args.hub, args.name, args.data, args.target, config=config, split=args.split,
                         task=args.task, unit=args.unit, device=args.device, overwrite=args.overwrite)
     metrics = meta["metrics"]
     print(f"module {args.name}: val MAE {metrics['val_mae']:.4g} {meta['unit']} "
           f"(predicting the train mean: {metrics['val_mae_predict_mean']:.4g})")
+    if "fusion" in meta:
+        print(fusion_summary(meta["fusion"], meta["unit"]))
     return 0
 
 

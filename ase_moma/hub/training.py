@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from ase_moma.capabilities import require
-from ase_moma.fitting import TrainConfig, build_property_model, fit, model_tensors, module_record
+from ase_moma.fitting import TrainConfig, build_property_model, fit, module_record, trained_module_files
 from ase_moma.hub.store import Hub, check_module_name
 from ase_moma.labelled_data import load_task_data
 from ase_moma.registry import backbone_class
@@ -56,7 +56,7 @@ def train_module(hub: Hub | str | Path, name: str, data: str | Path, target: str
 
     meta = module_record(model, config, task_data, parts, result, task=task or Path(data).stem, unit=unit,
                          source=str(data), data_hashes=data_hashes)
-    hub.write_module(name, meta, model_tensors(model, config.kind), overwrite=overwrite)
+    hub.write_module(name, meta, trained_module_files(model, config, meta, parts), overwrite=overwrite)
     shutil.rmtree(work, ignore_errors=True)
     return hub.read_module(name)
 

@@ -81,6 +81,7 @@ class Describer:
                 warnings.filterwarnings("ignore", message="CrystalNN: cannot locate an appropriate radius")
                 warnings.filterwarnings("ignore", message="No oxidation states specified on sites")
                 warnings.filterwarnings("ignore", message="Set OLD_ERROR_HANDLING to false", module="spglib")
+                warnings.filterwarnings("ignore", message="gcd is deprecated", category=FutureWarning)
                 return describer.describe(condenser.condense_structure(AseAtomsAdaptor.get_structure(atoms))), None
         except Exception as error:  # robocrys fails on some structures (symmetry, Voronoi): recorded, not raised
             return None, f"robocrys failed: {type(error).__name__}: {error}"

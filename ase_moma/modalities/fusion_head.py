@@ -1,16 +1,22 @@
 """A fusion head that starts where the graph model is and can only add.
 
-Each view (the graph's pooled features and every other modality's) is standardised, projected to a
-common width and becomes one token; a view a structure lacks is replaced by that view's learned
-missing token. A learned query attends over the tokens of each structure, so the weights it gives the
-views (the gates, reported per structure) say which views it read. The output is
+Each view v (the graph's pooled features and every other modality's) is standardised (z_v),
+projected to a common width and becomes one token t_v; a view a structure lacks is replaced by that
+view's learned missing token. A learned query attends over the tokens of each structure, so the
+weights g_v it gives the views (the gates, reported per structure) say which views it read. The
+output is
 
-    y = y_graph + correction(fused tokens),
+    y = y_graph + V · Σ_v g_v · (w_v · z_v + b_v) + mlp(Σ_v g_v · t_v),
 
-with the correction's last layer at zero: before training the head is exactly the graph-only model it
-was built on, so whatever guarantee that model has (never below its probe on validation) holds at the
-start. During training, each non-graph view of a structure is dropped with probability
-``modality_dropout`` (its missing token stands in), so the head keeps working when a view is missing at
+a per-structure gated sum of one linear read-out per view, plus a non-linear read-out of the fused
+token. Both start at zero: before training the head is exactly the graph-only model it was built on,
+so whatever guarantee that model has (never below its probe on validation) holds at the start. With
+the query at zero every gate is 1/V, so the linear part is then a plain linear model of the
+concatenated views, which :meth:`FusionHead.set_linear` sets (to a ridge fit of the graph model's
+residuals: LP-FT's linear start, for the correction).
+
+During training, each non-graph view of a structure is dropped with probability ``modality_dropout``
+(its missing token and missing value stand in), so the head keeps working when a view is missing at
 prediction time.
 """
 
@@ -18,9 +24,15 @@ from __future__ import annotations
 
 from typing import Mapping
 
+import numpy as np
 import torch
 
+
 GRAPH = "graph"
+CLIP = 10.0
+"""Largest |z-score| a read-out sees: a feature far outside anything seen in training (a column constant on
+a small training set, an element no training structure had) cannot extrapolate a linear read-out without
+bound; ten standard deviations keeps every value a training distribution would plausibly produce."""
 
 
 class FusionHead(torch.nn.Module):
@@ -43,6 +55,8 @@ class FusionHead(torch.nn.Module):
         self.modality_dropout = modality_dropout
         self.project = torch.nn.ModuleDict({name: torch.nn.Linear(sizes[name], width) for name in self.names})
         self.missing = torch.nn.ParameterDict({name: torch.nn.Parameter(torch.zeros(width)) for name in self.names})
+        self.linear = torch.nn.ModuleDict({name: torch.nn.Linear(sizes[name], 1) for name in self.names})
+        self.missing_value = torch.nn.ParameterDict({name: torch.nn.Parameter(torch.zeros(1)) for name in self.names})
         for name in self.names:
             self.register_buffer(f"mean_{name}", torch.zeros(sizes[name]))
             self.register_buffer(f"scale_{name}", torch.ones(sizes[name]))
@@ -50,8 +64,9 @@ class FusionHead(torch.nn.Module):
         self.query = torch.nn.Parameter(torch.zeros(width))
         self.correction = torch.nn.Sequential(torch.nn.Linear(width, width), torch.nn.SiLU(), torch.nn.Linear(width, 1))
         with torch.no_grad():
-            self.correction[-1].weight.zero_()
-            self.correction[-1].bias.zero_()
+            for layer in (self.correction[-1], *self.linear.values()):
+                layer.weight.zero_()
+                layer.bias.zero_()
 
     @torch.no_grad()
     def fit_normalisation(self, features: Mapping[str, torch.Tensor], present: Mapping[str, torch.Tensor]) -> None:
@@ -64,7 +79,25 @@ class FusionHead(torch.nn.Module):
             if len(rows) == 0:
                 raise ValueError(f"no training structure has the {name} view")
             getattr(self, f"mean_{name}").copy_(rows.mean(0))
-            getattr(self, f"scale_{name}").copy_(rows.std(0, unbiased=False).clamp(min=1e-8))
+            spread = rows.std(0, unbiased=False)
+            getattr(self, f"scale_{name}").copy_(torch.where(spread > 1e-8, spread, torch.ones_like(spread)))
+
+    @torch.no_grad()
+    def standardised_blocks(self, features: Mapping[str, torch.Tensor],
+                            present: Mapping[str, torch.Tensor]) -> dict[str, np.ndarray]:
+        """``{view: (M, F) float64}`` z-scores the linear read-outs see (a missing view at zero)."""
+        return {name: self._standardised(name, features, present).double().cpu().numpy() for name in self.names}
+
+    @torch.no_grad()
+    def set_linear(self, weights: Mapping[str, np.ndarray], bias: float) -> None:
+        """Set the linear read-outs (``weights[view]``: (F,) on z-scores, zero for a view not given; ``bias``
+        on the graph's) and the query to zero, so every gate is 1/V and the correction is exactly
+        ``bias + Σ_v weights[v] · z_v``."""
+        self.query.zero_()
+        for name in self.names:
+            weight = weights.get(name, np.zeros(self.linear[name].in_features))
+            self.linear[name].weight.copy_(torch.as_tensor(np.asarray(weight, dtype=np.float64))[None, :])
+            self.linear[name].bias.fill_(bias if name == GRAPH else 0.0)
 
     def forward(self, graph_prediction: torch.Tensor, features: Mapping[str, torch.Tensor],
                 present: Mapping[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
@@ -75,21 +108,35 @@ class FusionHead(torch.nn.Module):
         always present). A view absent from ``features`` is missing for every structure.
         """
         batch = graph_prediction.shape[0]
-        tokens = []
+        tokens, linear = [], []
         for name in self.names:
-            missing = self.missing[name].expand(batch, -1)
+            missing_token = self.missing[name].expand(batch, -1)
+            missing_value = self.missing_value[name].expand(batch)
             if name not in features:
-                tokens.append(missing)
+                tokens.append(missing_token)
+                linear.append(missing_value)
                 continue
-            scaled = (features[name] - getattr(self, f"mean_{name}")) / getattr(self, f"scale_{name}")
-            token = self.project[name](scaled.to(self.query.dtype))
+            scaled = self._standardised(name, features, present).to(self.query.dtype)
+            token, value = self.project[name](scaled), self.linear[name](scaled).squeeze(-1)
             if name != GRAPH:
                 keep = present[name].to(token.device).bool()
                 if self.training and self.modality_dropout > 0:
                     keep = keep & (torch.rand(batch, device=token.device) >= self.modality_dropout)
-                token = torch.where(keep[:, None], token, missing)
+                token = torch.where(keep[:, None], token, missing_token)
+                value = torch.where(keep, value, missing_value)
             tokens.append(token)
+            linear.append(value)
         stacked = torch.stack(tokens, dim=1)  # (B, V, width)
         gates = torch.softmax(torch.tanh(self.key(stacked)) @ self.query, dim=1)  # (B, V)
         fused = (gates[:, :, None] * stacked).sum(1)
-        return graph_prediction + self.correction(fused).squeeze(-1).to(graph_prediction.dtype), gates
+        correction = len(self.names) * (gates * torch.stack(linear, dim=1)).sum(1) + self.correction(fused).squeeze(-1)
+        return graph_prediction + correction.to(graph_prediction.dtype), gates
+
+    def _standardised(self, name: str, features: Mapping[str, torch.Tensor],
+                      present: Mapping[str, torch.Tensor]) -> torch.Tensor:
+        """(B, F) z-scores of one view, clipped to ±CLIP; rows where the view is missing are zero (the
+        training mean)."""
+        scaled = ((features[name] - getattr(self, f"mean_{name}")) / getattr(self, f"scale_{name}")).clamp(-CLIP, CLIP)
+        if name == GRAPH or name not in present:
+            return scaled
+        return torch.where(present[name].to(scaled.device).bool()[:, None], scaled, torch.zeros_like(scaled))

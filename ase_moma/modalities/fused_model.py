@@ -1,0 +1,170 @@
+"""A property model that reads a structure's graph and its other views: graph model + fusion head.
+
+The graph model (a :class:`~ase_moma.property_model.PropertyModel`: plain backbone, composition or hub
+module) predicts as it always has; the :class:`~ase_moma.modalities.fusion_head.FusionHead` adds its
+correction from the graph's pooled features and the other views' encodings. :meth:`explain` also says,
+per structure, how much each view weighed (the gates) and which views were missing and why.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Mapping, Sequence
+
+import numpy as np
+import torch
+from ase import Atoms
+
+from ase_moma.modalities.base import Modality
+from ase_moma.modalities.forest import Forest
+from ase_moma.modalities.fusion_head import GRAPH, FusionHead
+from ase_moma.modalities.registry import EncoderMismatch, build_modality
+from ase_moma.module_files import FUSION, HubIntegrityError, load_state, load_tensors
+from ase_moma.property_model import PropertyModel
+
+
+EXPERT = "expert."
+"""Prefix of the experts' arrays in ``fusion.safetensors`` (``expert.<view>.<field>``)."""
+
+
+@dataclass
+class Views:
+    """Every view of M structures: the graph model's (M,) prediction, ``features {name: (M, F)}``
+    (float64, the graph's under ``"graph"``), ``present {name: (M,) bool}`` for the other views, and
+    ``missing``: per structure, ``{view: reason}`` for the views it lacks."""
+
+    graph_prediction: torch.Tensor
+    features: dict[str, torch.Tensor]
+    present: dict[str, torch.Tensor]
+    missing: list[dict[str, str]]
+
+    def rows(self, index: Sequence[int] | torch.Tensor) -> "Views":
+        """The views of the structures at ``index``."""
+        index = torch.as_tensor(index, dtype=torch.long)
+        return Views(self.graph_prediction[index], {k: v[index] for k, v in self.features.items()},
+                     {k: v[index] for k, v in self.present.items()}, [self.missing[int(i)] for i in index])
+
+
+def with_expert(views: Views, name: str, prediction: np.ndarray) -> Views:
+    """``views`` with one more column on view ``name``: its expert's ``prediction`` (M,) minus the graph
+    model's (the expert's disagreement with the graph; zero where the view is missing)."""
+    disagreement = np.asarray(prediction, dtype=np.float64) - views.graph_prediction.double().numpy()
+    disagreement[~views.present[name].numpy()] = 0.0
+    features = dict(views.features)
+    features[name] = torch.cat([views.features[name], torch.as_tensor(disagreement)[:, None]], dim=1)
+    return Views(views.graph_prediction, features, views.present, views.missing)
+
+
+def encode_views(graph_model: PropertyModel, graphs: Sequence[Any], structures: Sequence[Atoms],
+                 encoders: Mapping[str, Modality], batch_size: int = 32) -> Views:
+    """The views of ``structures`` (their graphs already built by the graph model's backbone)."""
+    prediction = torch.as_tensor(graph_model.predict_graphs(graphs, batch_size))
+    features = {GRAPH: graph_model.backbone.embed_graphs(graphs, batch_size).double()}
+    present: dict[str, torch.Tensor] = {}
+    missing: list[dict[str, str]] = [{} for _ in structures]
+    for name, encoder in encoders.items():
+        encoded = encoder.encode(structures)
+        features[name] = torch.as_tensor(encoded.features, dtype=torch.float64)
+        present[name] = torch.as_tensor(encoded.present)
+        for row, reason in encoded.missing.items():
+            missing[row][name] = reason
+    return Views(prediction, features, present, missing)
+
+
+@dataclass
+class FusedPrediction:
+    """values: (M,) predictions in the target's unit; gates: (M, V) weights over ``views``;
+    missing: per structure, ``{view: reason}`` for the views it lacked (empty when it had all)."""
+
+    values: np.ndarray
+    gates: np.ndarray
+    views: list[str]
+    missing: list[dict[str, str]]
+
+    def notes(self, row: int) -> dict[str, Any]:
+        """What to write into one structure's ``atoms.info``: ``fusion_gate_<view>`` for every view and,
+        when views were missing, ``fusion_missing`` (their names, comma-separated)."""
+        notes: dict[str, Any] = {f"fusion_gate_{view}": float(g) for view, g in zip(self.views, self.gates[row])}
+        if self.missing[row]:
+            notes["fusion_missing"] = ",".join(sorted(self.missing[row]))
+        return notes
+
+
+class FusedPropertyModel(torch.nn.Module):
+    """A graph property model plus a fusion head over its other views; used as any property model.
+
+    experts: ``{view: Forest}`` fitted on the task; each adds its disagreement with the graph model as one
+    more column of its view (:func:`with_expert`).
+    """
+
+    def __init__(self, graph: PropertyModel, head: FusionHead, encoders: Mapping[str, Modality],
+                 experts: Mapping[str, Forest] | None = None) -> None:
+        super().__init__()
+        if sorted(encoders) != [name for name in head.names if name != GRAPH]:
+            raise ValueError(f"the fusion head reads {head.names[1:]}, the encoders given are {sorted(encoders)}")
+        self.graph = graph
+        self.head = head
+        self.encoders = dict(encoders)
+        self.experts = dict(experts or {})
+
+    @property
+    def backbone(self):
+        return self.graph.backbone
+
+    @property
+    def target(self) -> str:
+        return self.graph.target
+
+    @property
+    def unit(self) -> str:
+        return self.graph.unit
+
+    def expert_views(self, views: Views) -> Views:
+        """``views`` (as :func:`encode_views` gives them) with every expert's column added."""
+        for name, forest in self.experts.items():
+            views = with_expert(views, name, forest.predict(views.features[name].numpy()))
+        return views
+
+    @torch.no_grad()
+    def fuse(self, views: Views) -> tuple[np.ndarray, np.ndarray]:
+        """((M,) predictions, (M, V) gates) from views already encoded."""
+        prediction, gates = self.head(views.graph_prediction, views.features, views.present)
+        return prediction.double().cpu().numpy(), gates.double().cpu().numpy()
+
+    def explain(self, structures: Sequence[Atoms], batch_size: int = 32) -> FusedPrediction:
+        """Predictions for ``structures`` with each one's gates and missing views."""
+        graphs = [self.backbone.graph(atoms) for atoms in structures]
+        views = self.expert_views(encode_views(self.graph, graphs, structures, self.encoders, batch_size))
+        values, gates = self.fuse(views)
+        return FusedPrediction(values, gates, list(self.head.names), views.missing)
+
+    def predict(self, structures: Sequence[Atoms], batch_size: int = 32) -> np.ndarray:
+        """(M,) float64 predictions for ``structures``."""
+        return self.explain(structures, batch_size).values
+
+
+def load_fused(folder: Path, meta: dict[str, Any], graph: PropertyModel) -> FusedPropertyModel:
+    """The fused model of a verified module folder whose module.json records a kept fusion head.
+
+    Each encoder is built as installed and its identity compared with the one recorded at training:
+    EncoderMismatch naming the view and both identities when they differ (a different MiniLM or Magpie
+    table would feed the head features it was never trained on).
+    """
+    record = meta["fusion"]
+    encoders = {name: build_modality(name) for name in record["encoders"]}
+    for name, encoder in encoders.items():
+        installed, recorded = encoder.identity(), record["encoders"][name]
+        if installed != recorded:
+            changed = sorted(key for key in {*installed, *recorded} if installed.get(key) != recorded.get(key))
+            raise EncoderMismatch(
+                f"{folder} was trained with a different {name} encoder than the one installed "
+                f"({', '.join(f'{key}: trained {str(recorded.get(key))[:24]}, installed {str(installed.get(key))[:24]}' for key in changed)})")
+    tensors = load_tensors(folder / FUSION)
+    head = FusionHead(**record["head"]).double()
+    load_state(head, {k: v for k, v in tensors.items() if not k.startswith(EXPERT)}, folder / FUSION)
+    try:
+        experts = {name: Forest.from_tensors(tensors, f"{EXPERT}{name}.") for name in record.get("experts", [])}
+    except ValueError as error:
+        raise HubIntegrityError(f"{folder / FUSION}: {error}") from None
+    return FusedPropertyModel(graph, head.to(graph.backbone.device), encoders, experts).eval()

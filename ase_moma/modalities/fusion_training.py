@@ -1,0 +1,312 @@
+"""Training the fusion head on a trained graph model's task, and what a module folder records of it.
+
+The graph model is frozen here: every view of every structure is encoded once, so the head trains on
+fixed features in seconds.
+
+The graph model was fitted on the training structures, so its predictions there are in-sample: on a
+small task it interpolates them (residuals near zero) and a correction fitted to those residuals learns
+nothing. The head therefore sees, for each training structure, an out-of-fold graph prediction — a ridge
+read-out of the model's frozen pooled features fitted on the other folds (OOF_FOLDS) — as stacking
+does; on validation and at prediction time it sees the graph model's own prediction.
+
+The head starts as the graph model (zero correction); its linear read-outs then start at the ridge fit
+of the out-of-fold residuals when that fit's leave-one-out error beats the residuals themselves; then
+the whole head trains (AdamW, normalised Huber loss, modality dropout, early stopping on validation
+MAE). Of the three — graph only, the ridge start, the trained head — the one with the lowest validation
+MAE is kept, so fusion never ends worse on validation than the graph model it was given.
+"""
+
+from __future__ import annotations
+
+import copy
+import dataclasses
+from dataclasses import dataclass
+from typing import Any, Callable, Sequence
+
+import numpy as np
+import torch
+
+from ase_moma.labelled_data import LabelledSet
+from ase_moma.modalities.forest import Forest
+from ase_moma.modalities.fused_model import EXPERT, FusedPropertyModel, Views, encode_views, with_expert
+from ase_moma.modalities.fusion_head import GRAPH, FusionHead
+from ase_moma.modalities.registry import build_modality
+from ase_moma.module_files import FUSION
+from ase_moma.probe import fit_ridge_probe
+from ase_moma.property_model import PropertyModel
+
+OOF_FOLDS = 5
+"""Folds of the training structures for their out-of-fold graph predictions: each fit sees 80 % of
+them, near the whole set's fit, for five ridge fits."""
+BLEND_STEP = 0.05
+"""Grid spacing of the blend weights in the linear start: finer than any difference a hundred
+structures' MAE can tell apart, coarse enough to try every blend of two views (231) in a moment."""
+MIN_TRAIN = 10
+"""Fewest training structures fusion accepts: two per fold, so each out-of-fold fit has eight."""
+
+
+@dataclass
+class FusionConfig:
+    """How the fusion head is trained.
+
+    width: token width (64: a few times the number of views, small beside 100 training structures'
+    worth of parameters per view); modality_dropout: chance a non-graph view of a structure is hidden
+    in a training step (0.1: the head sees every view missing now and then, and learns from it most of
+    the time); lr, weight_decay: AdamW's, for a head that starts at a ridge fit (1e-3, 1e-2);
+    epochs, patience: at most this many passes, stopping when validation MAE has not improved for
+    ``patience`` of them; batch_size: structures per step; experts: give each non-graph view a random
+    forest fitted on the task (:mod:`ase_moma.modalities.forest`), whose disagreement with the graph
+    model becomes one more column of that view.
+    """
+
+    width: int = 64
+    modality_dropout: float = 0.1
+    lr: float = 1e-3
+    weight_decay: float = 1e-2
+    epochs: int = 200
+    patience: int = 20
+    batch_size: int = 32
+    seed: int = 0
+    experts: bool = True
+
+
+@dataclass
+class FusionResult:
+    """model: the fused model, or None when the graph model alone was best on validation; record: what
+    module.json keeps under ``"fusion"``."""
+
+    model: FusedPropertyModel | None
+    record: dict[str, Any]
+
+
+def fit_fusion(graph_model: PropertyModel, modalities: Sequence[str], train: tuple[Sequence[Any], LabelledSet],
+               val: tuple[Sequence[Any], LabelledSet], config: FusionConfig | None = None) -> FusionResult:
+    """Fit a fusion head over ``modalities`` on top of the (trained, frozen) ``graph_model``.
+
+    train, val: (graphs, labelled set) of each split, the graphs built by the model's backbone.
+    """
+    encoders = {name: build_modality(name) for name in sorted(modalities)}
+    train_views = encode_views(graph_model, train[0], train[1].frames, encoders)
+    val_views = encode_views(graph_model, val[0], val[1].frames, encoders)
+    fit = fit_head(train_views, train[1].targets, val_views, val[1].targets, config)
+    fit.record["encoders"] = {name: encoder.identity() for name, encoder in encoders.items()}
+    model = None if fit.head is None else FusedPropertyModel(graph_model, fit.head, encoders, fit.experts).eval()
+    return FusionResult(model, fit.record)
+
+
+@dataclass
+class HeadFit:
+    """head: the trained head, or None when the graph model alone is best on validation; experts: the
+    forest of each view; record: what was fitted and chosen."""
+
+    head: FusionHead | None
+    experts: dict[str, Forest]
+    record: dict[str, Any]
+
+
+def fit_head(train_views: Views, train_targets: np.ndarray, val_views: Views, val_targets: np.ndarray,
+             config: FusionConfig | None = None) -> HeadFit:
+    """Train a fusion head on views already encoded (as :func:`encode_views` gives them).
+
+    ``train_views.graph_prediction`` is replaced by out-of-fold predictions (:func:`out_of_fold`);
+    ``val_views`` keep the graph model's own. Every non-graph view gets its forest (out-of-fold on the
+    training structures too) when ``config.experts``.
+    """
+    config = config or FusionConfig()
+    if len(train_targets) < MIN_TRAIN:
+        raise ValueError(f"fusion needs at least {MIN_TRAIN} training structures (its graph predictions are "
+                         f"out-of-fold over {OOF_FOLDS} folds), got {len(train_targets)}")
+    y_train = np.asarray(train_targets, dtype=np.float64)
+    y_val = np.asarray(val_targets, dtype=np.float64)
+    train_views.graph_prediction = out_of_fold(train_views.features[GRAPH].numpy(), y_train, config.seed)
+    others = [name for name in sorted(train_views.features) if name != GRAPH]
+    experts: dict[str, Forest] = {}
+    for name in others if config.experts else []:
+        have = train_views.present[name].numpy()
+        if have.sum() < MIN_TRAIN:
+            continue
+        features = train_views.features[name].numpy()
+        experts[name] = Forest.fit(features[have], y_train[have], config.seed)
+        train_views = with_expert(train_views, name, out_of_fold(features, y_train, config.seed, have, Forest.fit))
+        val_views = with_expert(val_views, name, experts[name].predict(val_views.features[name].numpy()))
+    with torch.random.fork_rng():  # seeded head weights; the caller's random state is left as it was
+        torch.manual_seed(config.seed)
+        head = FusionHead(train_views.features[GRAPH].shape[1],
+                          {name: train_views.features[name].shape[1] for name in others},
+                          config.width, config.modality_dropout).double()
+    head.fit_normalisation(train_views.features, train_views.present)
+
+    def val_mae() -> float:
+        with torch.no_grad():
+            prediction = head(val_views.graph_prediction, val_views.features, val_views.present)[0]
+        return float(np.mean(np.abs(prediction.numpy() - y_val)))
+
+    graph_only = float(np.mean(np.abs(val_views.graph_prediction.numpy() - y_val)))
+    residual = y_train - train_views.graph_prediction.numpy()
+    start_record = linear_start(head, train_views, residual, list(experts))
+    head.eval()
+    start = val_mae()
+    start_state = copy.deepcopy(head.state_dict())
+    with torch.random.fork_rng():
+        torch.manual_seed(config.seed)
+        trained, epochs_run = _train(head, train_views, torch.as_tensor(y_train), val_mae, config)
+    start_name = "linear start" if start_record["steps"] else "zero start"
+    scores = {"graph only": graph_only, start_name: start, "trained": trained}
+    kept = min(scores, key=lambda name: (scores[name], list(scores).index(name)))
+    if kept != "trained":
+        head.load_state_dict(start_state)
+    with torch.no_grad():
+        gates = head(val_views.graph_prediction, val_views.features, val_views.present)[1].mean(0)
+    record = {
+        "views": list(head.names), "kept": kept, "val_mae": scores, "epochs_run": epochs_run,
+        "train_graph_prediction": f"out-of-fold ridge on the frozen pooled features, {OOF_FOLDS} folds",
+        "experts": sorted(experts), "start": start_record,
+        "missing_train": {name: int((~train_views.present[name]).sum()) for name in others},
+        "val_gates_mean": dict(zip(head.names, map(float, gates))) if kept != "graph only" else None,
+        "head": head_config(head), "config": dataclasses.asdict(config),
+    }
+    return HeadFit(None if kept == "graph only" else head, experts if kept != "graph only" else {}, record)
+
+
+def linear_start(head: FusionHead, views: Views, residual: np.ndarray, experts: Sequence[str]) -> dict[str, Any]:
+    """Set the head's linear read-outs in two steps on the graph model's out-of-fold ``residual``.
+
+    1. a blend of the graph model with each view's forest: y = y_graph + Σ_v w_v (e_v − y_graph) with
+       w_v ≥ 0, Σ w_v ≤ 1 on a grid of BLEND_STEP, the blend with the lowest out-of-fold MAE. A convex
+       blend of predictions has no scale to overfit, and MAE (not squared error) keeps a few outliers of a
+       heavy-tailed target from choosing it;
+    2. a ridge fit of what step 1 left on every column of every view (leave-one-out α), kept only when
+       its leave-one-out MAE beats the MAE of what it was fitted to.
+    The record says which steps were kept; with neither, the head stays at zero correction.
+    """
+    blocks = head.standardised_blocks(views.features, views.present)
+    weights = {name: np.zeros(block.shape[1]) for name, block in blocks.items()}
+    bias, left, steps = 0.0, residual.copy(), []
+    if experts:
+        scale = {name: float(getattr(head, f"scale_{name}")[-1]) for name in experts}
+        mean = {name: float(getattr(head, f"mean_{name}")[-1]) for name in experts}
+        disagreement = np.stack([blocks[name][:, -1] * scale[name] + mean[name] for name in experts], axis=1)
+        blend = min(_blends(len(experts)), key=lambda w: (np.mean(np.abs(left - disagreement @ w)), w.sum()))
+        if blend.any():
+            for index, name in enumerate(experts):  # w (e − y_graph) on the z-scored column
+                weights[name][-1] += blend[index] * scale[name]
+                bias += blend[index] * mean[name]
+            left = left - disagreement @ blend
+            steps.append({"step": "blend", "weights": dict(zip(experts, map(float, blend))),
+                          "mae": float(np.mean(np.abs(left)))})
+    every = np.concatenate([blocks[name] for name in head.names], axis=1)
+    probe = fit_ridge_probe(every, left)
+    if probe.loo_mae < float(np.mean(np.abs(left))):
+        start = 0
+        for name in head.names:
+            width = blocks[name].shape[1]
+            weights[name] += probe.weight[start:start + width]
+            start += width
+        bias += probe.bias
+        steps.append({"step": "every view", "alpha": probe.alpha, "loo_mae": probe.loo_mae})
+    head.set_linear(weights, bias)
+    return {"residual_mae": float(np.mean(np.abs(residual))), "steps": steps}
+
+
+def _blends(count: int) -> list[np.ndarray]:
+    """Every weight vector of ``count`` non-negative multiples of BLEND_STEP summing to at most 1."""
+    steps = int(round(1 / BLEND_STEP))
+    grid = [np.array(w) * BLEND_STEP for w in np.ndindex(*(steps + 1,) * count) if sum(w) <= steps]
+    return sorted(grid, key=lambda w: w.sum())
+
+
+def out_of_fold(features: np.ndarray, targets: np.ndarray, seed: int = 0, usable: np.ndarray | None = None,
+                fit: Callable[..., Any] | None = None) -> torch.Tensor:
+    """(M,) prediction of each row by a model of ``features`` (M, F) fitted on the other folds' usable rows.
+
+    fit: ``fit(features, targets, seed)`` → an object with ``predict``; by default the ridge probe.
+    usable: (M,) rows that may be fitted on (default all); every row gets a prediction.
+    """
+    rows = len(targets)
+    usable = np.ones(rows, dtype=bool) if usable is None else usable
+    folds = np.random.default_rng(seed).permutation(rows) % min(OOF_FOLDS, rows)
+    predictions = np.empty(rows)
+    for fold in np.unique(folds):
+        held, train = folds == fold, (folds != fold) & usable
+        model = fit(features[train], targets[train], seed) if fit else fit_ridge_probe(features[train], targets[train])
+        predictions[held] = model.predict(features[held])
+    return torch.as_tensor(predictions)
+
+
+def head_config(head: FusionHead) -> dict[str, Any]:
+    """The arguments that rebuild ``head`` (its weights are in ``fusion.safetensors``)."""
+    return {"graph_width": head.project[GRAPH].in_features,
+            "widths": {name: head.project[name].in_features for name in head.names if name != GRAPH},
+            "width": head.query.shape[0], "modality_dropout": head.modality_dropout}
+
+
+def _train(head: FusionHead, views: Views, targets: torch.Tensor, val_mae: Callable[[], float],
+           config: FusionConfig) -> tuple[float, int]:
+    """Train ``head`` in place with early stopping; leave it at its best validation state."""
+    scale = float(targets.std()) or 1.0
+    optimizer = torch.optim.AdamW(head.parameters(), lr=config.lr, weight_decay=config.weight_decay)
+    generator = torch.Generator().manual_seed(config.seed)
+    best, best_state, since, epoch = val_mae(), copy.deepcopy(head.state_dict()), 0, 0
+    for epoch in range(1, config.epochs + 1):
+        head.train()
+        for rows in torch.randperm(len(targets), generator=generator).split(config.batch_size):
+            batch = views.rows(rows)
+            prediction, _ = head(batch.graph_prediction, batch.features, batch.present)
+            loss = torch.nn.functional.huber_loss(prediction / scale, targets[rows] / scale, delta=1.0)
+            optimizer.zero_grad()
+            loss.backward()
+            optimizer.step()
+        head.eval()
+        score = val_mae()
+        if score < best:
+            best, best_state, since = score, copy.deepcopy(head.state_dict()), 0
+        else:
+            since += 1
+            if since >= config.patience:
+                break
+    head.load_state_dict(best_state)
+    return best, epoch
+
+
+def add_fusion(meta: dict[str, Any], tensors: dict[str, dict[str, torch.Tensor]], graph_model: PropertyModel,
+               modalities: Sequence[str], parts: dict[str, tuple[Sequence[Any], LabelledSet]],
+               config: FusionConfig | None = None) -> FusedPropertyModel | None:
+    """Fit fusion over ``modalities`` for a trained module and record it in the module's files.
+
+    meta, tensors: the module.json content and safetensors files about to be written (changed in place:
+    ``meta["fusion"]`` always; when fusion is kept, ``tensors[FUSION]`` and ``meta["metrics"]``'s
+    val/test entries become the fused model's, the graph model's kept under ``fusion.graph_metrics``).
+    parts: graphs and labelled sets of every split. Returns the fused model, or None when it lost.
+    """
+    result = fit_fusion(graph_model, modalities, parts["train"], parts["val"], config)
+    meta["fusion"] = result.record
+    if result.model is None:
+        return None
+    tensors[FUSION] = {name: value.detach().clone() for name, value in result.model.head.state_dict().items()}
+    for name, forest in result.model.experts.items():
+        tensors[FUSION].update(forest.tensors(f"{EXPERT}{name}."))
+    metrics = meta["metrics"]
+    result.record["graph_metrics"] = {key: value for key, value in metrics.items() if key.startswith(("val_", "test_"))}
+    for part in ("val", "test"):
+        if part not in parts:
+            continue
+        graphs, subset = parts[part]
+        views = result.model.expert_views(encode_views(graph_model, graphs, subset.frames, result.model.encoders))
+        error = result.model.fuse(views)[0] - subset.targets
+        metrics[f"{part}_mae"] = float(np.mean(np.abs(error)))
+        metrics[f"{part}_rmse"] = float(np.sqrt(np.mean(error ** 2)))
+    return result.model
+
+
+def fusion_summary(record: dict[str, Any], unit: str) -> str:
+    """One line for the command line: what fusion kept, its validation MAE against the graph model's, and
+    the mean gates when it was kept."""
+    scores = record["val_mae"]
+    line = (f"fusion over {', '.join(record['views'])}: kept the {record['kept']} (validation MAE "
+            + ", ".join(f"{name} {value:.4g}" for name, value in scores.items()) + f" {unit})")
+    if record.get("val_gates_mean"):
+        line += "; mean gates " + ", ".join(f"{name} {value:.2f}" for name, value in record["val_gates_mean"].items())
+    missing = {name: count for name, count in record.get("missing_train", {}).items() if count}
+    if missing:
+        line += "; training structures without " + ", ".join(f"{name}: {count}" for name, count in missing.items())
+    return line

@@ -1,0 +1,46 @@
+"""Fill the robocrys description cache for the shared matminer tasks before a fusion benchmark.
+
+robocrys takes one to two seconds a structure on this CPU, so the text view of a few thousand structures
+is computed once, here, and read back from the cache by ``bench/fusion.py`` and by any model trained
+with the text modality on the same structures. Tasks that share structures (the JARVIS 2D tasks, the MP
+polarizability tasks) are described once: the cache is keyed by a hash of the structure.
+
+    python bench/describe_tasks.py [--tasks jarvis_2d_exfoliation ...] [--cache bench/out/descriptions]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+from pathlib import Path
+
+import ase.io
+
+from ase_moma.modalities import Describer
+
+DATA = Path(__file__).resolve().parents[2] / "shared" / "data" / "matminer"
+ORDER = ("jarvis_2d_exfoliation", "jarvis_2d_gap_opt", "jarvis_2d_gap_tbmbj", "mp_poly_electronic",
+         "mp_eps_electronic", "mp_elastic_anisotropy", "expt_eform")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--data", type=Path, default=DATA, help="a folder laid out as ../shared/data/matminer")
+    parser.add_argument("--tasks", nargs="+", default=list(ORDER))
+    parser.add_argument("--cache", type=Path, default=Path("bench/out/descriptions"))
+    args = parser.parse_args()
+    tasks = json.loads((args.data / "tasks.json").read_text())
+    describer = Describer(args.cache)
+    for task in args.tasks:
+        frames = ase.io.read(args.data / tasks[task]["file"], ":")
+        start, failed = time.perf_counter(), 0
+        for atoms in frames:
+            failed += describer.describe(atoms)[0] is None
+        print(f"{task}: {len(frames)} structures, {failed} not described, {time.perf_counter() - start:.0f} s "
+              f"(cache so far: {describer.counts['described']} described, {describer.counts['cached']} read back)",
+              flush=True)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,265 @@
+"""Fusion against every single view and the simple fusions, on the shared matminer tasks.
+
+Views of every structure are computed once per task and kept in ``bench/out/fusion/<task>.npz``: the
+graph (SevenNet-0's mean-pooled features, frozen), the composition (Magpie, 132 statistics) and the
+text (robocrys + MiniLM, 384; run ``bench/describe_tasks.py`` first, robocrys takes a second or two a
+structure). On each split (the published ``splits/seed*.json``, the training part cut to ``--n-train``
+as ``moma_matminer.py`` cuts it, or matbench's 5-fold protocol for jarvis_2d_exfoliation), test MAE of:
+
+- ``mean``: the training mean;
+- ``graph``: the graph model: the ridge probe of the frozen features (LP; the graph-only model a fusion
+  head here corrects);
+- ``comp_gbm`` / ``comp_rf``: gradient boosting (trees chosen on validation) / a random forest on Magpie;
+- ``text_ridge``: ridge on the MiniLM embedding;
+- ``concat_ridge`` / ``concat_mlp``: ridge / a one-hidden-layer MLP on the three views concatenated;
+- ``stacking``: a non-negative linear blend of the graph, composition-GBM and text predictions, fitted
+  on their out-of-fold predictions;
+- ``fused``: ase-moma's fusion head over the three views on top of the graph model
+  (:func:`ase_moma.modalities.fusion_training.fit_head`, the code ``finetune --modalities`` runs);
+  ``fused-text`` and ``fused-comp``: the same without one view (the drop-one ablation).
+
+    python bench/fusion.py [--tasks ...] [--seeds 0 1 2] [--n-train 100|0] [--views graph composition text]
+    python bench/fusion.py --matbench        # jarvis_2d_exfoliation, KFold(5, shuffle, 18012019)
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+import warnings
+from pathlib import Path
+
+import ase.io
+import numpy as np
+import torch
+
+from ase_moma.labelled_data import load_task_data
+from ase_moma.modalities.fused_model import Views, with_expert
+from ase_moma.modalities.fusion_head import GRAPH
+from ase_moma.modalities.fusion_training import OOF_FOLDS, FusionConfig, fit_head
+from ase_moma.probe import fit_ridge_probe
+
+DATA = Path(__file__).resolve().parents[2] / "shared" / "data" / "matminer"
+MATBENCH_SEED = 18012019  # matbench's KFold random_state
+PUBLISHED = {"jarvis_2d_exfoliation": {"ALIGNN": 43.4, "MODNet": 33.2, "CrabNet": 45.6, "CGCNN (matbench)": 49.2,
+                                       "RF-SCM/Magpie": 50.0}}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--data", type=Path, default=DATA)
+    parser.add_argument("--tasks", nargs="+")
+    parser.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
+    parser.add_argument("--n-train", type=int, default=100, help="0: the whole training split")
+    parser.add_argument("--views", nargs="+", default=["composition", "text"], choices=["composition", "text"])
+    parser.add_argument("--matbench", action="store_true", help="jarvis_2d_exfoliation with matbench's 5 folds")
+    parser.add_argument("--cache", type=Path, default=Path("bench/out/fusion"))
+    parser.add_argument("--descriptions", type=Path, default=Path("bench/out/descriptions"))
+    parser.add_argument("-o", "--output", type=Path, help="JSON report (default: CACHE/report_<settings>.json)")
+    args = parser.parse_args()
+    if not (args.data / "tasks.json").is_file():
+        parser.error(f"real data not found at {args.data}")
+    tasks = json.loads((args.data / "tasks.json").read_text())
+    names = ["jarvis_2d_exfoliation"] if args.matbench else (args.tasks or sorted(tasks, key=lambda t: tasks[t]["n"]))
+    args.cache.mkdir(parents=True, exist_ok=True)
+    rows = []
+    for task in names:
+        views = task_views(args.data, task, tasks[task], args.views, args.cache, args.descriptions)
+        splits = matbench_splits(views) if args.matbench else [
+            published_split(args.data, task, tasks[task], seed, args.n_train or None) for seed in args.seeds]
+        for seed, split in enumerate(splits) if args.matbench else zip(args.seeds, splits):
+            row = {"task": task, "seed": seed, "n_train": len(split["train"]), **evaluate(views, split, seed)}
+            rows.append(row)
+            print(json.dumps(row), flush=True)
+    label = "matbench" if args.matbench else f"n{args.n_train}"
+    output = args.output or args.cache / f"report_{label}_{'_'.join(args.views)}.json"
+    output.write_text(json.dumps({"settings": {k: str(v) for k, v in vars(args).items()}, "rows": rows}, indent=1))
+    print_table(rows, tasks)
+
+
+def task_views(data: Path, task: str, info: dict, names: list[str], cache: Path, descriptions: Path) -> dict:
+    """``{"targets": (N,), "graph": (N, G), name: (N, F), name + "_present": (N,)}`` for every frame of the task."""
+    path = cache / f"{task}.npz"
+    stored = dict(np.load(path)) if path.is_file() else {}
+    frames = ase.io.read(data / info["file"], ":")
+    wanted = [GRAPH, *names]
+    if all(name in stored for name in wanted):
+        return stored
+    stored["targets"] = np.array([atoms.info["target"] for atoms in frames])
+    stored["row"] = np.array([atoms.info.get("row", index) for index, atoms in enumerate(frames)])
+    for name in wanted:
+        if name in stored:
+            continue
+        start = time.perf_counter()
+        if name == GRAPH:
+            from ase_moma import load_backbone
+
+            stored[name] = load_backbone("sevennet", device="cpu").embed(frames).double().numpy()
+            stored[name + "_present"] = np.ones(len(frames), dtype=bool)
+        else:
+            encoded = encoder(name, descriptions).encode(frames)
+            stored[name], stored[name + "_present"] = encoded.features, encoded.present
+        print(f"{task}: {name} view of {len(frames)} structures in {time.perf_counter() - start:.0f} s "
+              f"({int((~stored[name + '_present']).sum())} missing)", flush=True)
+        np.savez(path, **stored)
+    return stored
+
+
+def encoder(name: str, descriptions: Path):
+    from ase_moma.modalities import CompositionModality, TextModality
+
+    return TextModality(cache=descriptions) if name == "text" else CompositionModality()
+
+
+def published_split(data: Path, task: str, info: dict, seed: int, n_train: int | None) -> dict:
+    """Frame positions of the published split ``seed``, the training part cut as moma_matminer.py cuts it."""
+    parts = load_task_data(data / info["file"], "target", data / "splits" / f"seed{seed}.json", task, seed=seed,
+                           max_train=n_train)
+    return {"train": np.array(parts.train.indices), "val": np.array(parts.val.indices),
+            "test": np.array(parts.test.indices)}
+
+
+def matbench_splits(views: dict) -> list[dict]:
+    """matbench's folds: KFold(5, shuffle=True, random_state=18012019) over the rows in matbench's order;
+    a tenth of each training fold (seeded) is held for validation."""
+    from sklearn.model_selection import KFold
+
+    order = np.argsort(views["row"], kind="stable")
+    splits = []
+    for fold, (train, test) in enumerate(KFold(5, shuffle=True, random_state=MATBENCH_SEED).split(order)):
+        train = np.random.default_rng(fold).permutation(order[train])
+        cut = len(train) // 10
+        splits.append({"train": train[cut:], "val": train[:cut], "test": order[test]})
+    return splits
+
+
+def evaluate(views: dict, split: dict, seed: int) -> dict:
+    """Test MAE of every method on one split."""
+    y = {part: views["targets"][index] for part, index in split.items()}
+    names = [name for name in ("composition", "text") if name in views]
+    x = {part: {name: views[name][index] for name in (GRAPH, *names)} for part, index in split.items()}
+    present = {part: {name: views[name + "_present"][index] for name in names} for part, index in split.items()}
+    mae = lambda prediction: float(np.mean(np.abs(prediction - y["test"])))  # noqa: E731
+    result = {"mean": mae(np.full(len(y["test"]), y["train"].mean()))}
+    graph = fit_ridge_probe(x["train"][GRAPH], y["train"])
+    graph_prediction = {part: graph.predict(x[part][GRAPH]) for part in split}
+    result["graph"] = mae(graph_prediction["test"])
+    experts = {"graph": lambda part: graph_prediction[part]}
+    if "composition" in names:
+        gbm = gradient_boosting(x["train"]["composition"], y["train"], x["val"]["composition"], y["val"], seed)
+        result["comp_gbm"] = mae(gbm.predict(x["test"]["composition"]))
+        result["comp_rf"] = mae(random_forest(x["train"]["composition"], y["train"], seed).predict(x["test"]["composition"]))
+        experts["comp_gbm"] = lambda part: gbm.predict(x[part]["composition"])
+    if "text" in names:
+        text = fit_ridge_probe(x["train"]["text"], y["train"])
+        result["text_ridge"] = mae(text.predict(x["test"]["text"]))
+        experts["text_ridge"] = lambda part: text.predict(x[part]["text"])
+    concat = {part: np.concatenate([x[part][name] for name in (GRAPH, *names)], axis=1) for part in split}
+    result["concat_ridge"] = mae(fit_ridge_probe(concat["train"], y["train"]).predict(concat["test"]))
+    result["concat_mlp"] = mae(mlp(concat["train"], y["train"], concat["test"], seed))
+    result["stacking"] = mae(stacking(x, y, names, experts, seed))
+    for label, used in (("fused", names), *((f"fused-{name[:4]}", [n for n in names if n != name]) for name in names)):
+        if not used and label != "fused":
+            continue
+        result[label], record = fused(x, present, y, graph_prediction, used, seed)
+        if label == "fused":
+            result["fused_kept"] = record["kept"]
+            result["fused_gates"] = record["val_gates_mean"]
+            result["fused_start"] = record["start"]["steps"]
+            result["fused_val"] = record["val_mae"]
+    return result
+
+
+def fused(x: dict, present: dict, y: dict, graph_prediction: dict, names: list[str], seed: int) -> tuple[float, dict]:
+    """Test MAE of the fusion head over ``names`` on top of the graph probe, and its record."""
+    def views(part: str) -> Views:
+        return Views(torch.as_tensor(graph_prediction[part]),
+                     {name: torch.as_tensor(x[part][name]) for name in (GRAPH, *names)},
+                     {name: torch.as_tensor(present[part][name]) for name in names}, [{} for _ in y[part]])
+
+    fit = fit_head(views("train"), y["train"], views("val"), y["val"], FusionConfig(seed=seed))
+    test = views("test")
+    if fit.head is None:
+        return float(np.mean(np.abs(graph_prediction["test"] - y["test"]))), fit.record
+    for name, forest in fit.experts.items():
+        test = with_expert(test, name, forest.predict(test.features[name].numpy()))
+    with torch.no_grad():
+        prediction = fit.head(test.graph_prediction, test.features, test.present)[0].numpy()
+    return float(np.mean(np.abs(prediction - y["test"]))), fit.record
+
+
+def gradient_boosting(x, y, x_val, y_val, seed: int):
+    """sklearn gradient boosting (depth 3, learning rate 0.05, 80 % subsamples) with its number of trees
+    (≤ 1000) chosen on validation: the composition baseline given the same validation data as fusion."""
+    from sklearn.ensemble import GradientBoostingRegressor
+
+    model = GradientBoostingRegressor(n_estimators=1000, learning_rate=0.05, max_depth=3, subsample=0.8,
+                                      random_state=seed).fit(x, y)
+    errors = [np.mean(np.abs(p - y_val)) for p in model.staged_predict(x_val)]
+    return GradientBoostingRegressor(n_estimators=int(np.argmin(errors)) + 1, learning_rate=0.05, max_depth=3,
+                                     subsample=0.8, random_state=seed).fit(x, y)
+
+
+def random_forest(x, y, seed: int):
+    """matbench's RF baseline: 500 trees, sklearn's other defaults."""
+    from sklearn.ensemble import RandomForestRegressor
+
+    return RandomForestRegressor(n_estimators=500, random_state=seed, n_jobs=1).fit(x, y)
+
+
+def mlp(x, y, x_test, seed: int) -> np.ndarray:
+    """One hidden layer of 128, standardised inputs and targets, L2 1e-2, early stopping on 10 % of train."""
+    from sklearn.neural_network import MLPRegressor
+    from sklearn.preprocessing import StandardScaler
+
+    scaler = StandardScaler().fit(x)
+    mean, std = y.mean(), y.std() or 1.0
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        model = MLPRegressor(hidden_layer_sizes=(128,), alpha=1e-2, max_iter=2000, early_stopping=True, random_state=seed)
+        model.fit(scaler.transform(x), (y - mean) / std)
+    return model.predict(scaler.transform(x_test)) * std + mean
+
+
+def stacking(x: dict, y: dict, names: list[str], experts: dict, seed: int) -> np.ndarray:
+    """Non-negative linear blend (with intercept) of the experts, fitted on their out-of-fold training
+    predictions (OOF_FOLDS folds, each expert refitted on the other folds)."""
+    from sklearn.linear_model import LinearRegression
+
+    rows = len(y["train"])
+    folds = np.random.default_rng(seed).permutation(rows) % OOF_FOLDS
+    oof = np.zeros((rows, len(experts)))
+    for fold in range(OOF_FOLDS):
+        held = folds == fold
+        fit, test = {n: v[~held] for n, v in x["train"].items()}, {n: v[held] for n, v in x["train"].items()}
+        column = 0
+        oof[held, column] = fit_ridge_probe(fit[GRAPH], y["train"][~held]).predict(test[GRAPH])
+        if "comp_gbm" in experts:
+            column += 1
+            oof[held, column] = gradient_boosting(fit["composition"], y["train"][~held], x["val"]["composition"],
+                                                  y["val"], seed).predict(test["composition"])
+        if "text_ridge" in experts:
+            column += 1
+            oof[held, column] = fit_ridge_probe(fit["text"], y["train"][~held]).predict(test["text"])
+    blend = LinearRegression(positive=True).fit(oof, y["train"])
+    return blend.predict(np.stack([expert("test") for expert in experts.values()], axis=1))
+
+
+def print_table(rows: list[dict], tasks: dict) -> None:
+    methods = [k for k in rows[0] if k not in ("task", "seed", "n_train") and not k.startswith("fused_")]
+    print("| task | n_train | " + " | ".join(methods) + " |")
+    print("|---|---|" + "---|" * len(methods))
+    for task in dict.fromkeys(row["task"] for row in rows):
+        mine = [row for row in rows if row["task"] == task]
+        cells = []
+        best = min(methods[1:], key=lambda m: np.mean([row[m] for row in mine]))
+        for method in methods:
+            values = [row[method] for row in mine]
+            cell = f"{np.mean(values):.4g} ± {np.std(values):.2g}"
+            cells.append(f"**{cell}**" if method == best else cell)
+        print(f"| {task} ({tasks[task]['unit']}) | {mine[0]['n_train']} | " + " | ".join(cells) + " |")
+
+
+if __name__ == "__main__":
+    main()

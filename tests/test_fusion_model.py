@@ -1,0 +1,129 @@
+"""Fusion in the product: `hub train --modalities` learns what only the composition carries, saves a model
+that predicts with its gates, survives a missing view, and refuses an encoder it was not trained with.
+
+The task is generated with a known answer: rocksalt compounds of a cation and an anion, and as target the
+highest elemental melting point of the two (kK, pymatgen's table). A maximum over the elements is no
+linear function of mean-pooled atom features, and with one or two structures per cation a graph read-out
+cannot learn each cation's value; Magpie's composition statistics carry it. Real SevenNet-0, real
+robocrys + MiniLM, real Magpie tables.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+
+import ase.io
+import numpy as np
+import pytest
+from ase import Atoms
+from ase.build import bulk
+from ase.data import atomic_numbers, covalent_radii
+
+from ase_moma import load_calculator
+from ase_moma.hub import Hub, TrainConfig, train_module
+from ase_moma.module_files import FUSION, MODULE_JSON, write_json
+from ase_moma.modalities.registry import EncoderMismatch
+
+CATIONS = ("Li", "Na", "K", "Rb", "Cs", "Be", "Mg", "Ca", "Sr", "Ba", "Sc", "Ti", "V", "Cr", "Mn", "Fe", "Co",
+           "Ni", "Cu", "Zn", "Y", "Zr", "Nb", "Mo", "Ag", "Cd", "In", "Sn", "La", "Pb", "Hf", "Ta", "W", "Pt")
+ANIONS = ("O", "S", "Se", "F", "Cl", "Br", "N")
+
+
+def compound(cation: str, anion: str, strain: float) -> Atoms:
+    """A rocksalt cell with its lattice constant from covalent radii, strained by ``strain``; info['tmax']."""
+    from pymatgen.core import Element
+
+    a = 2 * (covalent_radii[atomic_numbers[cation]] + covalent_radii[atomic_numbers[anion]]) * (1 + strain)
+    atoms = bulk(f"{cation}{anion}", "rocksalt", a=a)
+    atoms.info["tmax"] = max(float(Element(cation).melting_point), float(Element(anion).melting_point)) / 1000
+    return atoms
+
+
+def compounds(count: int, seed: int) -> list[Atoms]:
+    rng = np.random.default_rng(seed)
+    return [compound(CATIONS[rng.integers(len(CATIONS))], ANIONS[rng.integers(len(ANIONS))],
+                     float(rng.uniform(-0.03, 0.03))) for _ in range(count)]
+
+
+@pytest.fixture(scope="module")
+def cache(tmp_path_factory):
+    """Descriptions go to a temporary cache, not the user's: XDG_CACHE_HOME for this module, then restored."""
+    before = os.environ.get("XDG_CACHE_HOME")
+    os.environ["XDG_CACHE_HOME"] = str(tmp_path_factory.mktemp("cache"))
+    yield os.environ["XDG_CACHE_HOME"]
+    if before is None:
+        os.environ.pop("XDG_CACHE_HOME")
+    else:
+        os.environ["XDG_CACHE_HOME"] = before
+
+
+@pytest.fixture(scope="module")
+def fused_module(tmp_path_factory, cache, sevennet):
+    tmp = tmp_path_factory.mktemp("fusion")
+    data = tmp / "compounds.extxyz"
+    ase.io.write(data, compounds(36, seed=0))
+    hub = Hub.create(tmp / "hub", sevennet)
+    config = TrainConfig(kind="adapter", epochs=1, batch_size=12, val_fraction=0.25, hidden=32,
+                         modalities=("composition", "text"))
+    meta = train_module(hub, "tmax", data, "tmax", config=config, unit="kK", device="cpu", progress=False)
+    return hub.folder("tmax"), meta
+
+
+def test_fusion_learns_what_only_the_composition_carries(fused_module):
+    folder, meta = fused_module
+    assert meta["fusion"]["kept"] != "graph only" and (folder / FUSION).is_file()
+    held_out = compounds(16, seed=1)
+    truth = np.array([atoms.info["tmax"] for atoms in held_out])
+    fused = load_calculator(str(folder), device="cpu")
+    from ase_moma.module_model import module_from_folder
+
+    graph_only = module_from_folder(folder, meta, fused.model.backbone, fused=False)
+    fused_error = np.abs(np.array(fused.predict(held_out)) - truth).mean()
+    graph_error = np.abs(graph_only.predict(held_out) - truth).mean()
+    assert fused_error < 0.5 * graph_error, (fused_error, graph_error)
+    gates = meta["fusion"]["val_gates_mean"]
+    assert set(gates) == {"graph", "composition", "text"} and abs(sum(gates.values()) - 1) < 1e-9
+
+
+def test_the_module_records_each_encoder(fused_module):
+    folder, meta = fused_module
+    encoders = meta["fusion"]["encoders"]
+    assert encoders["text"]["encoder"] == "sentence-transformers/all-MiniLM-L6-v2"
+    assert len(encoders["text"]["sha256"]) == 64 and len(encoders["composition"]["sha256"]) == 64
+    assert meta["fusion"]["graph_metrics"]["val_mae"] >= meta["metrics"]["val_mae"]
+
+
+def test_predict_writes_gates_and_says_which_view_was_missing(fused_module, tmp_path):
+    folder, _ = fused_module
+    frames = compounds(3, seed=2)
+    unknown = bulk("Cu", "fcc", a=3.6) * (1, 1, 1)
+    unknown.pbc = (True, True, False)  # a slab: robocrys describes full crystals only, so its text view is missing
+    unknown.cell[2, 2] = 20.0
+    frames.append(unknown)
+    ase.io.write(tmp_path / "in.extxyz", frames)
+    run = subprocess.run([sys.executable, "-m", "ase_moma.cli", "predict", str(tmp_path / "in.extxyz"), "--model",
+                          str(folder), "-o", str(tmp_path / "out.extxyz"), "--device", "cpu"],
+                         capture_output=True, text=True, env=dict(os.environ))
+    assert run.returncode == 0, run.stderr
+    out = ase.io.read(tmp_path / "out.extxyz", ":")
+    for atoms in out:
+        gates = [atoms.info[f"fusion_gate_{view}"] for view in ("graph", "composition", "text")]
+        assert np.isfinite(atoms.info["tmax"]) and abs(sum(gates) - 1) < 1e-6
+    assert "fusion_missing" not in out[0].info
+    assert out[-1].info["fusion_missing"] == "text"
+
+
+def test_a_model_trained_with_another_encoder_is_refused(fused_module, tmp_path):
+    import shutil
+
+    folder, _ = fused_module
+    copy = tmp_path / "module"
+    shutil.copytree(folder, copy)
+    changed = json.loads((copy / MODULE_JSON).read_text())
+    changed["fusion"]["encoders"]["text"]["sha256"] = "0" * 64
+    write_json(copy / MODULE_JSON, changed)
+    with pytest.raises(EncoderMismatch, match="different text encoder"):
+        load_calculator(str(copy), device="cpu")
