@@ -234,3 +234,16 @@ def test_composing_for_a_task_never_uses_its_own_modules(hub, hub_data, tmp_path
         compose(hub, hub_data["perov"], "heat_all", tmp_path / "none", modules=["heat_full"], device="cpu",
                 progress=False)
     assert not (tmp_path / "none").exists()
+
+
+def test_a_composition_fine_tunes_with_other_views(composed, tmp_path):
+    out, _ = composed
+    replay(out / "recipe.json", tmp_path / "fused")
+    assert main(["finetune", str(tmp_path / "fused"), "--modalities", "graph,composition", "--epochs", "1",
+                 "--device", "cpu"]) == 0
+    meta = read_json(tmp_path / "fused" / "model" / MODULE_JSON, "module")
+    assert meta["fusion"]["views"] == ["graph", "composition"] and meta["fusion"]["experts"] in ([], ["composition"])
+    frames = load_task_data(**{k: v for k, v in _task().items() if k not in ("n_train", "unit")}).test.frames[:3]
+    values, notes = load_calculator(str(tmp_path / "fused"), device="cpu").predict_with_notes(frames)
+    assert np.isfinite(values).all()
+    assert all(("fusion_gate_composition" in note) == ("fusion.safetensors" in meta["files"]) for note in notes)

@@ -127,3 +127,15 @@ def test_a_model_trained_with_another_encoder_is_refused(fused_module, tmp_path)
     write_json(copy / MODULE_JSON, changed)
     with pytest.raises(EncoderMismatch, match="different text encoder"):
         load_calculator(str(copy), device="cpu")
+
+
+def test_modalities_are_checked_on_the_command_line():
+    from ase_moma.cli import main
+    from ase_moma.errors import UsageError
+    from ase_moma.modalities.registry import parse_modalities
+
+    assert parse_modalities("graph, text,composition") == ("composition", "text")
+    with pytest.raises(UsageError, match="unknown modality 'smell'"):
+        parse_modalities("graph,smell")
+    assert main(["finetune", "--backbone", "sevennet", "--train", "a.xyz", "--valid", "b.xyz", "-o", "x",
+                 "--modalities", "text"]) == 2
