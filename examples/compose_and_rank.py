@@ -2,13 +2,16 @@
 
 1. a hub: the one given with --hub, or a verified copy of the starter hub that ships with ase-moma
    (SevenNet-0 adapter modules for the upstream, matminer and mlearn tasks);
-2. compose for a task (default: the 2D band gap of matminer's jarvis_2d_gap_opt, seed-0 split; the
-   task's own starter module is left out) and print each module's weight and kNN proxy MAE;
+2. compose for a task (default: the 2D TB-mBJ band gap of matminer's jarvis_2d_gap_tbmbj, seed-0
+   split, shipped in data/matminer; ``--data`` takes any folder laid out the same way, such as the
+   full matminer benchmark with its ten tasks; the task's own starter module is left out) and print
+   each module's weight and kNN proxy MAE;
 3. fine-tune the composed model with a fresh head (starting from its ridge probe), then rank the
    task's test structures by predicted value with the ASE calculator that ``load_calculator(OUT)``
    returns.
 
-    python examples/compose_and_rank.py [--hub HUB] [--task jarvis_2d_gap_opt] [-o OUT] [--n-train 60]
+    python examples/compose_and_rank.py [--hub HUB] [--data FOLDER] [--task jarvis_2d_gap_tbmbj] [-o OUT]
+        [--n-train 60]
 """
 
 from __future__ import annotations
@@ -27,11 +30,13 @@ from ase_moma.compose import DOWNSTREAM, compose, finetune_composed
 from ase_moma.hub import Hub
 from ase_moma.hub.starter import write_starter_hub
 
-DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
-def compose_and_rank(hub: Hub, task: str, out: Path, n_train: int, epochs: int, device: str = "auto") -> None:
-    """Compose for ``task`` (matminer, seed-0 split), fine-tune, and rank its test structures."""
-    info = json.loads((DATA / "matminer" / "tasks.json").read_text())[task]
-    data, split = DATA / "matminer" / info["file"], DATA / "matminer" / "splits" / "seed0.json"
+DATA = Path(__file__).resolve().parents[1] / "data" / "matminer"  # the task shipped in the repository
+def compose_and_rank(hub: Hub, task: str, out: Path, n_train: int, epochs: int, device: str = "auto",
+                     folder: Path = DATA) -> None:
+    """Compose for ``task`` (a task of ``folder``, laid out as data/matminer; seed-0 split), fine-tune, and
+    rank its test structures."""
+    info = json.loads((folder / "tasks.json").read_text())[task]
+    data, split = folder / info["file"], folder / "splits" / "seed0.json"
     recipe = compose(hub, data, "target", out, split=split, task=task, n_train=n_train, unit=info["unit"],
                      device=device, overwrite=True, progress=False)
     timings = recipe["timings"]
@@ -65,7 +70,9 @@ def compose_and_rank(hub: Hub, task: str, out: Path, n_train: int, epochs: int, 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--hub", help="an existing hub (default: a copy of the starter hub)")
-    parser.add_argument("--task", default="jarvis_2d_gap_opt", help="a task of matminer/tasks.json")
+    parser.add_argument("--data", type=Path, default=DATA, help="a folder laid out as data/matminer "
+                        "(tasks.json, the task files, splits/seed0.json)")
+    parser.add_argument("--task", default="jarvis_2d_gap_tbmbj", help="a task of DATA/tasks.json")
     parser.add_argument("-o", "--output", help="folder for the composed model (default: temporary)")
     parser.add_argument("--n-train", type=int, default=60, help="few-shot training structures")
     parser.add_argument("--epochs", type=int, default=3)
@@ -74,7 +81,7 @@ def main() -> None:
     with tempfile.TemporaryDirectory(prefix="ase_moma_compose_") as tmp:
         hub = Hub(args.hub) if args.hub else write_starter_hub(Path(tmp) / "hub")
         out = Path(args.output) if args.output else Path(tmp) / "composed"
-        compose_and_rank(hub, args.task, out, args.n_train, args.epochs, args.device)
+        compose_and_rank(hub, args.task, out, args.n_train, args.epochs, args.device, args.data)
     if args.output:
         print(f"model and recipe in {out}; `ase-moma predict IN.extxyz --model {out} -o OUT.extxyz`")
 

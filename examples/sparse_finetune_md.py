@@ -1,7 +1,7 @@
 """Adapt SevenNet-0 to a DFT set with sparse equivariant fine-tuning, then run MD with the result.
 
-By default the DFT set is mlearn's silicon (../shared/data/mlip): a seeded subset of its training
-file is split into training and validation frames, the model is sparse-tuned (STR on the path
+By default the DFT set is mlearn's silicon (its small training frames, shipped in data/mlip): a seeded
+subset is split into training and validation frames, the model is sparse-tuned (STR on the path
 weights; the result is a plain SevenNet-0-shaped model), its errors and the fraction of path weights
 it moved are printed, and NVE molecular dynamics runs on a test structure with the tuned calculator.
 
@@ -26,7 +26,7 @@ from ase_moma import load_calculator
 from ase_moma.finetune import METHODS, PRESETS, FinetuneConfig, finetune_potential
 from ase_moma.finetune.potential_data import split_frames
 
-DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
+DATA = Path(__file__).resolve().parents[1] / "data"  # small real sets shipped in the repository
 
 
 def adapt(train: list[Atoms] | Path, valid: list[Atoms] | Path, out: Path, *, method: str = "sparse",
@@ -72,7 +72,7 @@ def run_md(out: Path, atoms: Atoms, steps: int, device: str = "auto") -> None:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--train", type=Path, help="DFT training set (default: mlearn Si)")
+    parser.add_argument("--train", type=Path, help="DFT training set (default: mlearn Si, data/mlip)")
     parser.add_argument("--valid", type=Path, help="DFT validation set (default: split from --train)")
     parser.add_argument("--method", default="sparse", choices=METHODS)
     parser.add_argument("--preset", default="L", choices=list(PRESETS))

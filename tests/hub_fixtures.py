@@ -1,4 +1,4 @@
-"""Session fixtures: a small real SevenNet-0 hub trained on subsets of the upstream data."""
+"""Session fixtures: a small real SevenNet-0 hub trained on the upstream subsets shipped in data/."""
 
 from __future__ import annotations
 
@@ -10,32 +10,22 @@ import pytest
 from ase_moma import load_backbone
 from ase_moma.hub import Hub, TrainConfig, train_module
 
-DATA = Path(__file__).resolve().parents[2] / "shared" / "data" / "upstream"
-MATMINER = DATA.parent / "matminer"
+DATA = Path(__file__).resolve().parents[1] / "data" / "upstream"
+MATMINER = DATA.parent / "matminer"  # one matminer task (jarvis_2d_gap_tbmbj) with its seed-0 split
 TINY = TrainConfig(epochs=2, batch_size=8, val_fraction=0.25, hidden=32)
 
 
-def _subset(source: str, tmp: Path, count: int, step: int = 1, half_with: str | None = None) -> Path:
-    """Every ``step``-th of the first frames; with ``half_with``, half of them with info[half_with] > 0."""
-    path = DATA / source
-    if not path.is_file():
-        pytest.skip(f"real data not found at {path} (../shared/data is absent)")
-    frames = ase.io.read(path, f":{count * step * 4}:{step}")
-    if half_with is None:
-        frames = frames[:count]
-    else:
-        positive = [a for a in frames if a.info[half_with] > 0]
-        frames = positive[:count // 2] + [a for a in frames if a.info[half_with] <= 0][:count - count // 2]
-    out = tmp / f"{Path(source).stem}.extxyz"
-    ase.io.write(out, frames)
+def _subset(source: str, tmp: Path) -> Path:
+    """A copy of one shipped subset (data/upstream, see data/README.md for how it was cut)."""
+    out = tmp / source
+    ase.io.write(out, ase.io.read(DATA / source, ":"))
     return out
 
 
 @pytest.fixture(scope="session")
 def hub_data(tmp_path_factory) -> dict[str, Path]:
     tmp = tmp_path_factory.mktemp("hubdata")
-    return {"perov": _subset("perov_5.extxyz", tmp, 24, step=17, half_with="ind_gap"),
-            "carbon": _subset("carbon_24.extxyz", tmp, 12, step=131)}
+    return {"perov": _subset("perov_5.extxyz", tmp), "carbon": _subset("carbon_24.extxyz", tmp)}
 
 
 @pytest.fixture(scope="session")

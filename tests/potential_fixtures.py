@@ -1,4 +1,8 @@
-"""Small labelled sets for fine-tuning tests: EMT copper (always available) and real mlearn Si subsets."""
+"""Small labelled sets for fine-tuning tests: EMT copper, CHGNet-labelled iron and real mlearn Si subsets.
+
+The mlearn frames are the subsets shipped in the repository's ``data/mlip`` (BSD-3-Clause, see
+data/README.md), so these tests run wherever the repository is checked out.
+"""
 
 from __future__ import annotations
 
@@ -6,14 +10,14 @@ from pathlib import Path
 
 import ase.io
 import numpy as np
-import pytest
 from ase import Atoms
 from ase.build import bulk
 from ase.calculators.emt import EMT
+from ase.calculators.singlepoint import SinglePointCalculator
 
 from ase_moma.finetune.potential_data import label_frames
 
-MLIP = Path(__file__).resolve().parents[2] / "shared" / "data" / "mlip"
+MLIP = Path(__file__).resolve().parents[1] / "data" / "mlip"
 
 
 def emt_copper(count: int, seed: int) -> list[Atoms]:
@@ -31,8 +35,6 @@ def emt_copper(count: int, seed: int) -> list[Atoms]:
 def small_mlearn_si(tmp: Path) -> tuple[Path, Path]:
     """The smallest (≤ 24 atoms) real mlearn Si training frames, and the two smallest test frames."""
     train, test = MLIP / "mlearn_Si_training.extxyz", MLIP / "mlearn_Si_test.extxyz"
-    if not train.is_file():
-        pytest.skip(f"real data not found at {train} (../shared/data is absent)")
     frames = [a for a in ase.io.read(train, ":") if len(a) <= 24]
     valid = sorted(ase.io.read(test, ":"), key=len)[:2]
     ase.io.write(tmp / "si_train.extxyz", frames)
@@ -41,10 +43,38 @@ def small_mlearn_si(tmp: Path) -> tuple[Path, Path]:
 
 
 def small_iron(tmp: Path, count: int = 12) -> Path:
-    """The first ``count`` real fe_spin frames with at most 16 atoms (energy, forces, stress, moments)."""
-    source = MLIP.parent / "magnetic" / "fe_spin.extxyz"
-    if not source.is_file():
-        pytest.skip(f"real data not found at {source} (../shared/data is absent)")
-    frames = [a for a in ase.io.read(source, ":400") if len(a) <= 16][:count]
-    ase.io.write(tmp / "fe_small.extxyz", frames)
-    return tmp / "fe_small.extxyz"
+    """``count`` iron cells of 4–8 atoms labelled by CHGNet 0.3.0 (energy, forces, stress, moments).
+
+    bcc, fcc and hcp cells, each scaled by 0.94–1.06 in length, strained and rattled (seeded), so the moment
+    magnitudes CHGNet gives follow the geometry (about 0.7–2.8 μB); each moment points along a seeded
+    random direction (``arrays["magmoms_vector"]``, μB, N×3), its size in ``arrays["magmom_magnitude"]``.
+    fe_spin (GPL-2.0) cannot ship with this MIT package, and a real model's moments are a known answer.
+    """
+    path = tmp / "fe_small.extxyz"
+    if not path.is_file():
+        ase.io.write(path, _iron_frames(count))
+    return path
+
+
+def _iron_frames(count: int) -> list[Atoms]:
+    from ase_moma import load_calculator
+
+    calc, rng, frames = load_calculator("chgnet", device="cpu"), np.random.default_rng(7), []
+    for index in range(count):
+        kind = ("bcc", "fcc", "hcp")[index % 3]
+        atoms = (bulk("Fe", "hcp", a=2.48, c=4.0) if kind == "hcp" else
+                 bulk("Fe", kind, a={"bcc": 2.83, "fcc": 3.6}[kind], cubic=True)) * (2, 1, 1)
+        strain = rng.uniform(0.94, 1.06) * (np.eye(3) + rng.normal(0, 0.01, (3, 3)))
+        atoms.set_cell(atoms.cell.array @ strain, scale_atoms=True)
+        atoms.rattle(0.05, seed=int(rng.integers(1 << 30)))
+        atoms.calc = calc
+        energy, forces, stress = atoms.get_potential_energy(), atoms.get_forces(), atoms.get_stress()
+        magnitude = np.abs(atoms.get_magnetic_moments())
+        directions = rng.normal(size=(len(atoms), 3))
+        directions /= np.linalg.norm(directions, axis=1, keepdims=True)
+        labelled = Atoms(atoms.numbers, atoms.positions, cell=atoms.cell, pbc=True)
+        labelled.calc = SinglePointCalculator(labelled, energy=energy, forces=forces, stress=stress)
+        labelled.arrays["magmoms_vector"] = magnitude[:, None] * directions
+        labelled.arrays["magmom_magnitude"] = magnitude
+        frames.append(labelled)
+    return frames

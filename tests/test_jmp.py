@@ -131,8 +131,6 @@ def test_no_embedded_weights_is_a_clear_error():
 
 def test_hub_modules_and_composition_on_jmp(sources, hub_data, tmp_path):
     data = MATMINER / "jarvis_2d_gap_tbmbj.extxyz"
-    if not data.is_file():
-        pytest.skip(f"real data not found at {data}")
     base = load_backbone("jmp", sources["jmp"], device="cpu")
     hub = Hub.create(tmp_path / "hub", base)
     tiny = TrainConfig(epochs=1, batch_size=8, val_fraction=0.25, hidden=16)

@@ -168,7 +168,7 @@ def test_calculator_moments_follow_the_input_form(spin_model):
     assert abs(collinear.get_magnetic_moment()) < 0.5 * np.abs(collinear.get_magnetic_moments()).sum()
 
 
-def test_magnitudes_of_real_iron_start_at_a_probe_that_follows_the_geometry(tmp_path):
+def test_magnitudes_of_iron_start_at_a_probe_that_follows_the_geometry(tmp_path):
     frames = ase.io.read(small_iron(tmp_path, count=24), ":")
     moments = read_potential_set(frames, forces=True, stress=True, magmoms="vector").magmoms
     backbone = load_backbone("sevennet", device="cpu", dtype="float64")
