@@ -7,6 +7,7 @@ import argparse
 import sys
 from typing import Sequence
 
+from ase_moma.cli_options import output_flag, shared_flags
 from ase_moma.compose.commands import add_compose_commands
 from ase_moma.errors import EXPECTED, UsageError
 from ase_moma.finetune.commands import add_finetune_command
@@ -38,25 +39,22 @@ def _parser() -> argparse.ArgumentParser:
     backbones.set_defaults(run=_backbones)
 
     predict = commands.add_parser("predict", help="energies, forces, stress (or a composed model's "
-                                  "property) for every frame")
+                                  "property) for every frame",
+                                  parents=[output_flag("extended XYZ file to write"),
+                                           shared_flags("device", "dtype", "trust_pickle", "overwrite")])
     predict.add_argument("input", help="structures to evaluate (any format ase.io reads)")
-    predict.add_argument("-o", "--output", required=True, help="extended XYZ file to write")
     model = predict.add_mutually_exclusive_group(required=True)
     model.add_argument("--backbone", help="registered backbone name")
     model.add_argument("--model", help="a fine-tuned `ase-moma compose` folder: writes its target "
                        "into each frame's info")
     predict.add_argument("--source", help="checkpoint path (default: the embedded model)")
-    predict.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
-    predict.add_argument("--dtype", default="float32", choices=["float32", "float64"])
     predict.add_argument("--batch-size", type=int, default=16)
-    predict.add_argument("--trust-pickle", action="store_true",
-                         help="allow pickled checkpoints (mace .model); runs code from the file")
-    predict.add_argument("--overwrite", action="store_true", help="replace an existing output")
     predict.set_defaults(run=_predict)
 
-    relax = commands.add_parser("relax", help="relax every structure of a file, all together (batched)")
+    relax = commands.add_parser("relax", help="relax every structure of a file, all together (batched)",
+                                parents=[output_flag("extended XYZ file to write"),
+                                         shared_flags("device", "dtype", "overwrite")])
     relax.add_argument("input", help="structures to relax (any format ase.io reads)")
-    relax.add_argument("-o", "--output", required=True, help="extended XYZ file to write")
     source = relax.add_mutually_exclusive_group(required=True)
     source.add_argument("--backbone", help="registered backbone name")
     source.add_argument("--model", help="a saved model's folder (tuned, composed, hub module)")
@@ -67,23 +65,19 @@ def _parser() -> argparse.ArgumentParser:
     relax.add_argument("--optimizer", default="FIRE", choices=["FIRE", "BFGS", "LBFGS"])
     relax.add_argument("--trajectory-dir", help="write one ASE trajectory per structure here")
     relax.add_argument("--batch-size", type=int, help="structures per model call (default: all running)")
-    relax.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
-    relax.add_argument("--dtype", default="float32", choices=["float32", "float64"])
-    relax.add_argument("--overwrite", action="store_true", help="replace an existing output")
     relax.set_defaults(run=_relax)
 
     convert = commands.add_parser("jmp-convert", help="convert a JMP / fairchem GemNet-OC checkpoint into a "
-                                  "safe model folder for the jmp backbone")
+                                  "safe model folder for the jmp backbone",
+                                  parents=[output_flag("the folder to write (model.json + model.safetensors)",
+                                                       required=False),
+                                           shared_flags("trust_pickle", "overwrite")])
     convert.add_argument("checkpoint", help="a JMP Lightning .ckpt or a GemNet-OC state dict")
-    convert.add_argument("-o", "--output", help="the folder to write (model.json + model.safetensors)")
     convert.add_argument("positional_output", nargs="?", metavar="OUTPUT",
                          help="deprecated: the folder as a second positional argument; use -o like every other verb")
-    convert.add_argument("--trust-pickle", action="store_true",
-                         help="allow a pickled checkpoint (a Lightning .ckpt is one); runs code from the file")
     convert.add_argument("--pair-rule", choices=["either", "reference"], default="either",
                          help="which capped pairs become edges: 'either' (default; independent of atom order) or "
                          "'reference' (the reference implementation's order-dependent rule, to reproduce it exactly)")
-    convert.add_argument("--overwrite", action="store_true", help="replace an existing output folder")
     convert.set_defaults(run=_jmp_convert)
 
     add_hub_commands(commands)
@@ -192,7 +186,8 @@ def _relax(args: argparse.Namespace) -> int:
     frames = read_structures(args.input, "input file")
     backbone = load_backbone(args.model or args.backbone, args.source, device=args.device, dtype=args.dtype)
     relaxed = relax_many(frames, backbone, fmax=args.fmax, steps=args.steps, cell=args.cell,
-                         optimizer=args.optimizer, trajectory_dir=args.trajectory_dir, batch_size=args.batch_size)
+                         optimizer=args.optimizer, trajectory_dir=args.trajectory_dir, batch_size=args.batch_size,
+                         progress=True)
     with atomic_file(output) as tmp:
         ase.io.write(tmp, relaxed, format="extxyz")
     converged = sum(atoms.info["relax_converged"] for atoms in relaxed)

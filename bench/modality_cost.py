@@ -1,8 +1,12 @@
 """What each view of a structure costs: seconds per structure for the composition and text encoders,
-and the description cache's effect (a cold cache against the same structures again).
+the description cache's effect (a cold cache against the same structures again), and what fusion adds
+to ``predict`` against the graph-only model.
 
 Structures: the first N of a shared matminer task (../shared/data/matminer). The cache lives in a
-fresh temporary folder, so the first pass describes every structure with robocrys.
+fresh temporary folder, so the first pass describes every structure with robocrys. For ``predict``, a
+SevenNet-0 property model (its ridge-probe head) gets a fusion head over composition and text, fitted
+on the next 2N structures; then the first N are predicted by the graph model alone, by the fused model
+with a cold description cache, and again with a warm one.
 
     python bench/modality_cost.py [--task jarvis_2d_exfoliation] [-n 40]
 """
@@ -53,6 +57,49 @@ def main() -> None:
           f"{encode / n:.3f} s); {int(cold.present.sum())}/{n} described, missing: "
           f"{sorted(set(reason.split(':')[0] for reason in cold.missing.values())) or 'none'}")
     print(f"text, warm cache: {warm_seconds / n:.3f} s/structure ({cold_seconds / warm_seconds:.0f}x faster)")
+    predict_cost(path, frames)
+
+
+def predict_cost(path: Path, frames: list) -> None:
+    """Seconds per structure of graph-only and fused ``predict`` (cold and warm description cache)."""
+    import os
+
+    from ase_moma import load_backbone
+    from ase_moma.fitting import TrainConfig, build_property_model
+    from ase_moma.labelled_data import read_labelled
+    from ase_moma.modalities.fusion_training import fit_fusion
+
+    n = len(frames)
+    labelled = read_labelled(path, "target", range(n, 3 * n))
+    train, val = labelled.subset(range(0, 3 * n // 2)), labelled.subset(range(3 * n // 2, 2 * n))
+    backbone = load_backbone("sevennet", device="cpu")
+    graphs = {name: [backbone.graph(a) for a in part.frames] for name, part in (("train", train), ("val", val))}
+    graph_model = build_property_model(backbone, TrainConfig(), "head", graphs["train"], train)
+    graph_model.target = "target"
+    before = os.environ.get("XDG_CACHE_HOME")
+    with tempfile.TemporaryDirectory() as cache:
+        os.environ["XDG_CACHE_HOME"] = cache
+        try:
+            fused = fit_fusion(graph_model, ("composition", "text"), (graphs["train"], train),
+                               (graphs["val"], val)).model
+            if fused is None:
+                print("predict: the fusion head lost to the graph model on validation; nothing to time")
+                return
+            graph_model.predict(frames[:2])  # warm-up
+            timings = {}
+            for label, model in (("graph only", graph_model), ("fused, cold cache", fused),
+                                 ("fused, warm cache", fused)):
+                start = time.perf_counter()
+                model.predict(frames)
+                timings[label] = (time.perf_counter() - start) / n
+        finally:
+            if before is None:
+                os.environ.pop("XDG_CACHE_HOME")
+            else:
+                os.environ["XDG_CACHE_HOME"] = before
+    base = timings["graph only"]
+    print("predict: " + ", ".join(f"{label} {1000 * value:.0f} ms/structure ({value / base:.1f}x)"
+                                  for label, value in timings.items()))
 
 
 if __name__ == "__main__":

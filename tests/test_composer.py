@@ -17,6 +17,7 @@ from ase_moma.cli import main
 from ase_moma.compose import (STRATEGIES, compose, finetune_composed, knn_proxy, module_embeddings, replay,
                               strategy_weights)
 from ase_moma.compose import composer as composer_module
+from ase_moma.compose.composer import read_recipe
 from ase_moma.fitting import TrainConfig
 from ase_moma.hub import Hub, HubIntegrityError
 from ase_moma.labelled_data import load_task_data
@@ -245,3 +246,21 @@ def test_a_composition_fine_tunes_with_other_views(composed, tmp_path):
     values, notes = load_calculator(str(tmp_path / "fused"), device="cpu").predict_with_notes(frames)
     assert np.isfinite(values).all()
     assert all(("fusion_gate_composition" in note) == ("fusion.safetensors" in meta["files"]) for note in notes)
+
+
+def test_a_project_folder_moves_as_a_whole(hub, tmp_path):
+    project = tmp_path / "project"
+    project.mkdir()
+    task = _task(n_train=16)
+    shutil.copyfile(task["data"], project / "task.extxyz")
+    shutil.copyfile(task["split"], project / "split.json")
+    task.update(data=project / "task.extxyz", split=project / "split.json")
+    compose(hub, out=project / "composed", strategy="no_hub", device="cpu", progress=False, **task)
+    stored = read_json(project / "composed" / "recipe.json", "recipe")
+    assert stored["task"]["data"] == "../task.extxyz" and stored["task"]["split"] == "../split.json"
+    project.rename(tmp_path / "moved")
+    moved = tmp_path / "moved" / "composed"
+    assert read_recipe(moved)["task"]["data"] == str((tmp_path / "moved" / "task.extxyz").resolve())
+    assert read_recipe(moved)["hub"] == str(hub.path.resolve())
+    meta = finetune_composed(moved, QUICK, device="cpu", progress=False)  # reads the data where it now is
+    assert meta["data"]["source"] == str((tmp_path / "moved" / "task.extxyz").resolve())

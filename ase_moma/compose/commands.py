@@ -4,13 +4,15 @@ from __future__ import annotations
 
 import argparse
 
+from ase_moma.cli_options import output_flag, shared_flags
 from ase_moma.compose.strategies import STRATEGIES
 
 
 def add_compose_commands(commands: argparse._SubParsersAction) -> None:
     """Register ``compose`` on the top-level parser's sub-parsers."""
-    compose = commands.add_parser("compose", help="compose a model for a dataset from a hub's modules (AMC)")
-    compose.add_argument("-o", "--output", required=True, help="folder to write (recipe, merged model, chart)")
+    compose = commands.add_parser("compose", help="compose a model for a dataset from a hub's modules (AMC)",
+                                  parents=[output_flag("folder to write (recipe, merged model, chart)"),
+                                           shared_flags("n_train", "device", "overwrite")])
     compose.add_argument("--hub", help="hub directory")
     compose.add_argument("--data", help="extxyz file with the target in atoms.info")
     compose.add_argument("--target", help="atoms.info key of the target")
@@ -18,7 +20,6 @@ def add_compose_commands(commands: argparse._SubParsersAction) -> None:
     compose.add_argument("--split", help="split file {task: {train, val, test}} (default: random split)")
     compose.add_argument("--task", help="key in --split (default: the data file's stem)")
     compose.add_argument("--seed", type=int, default=0, help="seed of the random split and selection")
-    compose.add_argument("--n-train", type=int, help="few-shot: subsample the training split to N")
     compose.add_argument("--val-fraction", type=float, default=0.1)
     compose.add_argument("--unit", default="", help="unit of the target, for reports")
     compose.add_argument("--strategy", default="amc", choices=STRATEGIES,
@@ -32,8 +33,6 @@ def add_compose_commands(commands: argparse._SubParsersAction) -> None:
     compose.add_argument("--similarity", default="cosine", choices=["cosine", "dot", "euclidean"])
     compose.add_argument("--solver", help="cvxpy solver (default: CLARABEL, else OSQP)")
     compose.add_argument("--softmax-temperature", type=float, default=1.0)
-    compose.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
-    compose.add_argument("--overwrite", action="store_true", help="replace an existing output folder")
     compose.set_defaults(run=_compose)
 
 

@@ -10,6 +10,8 @@ Step 5, fine-tuning, is :func:`ase_moma.compose.finetune.finetune_composed`.
 
 from __future__ import annotations
 
+import copy
+import os
 import time
 from pathlib import Path
 from typing import Any, Sequence
@@ -121,7 +123,7 @@ def replay(recipe_path: str | Path, out: str | Path, *, hub: Hub | str | Path | 
     module's weights must still have the recorded sha256; the merged file is
     then identical to the original's.
     """
-    recipe = read_record(Path(recipe_path), "composition recipe", SCHEMA)
+    recipe = resolve_paths(read_record(Path(recipe_path), "composition recipe", SCHEMA), Path(recipe_path).parent)
     hub = hub if isinstance(hub, Hub) else Hub(hub or recipe["hub"])
     if hub.backbone["fingerprint"] != recipe["backbone"]["fingerprint"]:
         raise ValueError(f"hub {hub.path} holds modules of another backbone than the recipe {recipe_path}")
@@ -153,14 +155,41 @@ def write_composition(hub: Hub, recipe: dict[str, Any], out: Path, overwrite: bo
         recipe = dict(recipe, merged={"file": MERGED, "sha256": merged_sha} if merged_sha else None,
                       created_by=CREATED_BY)
         recipe["timings"] = dict(recipe["timings"], merge_s=time.perf_counter() - start)
-        write_json(tmp / RECIPE, recipe)
+        write_json(tmp / RECIPE, relative_paths(recipe, out))
         weights_chart(recipe, tmp / CHART)
     return recipe
 
 
 def read_recipe(out: str | Path) -> dict[str, Any]:
-    """The recipe of a composition folder; a clear error when ``out`` is not one."""
-    return read_folder_record(out, RECIPE, "composition recipe", SCHEMA, "a composed model")
+    """The recipe of a composition folder, its paths absolute; a clear error when ``out`` is not one."""
+    return resolve_paths(read_folder_record(out, RECIPE, "composition recipe", SCHEMA, "a composed model"), Path(out))
+
+
+PATHS = (("hub",), ("task", "data"), ("task", "split"), ("replayed_from",))
+"""Where a recipe names files: stored relative to the recipe's folder, so that a project folder holding the
+hub, the data and the composition can move as a whole."""
+
+
+def relative_paths(recipe: dict[str, Any], folder: Path) -> dict[str, Any]:
+    """``recipe`` with every path of PATHS relative to ``folder`` (as written into its recipe.json)."""
+    return _map_paths(recipe, lambda path: os.path.relpath(Path(path).resolve(), Path(folder).resolve()))
+
+
+def resolve_paths(recipe: dict[str, Any], folder: Path) -> dict[str, Any]:
+    """``recipe`` (as read from ``folder``/recipe.json) with every path of PATHS absolute; an absolute path
+    (a recipe written before paths were stored relative) stays as it is."""
+    return _map_paths(recipe, lambda path: str((Path(folder) / path).resolve()))
+
+
+def _map_paths(recipe: dict[str, Any], convert) -> dict[str, Any]:
+    result = copy.deepcopy(recipe)
+    for keys in PATHS:
+        holder = result
+        for key in keys[:-1]:
+            holder = holder.get(key) or {}
+        if holder.get(keys[-1]) is not None:
+            holder[keys[-1]] = convert(holder[keys[-1]])
+    return result
 
 
 def _candidates(hub: Hub, kind: str | None, modules: Sequence[str] | None,

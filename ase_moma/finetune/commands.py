@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 
+from ase_moma.cli_options import output_flag, shared_flags
 from ase_moma.errors import UsageError
 from ase_moma.finetune.potential_data import STRESS_UNITS
 from ase_moma.finetune.spin import SPIN_KINDS
@@ -16,7 +17,9 @@ def add_finetune_command(commands: argparse._SubParsersAction) -> None:
         "finetune", help="adapt a potential to DFT energies/forces/stress (--backbone ...), or fine-tune a "
         "composed model (COMPOSED_DIR)",
         description="Two forms: `ase-moma finetune --backbone NAME|DIR --train T --valid V --method M -o OUT/` "
-        "adapts a potential; `ase-moma finetune COMPOSED_DIR` fine-tunes a composition with a fresh head.")
+        "adapts a potential; `ase-moma finetune COMPOSED_DIR` fine-tunes a composition with a fresh head.",
+        parents=[output_flag("folder to write (the tuned potential)", required=False),
+                 shared_flags("device", "dtype", "overwrite")])
     finetune.add_argument("composed", nargs="?", help="folder written by `ase-moma compose`")
     finetune.add_argument("--backbone", help="registered backbone name, or a composed / fine-tuned folder")
     finetune.add_argument("--source", help="the backbone's checkpoint (default: the embedded model)")
@@ -26,7 +29,6 @@ def add_finetune_command(commands: argparse._SubParsersAction) -> None:
     finetune.add_argument("--method", choices=METHODS, default="sparse")
     finetune.add_argument("--preset", choices=list(PRESETS), default="L",
                           help="sparse: threshold decay 0.01 (L, accurate) or 0.3 (H, sparser)")
-    finetune.add_argument("-o", "--output", help="folder to write (the tuned potential)")
     finetune.add_argument("--name", help="task name recorded in the hub module (default: the --train stem)")
     finetune.add_argument("--epochs", type=int, help="default 100 (a composed model: 60)")
     finetune.add_argument("--batch-size", type=int, help="default 64 (a composed model: 32)")
@@ -65,9 +67,6 @@ def add_finetune_command(commands: argparse._SubParsersAction) -> None:
                           help="a composed model only: views read beside the graph, e.g. graph,text,composition "
                                "(a fusion head, kept when it beats the graph model on validation)")
     finetune.add_argument("--seed", type=int, default=0)
-    finetune.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
-    finetune.add_argument("--dtype", default="float32", choices=["float32", "float64"])
-    finetune.add_argument("--overwrite", action="store_true", help="replace an existing output folder")
     unused = {action.dest: (max(action.option_strings, key=len), action.default) for action in finetune._actions
               if action.option_strings and action.dest not in COMPOSED_USES + ("help",)}
     finetune.set_defaults(run=_finetune, composed_unused=unused)
@@ -83,7 +82,7 @@ def _finetune(args: argparse.Namespace) -> int:
             raise UsageError("pass either COMPOSED_DIR or --backbone, not both")
         from ase_moma.compose.commands import finetune_composed_command
 
-        ignored = [flag for dest, (flag, default) in args.composed_unused.items() if getattr(args, dest) != default]
+        ignored = sorted(flag for dest, (flag, default) in args.composed_unused.items() if getattr(args, dest) != default)
         if ignored:
             raise UsageError(f"finetune COMPOSED_DIR does not use {', '.join(ignored)}: a composition is "
                              "fine-tuned in place (into COMPOSED_DIR/model/) on the data it was composed for")

@@ -5,6 +5,8 @@ from __future__ import annotations
 import argparse
 import json
 
+from ase_moma.cli_options import shared_flags
+
 
 def add_hub_commands(commands: argparse._SubParsersAction) -> None:
     """Register ``hub`` and its sub-commands on the top-level parser's sub-parsers."""
@@ -17,12 +19,13 @@ def add_hub_commands(commands: argparse._SubParsersAction) -> None:
     init.add_argument("--source", help="checkpoint path (default: the embedded model)")
     init.set_defaults(run=_init)
 
-    starter = verbs.add_parser("starter", help="write a verified copy of the starter hub that ships with ase-moma")
+    starter = verbs.add_parser("starter", help="write a verified copy of the starter hub that ships with ase-moma",
+                               parents=[shared_flags("overwrite")])
     starter.add_argument("hub", help="directory to create")
-    starter.add_argument("--overwrite", action="store_true", help="replace an existing directory")
     starter.set_defaults(run=_starter)
 
-    train = verbs.add_parser("train", help="fine-tune a module on one task and add it")
+    train = verbs.add_parser("train", help="fine-tune a module on one task and add it",
+                             parents=[shared_flags("n_train", "device", "overwrite")])
     train.add_argument("hub")
     train.add_argument("--data", required=True, help="extxyz file with the target in atoms.info")
     train.add_argument("--target", required=True, help="atoms.info key of the target")
@@ -38,21 +41,17 @@ def add_hub_commands(commands: argparse._SubParsersAction) -> None:
     train.add_argument("--head-lr", type=float, default=1e-3)
     train.add_argument("--patience", type=int, default=8)
     train.add_argument("--val-fraction", type=float, default=0.1)
-    train.add_argument("--max-train", type=int, help="subsample the training split")
     train.add_argument("--seed", type=int, default=0)
     train.add_argument("--modalities", metavar="VIEWS",
                        help="views read beside the graph, e.g. graph,text,composition (a fusion head, kept "
                             "when it beats the graph model on validation; needs ase-moma[fusion])")
     train.add_argument("--mode", default="custom", help="label recorded in module.json")
-    train.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
-    train.add_argument("--overwrite", action="store_true", help="replace a module of that name")
     train.set_defaults(run=_train)
 
-    add = verbs.add_parser("add", help="import a module folder after verifying it")
+    add = verbs.add_parser("add", help="import a module folder after verifying it", parents=[shared_flags("overwrite")])
     add.add_argument("hub")
     add.add_argument("folder", help="a module folder (module.json + safetensors)")
     add.add_argument("--name", help="name in this hub (default: the module's own)")
-    add.add_argument("--overwrite", action="store_true")
     add.set_defaults(run=_add)
 
     for verb, helptext, run in (("list", "table of modules", _list),
@@ -97,7 +96,7 @@ def _train(args: argparse.Namespace) -> int:
     config = TrainConfig(kind=args.kind, readout=args.readout, epochs=args.epochs,
                          batch_size=args.batch_size, lr=args.lr, head_lr=args.head_lr,
                          patience=args.patience, val_fraction=args.val_fraction,
-                         max_train=args.max_train, seed=args.seed, mode=args.mode,
+                         max_train=args.n_train, seed=args.seed, mode=args.mode,
                          modalities=parse_modalities(args.modalities))
     meta = train_module(args.hub, args.name, args.data, args.target, config=config, split=args.split,
                         task=args.task, unit=args.unit, device=args.device, overwrite=args.overwrite)

@@ -9,6 +9,7 @@ from ase import Atoms
 from ase.calculators.singlepoint import SinglePointCalculator
 from ase.filters import FrechetCellFilter
 from ase.optimize import BFGS, FIRE, LBFGS
+from tqdm.auto import tqdm
 
 from ase_moma.backbone import Backbone
 from ase_moma.simulate.evaluator import BatchEvaluator, BatchedCalculator, run_together
@@ -19,7 +20,7 @@ OPTIMIZERS = {"FIRE": FIRE, "BFGS": BFGS, "LBFGS": LBFGS}
 
 def relax_many(structures: Iterable[Any], backbone: Backbone, *, fmax: float = 0.05, steps: int = 500,
                cell: bool = False, optimizer: str = "FIRE", trajectory_dir: str | Path | None = None,
-               batch_size: int | None = None, **optimizer_options: Any) -> list[Atoms]:
+               batch_size: int | None = None, progress: bool = False, **optimizer_options: Any) -> list[Atoms]:
     """Relax every structure with ASE's ``optimizer``, all advancing together.
 
     structures: ``ase.Atoms`` or pymatgen structures (copied; the inputs are not
@@ -27,7 +28,9 @@ def relax_many(structures: Iterable[Any], backbone: Backbone, *, fmax: float = 0
     too, through ASE's ``FrechetCellFilter`` (3-D periodic structures only).
     trajectory_dir: write ``{index}.traj`` per structure there, as ASE's
     optimiser writes it. batch_size: structures per model call (None: all
-    running systems at once). optimizer_options: passed to the optimiser
+    running systems at once). progress: a progress bar on stderr, one tick per
+    structure that has finished (converged or out of steps), with the rate
+    and the time left. optimizer_options: passed to the optimiser
     (e.g. ``maxstep``). Each system's path is its own ASE run's, to round-off.
 
     Returns the relaxed Atoms in input order, each with its final results as a
@@ -48,6 +51,7 @@ def relax_many(structures: Iterable[Any], backbone: Backbone, *, fmax: float = 0
         Path(trajectory_dir).mkdir(parents=True, exist_ok=True)
     evaluator = BatchEvaluator(backbone, len(systems), batch_size)
     outcome: dict[int, tuple[bool, int]] = {}
+    bar = tqdm(total=len(systems), desc="relax", unit="structure", disable=not progress)
 
     def loop(index: int) -> Any:
         def run() -> None:
@@ -58,9 +62,11 @@ def relax_many(structures: Iterable[Any], backbone: Backbone, *, fmax: float = 0
             opt = OPTIMIZERS[optimizer](target, logfile=None, trajectory=trajectory, **optimizer_options)
             converged = opt.run(fmax=fmax, steps=steps)
             outcome[index] = (bool(converged), opt.nsteps)
+            bar.update()
         return run
 
-    run_together(evaluator, [loop(i) for i in range(len(systems))])
+    with bar:
+        run_together(evaluator, [loop(i) for i in range(len(systems))])
     for index, atoms in enumerate(systems):
         results = dict(atoms.calc.results)
         atoms.calc = SinglePointCalculator(atoms, **results)
