@@ -12,6 +12,7 @@ from ase_moma.compose.commands import add_compose_commands
 from ase_moma.errors import EXPECTED, UsageError
 from ase_moma.finetune.commands import add_finetune_command
 from ase_moma.hub.commands import add_hub_commands
+from ase_moma.screen.commands import add_screen_command
 from ase_moma.version import CREATED_BY
 
 
@@ -83,6 +84,7 @@ def _parser() -> argparse.ArgumentParser:
     add_hub_commands(commands)
     add_compose_commands(commands)
     add_finetune_command(commands)
+    add_screen_command(commands)
     return parser
 
 
