@@ -18,6 +18,7 @@ from ase import Atoms, units
 from ase_moma.backbone import AdapterSite, Backbone, BackboneOutput, NodeFeatures, PathWeight
 from ase_moma.capabilities import Capabilities
 from ase_moma.checkpoints import load_weights_only, require_file
+from ase_moma.process_state import kept_process_state
 
 _TASKS = "efsm"
 
@@ -48,7 +49,9 @@ class CHGNetBackbone(Backbone):
                 f"{path} is not a CHGNet checkpoint: it lacks model.state_dict and model.model_args"
             )
         extra = {"mlp_out_bias": False, "version": "0.3.0"} if default else {}
-        model = CHGNet.from_dict(state, **extra)
+        with kept_process_state():  # chgnet builds its layers in the default dtype; its graphs are float32
+            torch.set_default_dtype(torch.float32)
+            model = CHGNet.from_dict(state, **extra)
         model.to(device).eval()
         model.requires_grad_(False)
         return cls(model, device=device, dtype=dtype, source=str(path), cutoff=model.graph_converter.atom_graph_cutoff,

@@ -27,6 +27,18 @@ DATA = Path(__file__).resolve().parents[1] / "data"  # the small real sets shipp
 BACKBONES = ["sevennet", "chgnet", "mace", "orb", "matgl", "jmp"]
 
 
+@pytest.fixture(autouse=True)
+def default_dtype_left_alone():
+    """No test (and nothing it calls) leaves torch's default dtype changed: users' processes keep theirs."""
+    import torch
+
+    before = torch.get_default_dtype()
+    yield
+    after = torch.get_default_dtype()
+    torch.set_default_dtype(before)
+    assert after == before, f"torch's default dtype was left at {after}"
+
+
 @pytest.fixture(scope="session")
 def model_dir(tmp_path_factory) -> Path:
     return tmp_path_factory.mktemp("models")
