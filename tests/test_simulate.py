@@ -101,3 +101,44 @@ def test_relax_command_writes_the_relaxed_file(tmp_path):
     assert main(["relax", str(tmp_path / "bad.extxyz"), "-o", str(tmp_path / "bad_out.extxyz"),
                  "--backbone", "sevennet", "--device", "cpu"]) == 1
     assert not (tmp_path / "bad_out.extxyz").exists()
+
+
+def test_a_bounded_number_of_systems_in_flight_each_on_its_own_path(calculator, monkeypatch):
+    import ase_moma.simulate.evaluator as evaluator
+
+    sizes = []
+    original = evaluator.predict
+    monkeypatch.setattr(evaluator, "predict", lambda backbone, frames, **kw: sizes.append(len(frames))
+                        or original(backbone, frames, **kw))
+    backbone = calculator("sevennet", "float64").backbone
+    starts = _cells() * 3
+    relaxed = relax_many(starts, backbone, fmax=0.05, steps=12, in_flight=2)
+    assert max(sizes) == 2 and sum(sizes) == sum(a.info["relax_steps"] + 1 for a in relaxed)
+    for atoms, start in zip(relaxed[::4], starts[::4]):
+        own = start.copy()
+        own.calc = MomaCalculator(backbone)
+        FIRE(own, logfile=None).run(fmax=0.05, steps=12)
+        np.testing.assert_allclose(atoms.positions, own.positions, atol=1e-8)
+
+
+@pytest.mark.parametrize("failure", [RuntimeError("the model broke"), KeyboardInterrupt()])
+def test_a_failure_or_ctrl_c_stops_every_system_and_leaves_nothing_running(calculator, monkeypatch, failure):
+    import threading
+
+    import ase_moma.simulate.evaluator as evaluator
+
+    calls = []
+    original = evaluator.predict
+
+    def breaks_on_the_third_call(backbone, frames, **kw):
+        calls.append(len(frames))
+        if len(calls) == 3:
+            raise failure
+        return original(backbone, frames, **kw)
+
+    monkeypatch.setattr(evaluator, "predict", breaks_on_the_third_call)
+    backbone = calculator("sevennet", "float64").backbone
+    before = threading.active_count()
+    with pytest.raises(type(failure)):
+        relax_many(_cells() * 2, backbone, fmax=1e-4, steps=50, in_flight=3)
+    assert threading.active_count() == before and len(calls) == 3

@@ -13,7 +13,7 @@ calculator, up to the round-off of batched against single evaluation.
 from __future__ import annotations
 
 import threading
-from typing import Any
+from typing import Any, Callable
 
 from ase import Atoms
 from ase.calculators.calculator import Calculator, all_changes
@@ -25,6 +25,9 @@ from ase_moma.calculators.moma import model_parameters
 
 class BatchEvaluator:
     """Answers the requests of ``n_systems`` concurrent systems with batched calls of ``backbone``.
+
+    ``n_systems`` counts the loops running at once (threads), each of which may drive several systems in
+    turn (:func:`run_together`).
 
     batch_size: structures per model call within one batched evaluation (None: all at once).
     ``calls`` counts the batched evaluations made (one per step of the slowest system).
@@ -53,7 +56,7 @@ class BatchEvaluator:
             return self._answers.pop(index)
 
     def finish(self) -> None:
-        """Called once by each system when its loop ends (converged, out of steps, or failed)."""
+        """Called once by each loop thread when it ends (no system left for it, or a failure)."""
         with self._condition:
             self._running -= 1
             self._evaluate_if_complete()
@@ -73,6 +76,13 @@ class BatchEvaluator:
         self.calls += 1
         self._condition.notify_all()
 
+    def abort(self, error: BaseException) -> None:
+        """Stop serving: every waiting and later request raises (a loop failed, or the user interrupted)."""
+        with self._condition:
+            if self._error is None:
+                self._error = error
+            self._condition.notify_all()
+
     @property
     def error(self) -> BaseException | None:
         """The error of a failed batched call, if any."""
@@ -80,7 +90,7 @@ class BatchEvaluator:
 
     def _raise_if_failed(self) -> None:
         if self._error is not None:
-            raise RuntimeError(f"the batched model call failed: {self._error}") from self._error
+            raise RuntimeError(f"stopped: {type(self._error).__name__}: {self._error}") from self._error
 
 
 class BatchedCalculator(Calculator):
@@ -101,28 +111,63 @@ class BatchedCalculator(Calculator):
         self.results = self.evaluator.request(self.index, self.atoms)
 
 
-def run_together(evaluator: BatchEvaluator, loops: list[Any]) -> None:
-    """Run ``loops`` (callables, one per system, each driving its system's ASE loop) concurrently.
+IN_FLIGHT = 64
+"""Systems advanced together by default: enough small cells to fill one batched model call (on a CPU a
+larger call gains little per structure), few enough that one call's graphs stay small in memory."""
 
-    Each loop calls ``evaluator.finish()`` when done (run here). Re-raises the
-    first error of any loop after every thread has ended.
+
+def run_together(evaluator: BatchEvaluator, loops: list[Callable[[], None]], in_flight: int | None = None,
+                 on_done: Callable[[], None] | None = None) -> None:
+    """Run ``loops`` (one per system, each driving its system's ASE loop), ``in_flight`` at a time.
+
+    ``in_flight`` threads (default IN_FLIGHT; the evaluator must have been made for that many) each take
+    the next loop when theirs ends, so at most ``in_flight`` systems are in one model call and finished
+    systems are replaced at once. ``on_done`` is called after each loop that ends. The first error of
+    any loop (or a KeyboardInterrupt here) stops every thread — each waiting request raises — and is
+    re-raised once all have ended: nothing is left running.
     """
+    pending = iter(loops)
+    lock = threading.Lock()
     errors: list[BaseException] = []
 
-    def target(loop: Any) -> None:
+    def take() -> Callable[[], None] | None:
+        with lock:
+            return None if errors else next(pending, None)
+
+    def target() -> None:
         try:
-            loop()
+            while (loop := take()) is not None:
+                loop()
+                if on_done is not None:
+                    on_done()
         except BaseException as error:
-            errors.append(error)
+            with lock:
+                errors.append(error)
+            evaluator.abort(error)
         finally:
             evaluator.finish()
 
-    threads = [threading.Thread(target=target, args=(loop,), daemon=True) for loop in loops]
+    threads = [threading.Thread(target=target, daemon=True) for _ in range(threads_for(len(loops), in_flight))]
     for thread in threads:
         thread.start()
-    for thread in threads:
-        thread.join()
-    if evaluator.error is not None:
-        raise evaluator.error
+    try:
+        for thread in threads:
+            while thread.is_alive():
+                thread.join(timeout=0.2)
+    except KeyboardInterrupt as interrupt:
+        with lock:
+            errors.append(interrupt)
+        evaluator.abort(interrupt)
+        for thread in threads:
+            thread.join()
+        raise
     if errors:
         raise errors[0]
+
+
+def threads_for(systems: int, in_flight: int | None) -> int:
+    """How many systems advance together: ``in_flight`` (default IN_FLIGHT), at most ``systems``."""
+    bound = IN_FLIGHT if in_flight is None else in_flight
+    if bound < 1:
+        raise ValueError(f"in_flight must be at least 1, got {bound}")
+    return max(1, min(bound, systems))

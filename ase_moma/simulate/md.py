@@ -13,7 +13,7 @@ from ase.md.langevin import Langevin
 from ase.md.verlet import VelocityVerlet
 
 from ase_moma.backbone import Backbone
-from ase_moma.simulate.evaluator import BatchEvaluator, BatchedCalculator, run_together
+from ase_moma.simulate.evaluator import BatchEvaluator, BatchedCalculator, run_together, threads_for
 from ase_moma.structures import as_atoms
 
 ENSEMBLES = ("nve", "langevin")
@@ -22,7 +22,7 @@ ENSEMBLES = ("nve", "langevin")
 def run_md_many(structures: Iterable[Any], backbone: Backbone, *, steps: int, ensemble: str = "nve",
                 timestep_fs: float = 1.0, temperature_K: float | None = None, friction_per_fs: float = 0.01,
                 seed: int = 0, trajectory_dir: str | Path | None = None, interval: int = 1,
-                batch_size: int | None = None) -> list[Atoms]:
+                batch_size: int | None = None, in_flight: int | None = None) -> list[Atoms]:
     """Run ``steps`` of MD for every structure, all advancing together.
 
     ensemble: ``"nve"`` (ASE's ``VelocityVerlet``) or ``"langevin"`` (ASE's
@@ -33,7 +33,8 @@ def run_md_many(structures: Iterable[Any], backbone: Backbone, *, steps: int, en
     Initial velocities are the structures' own momenta (set them, e.g. with
     ``MaxwellBoltzmannDistribution``, before calling). trajectory_dir: write
     ``{index}.traj`` per structure every ``interval`` steps, as ASE's dynamics
-    writes it. Each system's trajectory is its own ASE run's, to round-off.
+    writes it. in_flight: systems advanced together (default 64), the next
+    starting as one ends. Each system's trajectory is its own ASE run's, to round-off.
 
     Returns the final Atoms (positions, momenta, single-point results) in input order.
     """
@@ -48,7 +49,7 @@ def run_md_many(structures: Iterable[Any], backbone: Backbone, *, steps: int, en
         backbone.graph(atoms)  # every structure checked before any work starts
     if trajectory_dir is not None:
         Path(trajectory_dir).mkdir(parents=True, exist_ok=True)
-    evaluator = BatchEvaluator(backbone, len(systems), batch_size)
+    evaluator = BatchEvaluator(backbone, threads_for(len(systems), in_flight), batch_size)
 
     def loop(index: int) -> Any:
         def run() -> None:
@@ -68,7 +69,7 @@ def run_md_many(structures: Iterable[Any], backbone: Backbone, *, steps: int, en
             atoms.set_constraint(constraints)
         return run
 
-    run_together(evaluator, [loop(i) for i in range(len(systems))])
+    run_together(evaluator, [loop(i) for i in range(len(systems))], in_flight)
     for atoms in systems:
         atoms.calc = SinglePointCalculator(atoms, **dict(atoms.calc.results))
     return systems

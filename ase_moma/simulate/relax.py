@@ -12,7 +12,7 @@ from ase.optimize import BFGS, FIRE, LBFGS
 from tqdm.auto import tqdm
 
 from ase_moma.backbone import Backbone
-from ase_moma.simulate.evaluator import BatchEvaluator, BatchedCalculator, run_together
+from ase_moma.simulate.evaluator import BatchEvaluator, BatchedCalculator, run_together, threads_for
 from ase_moma.structures import as_atoms, has_volume
 
 OPTIMIZERS = {"FIRE": FIRE, "BFGS": BFGS, "LBFGS": LBFGS}
@@ -20,7 +20,8 @@ OPTIMIZERS = {"FIRE": FIRE, "BFGS": BFGS, "LBFGS": LBFGS}
 
 def relax_many(structures: Iterable[Any], backbone: Backbone, *, fmax: float = 0.05, steps: int = 500,
                cell: bool = False, optimizer: str = "FIRE", trajectory_dir: str | Path | None = None,
-               batch_size: int | None = None, progress: bool = False, **optimizer_options: Any) -> list[Atoms]:
+               batch_size: int | None = None, in_flight: int | None = None, progress: bool = False,
+               **optimizer_options: Any) -> list[Atoms]:
     """Relax every structure with ASE's ``optimizer``, all advancing together.
 
     structures: ``ase.Atoms`` or pymatgen structures (copied; the inputs are not
@@ -28,7 +29,9 @@ def relax_many(structures: Iterable[Any], backbone: Backbone, *, fmax: float = 0
     too, through ASE's ``FrechetCellFilter`` (3-D periodic structures only).
     trajectory_dir: write ``{index}.traj`` per structure there, as ASE's
     optimiser writes it. batch_size: structures per model call (None: all
-    running systems at once). progress: a progress bar on stderr, one tick per
+    running systems at once). in_flight: systems relaxed together (default
+    IN_FLIGHT, 64); a finished one is replaced by the next at once, so memory
+    does not grow with the number of structures. progress: a progress bar on stderr, one tick per
     structure that has finished (converged or out of steps), with the rate
     and the time left. optimizer_options: passed to the optimiser
     (e.g. ``maxstep``). Each system's path is its own ASE run's, to round-off.
@@ -49,7 +52,7 @@ def relax_many(structures: Iterable[Any], backbone: Backbone, *, fmax: float = 0
         backbone.graph(atoms)  # every structure checked before any work starts
     if trajectory_dir is not None:
         Path(trajectory_dir).mkdir(parents=True, exist_ok=True)
-    evaluator = BatchEvaluator(backbone, len(systems), batch_size)
+    evaluator = BatchEvaluator(backbone, threads_for(len(systems), in_flight), batch_size)
     outcome: dict[int, tuple[bool, int]] = {}
     bar = tqdm(total=len(systems), desc="relax", unit="structure", disable=not progress)
 
@@ -62,11 +65,10 @@ def relax_many(structures: Iterable[Any], backbone: Backbone, *, fmax: float = 0
             opt = OPTIMIZERS[optimizer](target, logfile=None, trajectory=trajectory, **optimizer_options)
             converged = opt.run(fmax=fmax, steps=steps)
             outcome[index] = (bool(converged), opt.nsteps)
-            bar.update()
         return run
 
     with bar:
-        run_together(evaluator, [loop(i) for i in range(len(systems))])
+        run_together(evaluator, [loop(i) for i in range(len(systems))], in_flight, on_done=bar.update)
     for index, atoms in enumerate(systems):
         results = dict(atoms.calc.results)
         atoms.calc = SinglePointCalculator(atoms, **results)
