@@ -7,6 +7,8 @@ import pytest
 import torch
 from conftest import real_frames
 
+from ase_moma.process_state import kept_process_state
+
 
 def _compare(ours, native, atoms, energy_per_atom, force, stress, magmoms=False):
     a, b = atoms.copy(), atoms.copy()
@@ -50,11 +52,12 @@ def test_orb_float64_matches_orb_calculator(calculator, sources, silicon, methan
     from orb_models.forcefield.calculator import ORBCalculator
     from orb_models.forcefield.pretrained import orb_v3_conservative_inf_omat
 
-    model = orb_v3_conservative_inf_omat(weights_path=sources["orb"], device="cpu", precision="float64",
-                                         compile=False)
-    native = ORBCalculator(model, device="cpu")
-    for atoms in [silicon, methane]:
-        _compare(calculator("orb", "float64"), native, atoms, 1e-8, 1e-7, 1e-8)
+    with kept_process_state():  # orb-models' own float64 loader sets torch's default dtype for the process
+        model = orb_v3_conservative_inf_omat(weights_path=sources["orb"], device="cpu", precision="float64",
+                                             compile=False)
+        native = ORBCalculator(model, device="cpu")
+        for atoms in [silicon, methane]:
+            _compare(calculator("orb", "float64"), native, atoms, 1e-8, 1e-7, 1e-8)
 
 
 def test_matgl_float64_matches_pes_calculator(calculator, sources, silicon, methane):

@@ -27,9 +27,16 @@ def add_hub_commands(commands: argparse._SubParsersAction) -> None:
     train = verbs.add_parser("train", help="fine-tune a module on one task and add it",
                              parents=[shared_flags("n_train", "device", "overwrite")])
     train.add_argument("hub")
-    train.add_argument("--data", required=True, help="extxyz file with the target in atoms.info")
-    train.add_argument("--target", required=True, help="atoms.info key of the target")
-    train.add_argument("--name", required=True, help="module name in the hub")
+    train.add_argument("--data", help="extxyz file with the target in atoms.info")
+    train.add_argument("--target", help="atoms.info key of the target")
+    train.add_argument("--name", help="module name in the hub")
+    train.add_argument("--tasks", metavar="LIST", help="instead of --data/--target/--name: a JSON task list, one "
+                       "module per entry (see docs/cli.md); modules the hub has are kept")
+    train.add_argument("--engine", choices=["local", "ray"], default="local", help="with --tasks: where jobs run")
+    train.add_argument("--address", default="local", help="ray: 'local', 'auto' or ray://HOST:PORT")
+    train.add_argument("--workers", type=int, default=1, help="ray: jobs at a time")
+    train.add_argument("--cpus-per-worker", type=float, default=1.0, help="ray: CPUs per job")
+    train.add_argument("--gpus-per-worker", type=float, default=0.0, help="ray: GPUs per job")
     train.add_argument("--task", help="task name (and key in --split; default: the data file's stem)")
     train.add_argument("--split", help="split file {task: {train, val, test}} (default: random split)")
     train.add_argument("--unit", default="", help="unit of the target, recorded in module.json")
@@ -89,6 +96,18 @@ def _starter(args: argparse.Namespace) -> int:
 
 
 def _train(args: argparse.Namespace) -> int:
+    from ase_moma.errors import UsageError
+
+    if args.tasks is not None:
+        if any(value is not None for value in (args.data, args.target, args.name)):
+            raise UsageError("pass either --tasks or --data/--target/--name, not both")
+        return _train_tasks(args)
+    missing = [flag for flag, value in (("--data", args.data), ("--target", args.target), ("--name", args.name))
+               if value is None]
+    if missing:
+        raise UsageError(f"hub train needs {', '.join(missing)} (or --tasks LIST)")
+    if args.engine != "local":
+        raise UsageError("--engine ray trains a task list: pass --tasks")
     from ase_moma.hub import TrainConfig, train_module
     from ase_moma.modalities.fusion_training import fusion_summary
     from ase_moma.modalities.registry import parse_modalities
@@ -105,6 +124,18 @@ def _train(args: argparse.Namespace) -> int:
           f"(predicting the train mean: {metrics['val_mae_predict_mean']:.4g})")
     if "fusion" in meta:
         print(fusion_summary(meta["fusion"], meta["unit"]))
+    return 0
+
+
+def _train_tasks(args: argparse.Namespace) -> int:
+    from ase_moma.hub.task_list import read_task_list, train_tasks
+
+    results = train_tasks(args.hub, read_task_list(args.tasks), engine=args.engine, address=args.address,
+                          workers=args.workers, cpus_per_worker=args.cpus_per_worker,
+                          gpus_per_worker=args.gpus_per_worker, device=args.device, overwrite=args.overwrite)
+    for result in results:
+        print(f"module {result['name']}: {result['status']}"
+              + (f", val MAE {result['val_mae']:.4g}" if "val_mae" in result else ""))
     return 0
 
 
