@@ -6,10 +6,12 @@ Real SevenNet-0, a real Ray cluster started in the test (in-process, and by `ray
 from __future__ import annotations
 
 import os
+import shutil
 import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 
 import ase.io
@@ -126,9 +128,12 @@ def test_address_auto_reaches_a_cluster_started_with_ray_start(tmp_path, local_t
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
         port = probe.getsockname()[1]
-    env = dict(os.environ, RAY_TMPDIR=str(tmp_path))  # this cluster's files, not a user's /tmp/ray
-    subprocess.run([ray_cli, "start", "--head", f"--port={port}", "--num-cpus=1", "--include-dashboard=false",
-                    "--disable-usage-stats"], check=True, env=env, capture_output=True)
+    short = tempfile.mkdtemp(prefix="rt")  # this cluster's files, not a user's /tmp/ray; sockets need a short path
+    env = dict(os.environ, RAY_TMPDIR=short)
+    started = subprocess.run([ray_cli, "start", "--head", f"--port={port}", "--num-cpus=1",
+                              "--include-dashboard=false", "--disable-usage-stats"], env=env, capture_output=True,
+                             text=True)
+    assert started.returncode == 0, started.stderr[-2000:]
     try:
         ase.io.write(tmp_path / "few.extxyz", candidates(30))
         run = subprocess.run([sys.executable, "-m", "ase_moma.cli", "screen", str(tmp_path / "few.extxyz"),
@@ -138,6 +143,7 @@ def test_address_auto_reaches_a_cluster_started_with_ray_start(tmp_path, local_t
         assert run.returncode == 0, run.stderr[-2000:]
     finally:
         subprocess.run([ray_cli, "stop", "--force"], env=env, capture_output=True)
+        shutil.rmtree(short, ignore_errors=True)
     table = pd.read_parquet(tmp_path / "run" / "results.parquet")
     np.testing.assert_allclose(table["energy_per_atom"].to_numpy()[:30:3],
                                local_table["energy_per_atom"].to_numpy()[:30:3], rtol=1e-6)
