@@ -11,6 +11,7 @@ from ase.calculators.singlepoint import SinglePointCalculator
 from ase.constraints import FixCom
 from ase.md.langevin import Langevin
 from ase.md.verlet import VelocityVerlet
+from tqdm.auto import tqdm
 
 from ase_moma.backbone import Backbone
 from ase_moma.simulate.evaluator import BatchEvaluator, BatchedCalculator, run_together, threads_for
@@ -22,7 +23,7 @@ ENSEMBLES = ("nve", "langevin")
 def run_md_many(structures: Iterable[Any], backbone: Backbone, *, steps: int, ensemble: str = "nve",
                 timestep_fs: float = 1.0, temperature_K: float | None = None, friction_per_fs: float = 0.01,
                 seed: int = 0, trajectory_dir: str | Path | None = None, interval: int = 1,
-                batch_size: int | None = None, in_flight: int | None = None) -> list[Atoms]:
+                batch_size: int | None = None, in_flight: int | None = None, progress: bool = False) -> list[Atoms]:
     """Run ``steps`` of MD for every structure, all advancing together.
 
     ensemble: ``"nve"`` (ASE's ``VelocityVerlet``) or ``"langevin"`` (ASE's
@@ -34,7 +35,8 @@ def run_md_many(structures: Iterable[Any], backbone: Backbone, *, steps: int, en
     ``MaxwellBoltzmannDistribution``, before calling). trajectory_dir: write
     ``{index}.traj`` per structure every ``interval`` steps, as ASE's dynamics
     writes it. in_flight: systems advanced together (default 64), the next
-    starting as one ends. Each system's trajectory is its own ASE run's, to round-off.
+    starting as one ends. progress: a progress bar on stderr, one tick per finished system.
+    Each system's trajectory is its own ASE run's, to round-off.
 
     Returns the final Atoms (positions, momenta, single-point results) in input order.
     """
@@ -69,7 +71,8 @@ def run_md_many(structures: Iterable[Any], backbone: Backbone, *, steps: int, en
             atoms.set_constraint(constraints)
         return run
 
-    run_together(evaluator, [loop(i) for i in range(len(systems))], in_flight)
+    with tqdm(total=len(systems), desc="md", unit="structure", disable=not progress) as bar:
+        run_together(evaluator, [loop(i) for i in range(len(systems))], in_flight, on_done=bar.update)
     for atoms in systems:
         atoms.calc = SinglePointCalculator(atoms, **dict(atoms.calc.results))
     return systems
