@@ -1,6 +1,7 @@
 """Screening throughput and memory: the local engine against Ray with one and two workers.
 
-Inputs: generated strained, rattled diamond Si/Ge/C cells (two atoms each), SevenNet-0 on the CPU. In one
+Inputs: generated strained, rattled diamond Si/Ge/C cells (two atoms each; the tests' generator), SevenNet-0
+on the CPU. In one
 run, on the same candidates:
 
 - structures/s of ``screen`` (predict, and with ``--relax`` a short FIRE relaxation) for the local engine
@@ -24,21 +25,14 @@ import time
 from pathlib import Path
 
 import ase.io
-import numpy as np
-from ase.build import bulk
 
-LATTICE = {"Si": 5.43, "Ge": 5.65, "C": 3.57}
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
+from test_screen import candidates  # noqa: E402  (strained, rattled diamond Si/Ge/C cells)
 
 
 def write_candidates(path: Path, count: int) -> None:
-    rng = np.random.default_rng(0)
-    frames = []
-    for index in range(count):
-        element = ("Si", "Ge", "C")[index % 3]
-        atoms = bulk(element, "diamond", a=LATTICE[element] * rng.uniform(0.97, 1.03))
-        atoms.rattle(0.03, seed=index)
-        frames.append(atoms)
-    ase.io.write(path, frames)
+    """The tests' generated candidates (tests/test_screen.py), without the bad one."""
+    ase.io.write(path, candidates(count))
 
 
 def timed(candidates: Path, out: Path, engine, relax_steps: int) -> float:

@@ -70,13 +70,19 @@ def test_batched_md_follows_each_systems_own_ase_run(calculator, ensemble, tmp_p
         assert len(ase.io.read(tmp_path / f"{index}.traj", ":")) == 7  # written as ASE's dynamics writes it
 
 
-def test_one_batched_call_per_step(calculator, monkeypatch):
+def _recorded_call_sizes(monkeypatch) -> list[int]:
+    """The number of structures in each batched model call the evaluator makes, appended as they happen."""
     import ase_moma.simulate.evaluator as evaluator
 
-    sizes = []
+    sizes: list[int] = []
     original = evaluator.predict
     monkeypatch.setattr(evaluator, "predict", lambda backbone, frames, **kw: sizes.append(len(frames))
                         or original(backbone, frames, **kw))
+    return sizes
+
+
+def test_one_batched_call_per_step(calculator, monkeypatch):
+    sizes = _recorded_call_sizes(monkeypatch)
     backbone = calculator("sevennet", "float64").backbone
     relaxed = relax_many(_cells(), backbone, fmax=0.1, steps=200)
     assert all(a.info["relax_converged"] for a in relaxed)
@@ -104,12 +110,7 @@ def test_relax_command_writes_the_relaxed_file(tmp_path):
 
 
 def test_a_bounded_number_of_systems_in_flight_each_on_its_own_path(calculator, monkeypatch):
-    import ase_moma.simulate.evaluator as evaluator
-
-    sizes = []
-    original = evaluator.predict
-    monkeypatch.setattr(evaluator, "predict", lambda backbone, frames, **kw: sizes.append(len(frames))
-                        or original(backbone, frames, **kw))
+    sizes = _recorded_call_sizes(monkeypatch)
     backbone = calculator("sevennet", "float64").backbone
     starts = _cells() * 3
     relaxed = relax_many(starts, backbone, fmax=0.05, steps=12, in_flight=2)
