@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import resource
 import subprocess
 import sys
 import tempfile
@@ -62,11 +61,13 @@ def peak_memory(count: int, scratch: Path) -> float:
     """Peak resident memory (GB) of a fresh process screening ``count`` candidates with the local engine."""
     candidates = scratch / f"memory_{count}.extxyz"
     write_candidates(candidates, count)
-    code = ("import resource, sys; from ase_moma.screen import ModelSpec, screen; "
+    # VmHWM, not ru_maxrss: Linux carries ru_maxrss over from the parent through fork and exec, so a child
+    # started by a large parent reports the parent's size; VmHWM belongs to the child's own address space.
+    code = ("from ase_moma.screen import ModelSpec, screen; "
             f"screen({str(candidates)!r}, ModelSpec('sevennet', device='cpu'), {str(scratch / f'mem{count}')!r}, "
-            "progress=False); print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)")
+            "progress=False); print([l for l in open('/proc/self/status') if l.startswith('VmHWM')][0])")
     output = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
-    return int(output.split()[-1]) / 1e6  # ru_maxrss is in kB on Linux
+    return int(output.split()[-2]) / 1e6  # "VmHWM:  123456 kB"
 
 
 def main() -> None:
@@ -74,7 +75,12 @@ def main() -> None:
     parser.add_argument("--candidates", type=int, default=400)
     parser.add_argument("--relax-steps", type=int, default=0, help="FIRE steps per candidate (0: predict only)")
     parser.add_argument("--memory", type=int, nargs="*", default=[1000, 10000])
+    parser.add_argument("--memory-only", action="store_true", help="only the peak-memory runs")
     args = parser.parse_args()
+    if args.memory_only:
+        with tempfile.TemporaryDirectory() as scratch:
+            print(json.dumps({"peak_memory_gb": {n: peak_memory(n, Path(scratch)) for n in args.memory}}))
+        return
     from ase_moma.screen import LocalEngine
     from ase_moma.screen.ray_engine import RayEngine
 
@@ -92,7 +98,6 @@ def main() -> None:
         report["ratio_to_local"] = {name: seconds["local"] / value for name, value in seconds.items()}
         report["ray_start_up_s"] = ray_start_up()
         report["peak_memory_gb"] = {count: peak_memory(count, scratch) for count in args.memory}
-    report["driver_peak_memory_gb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1e6
     print(json.dumps(report, indent=1))
 
 
