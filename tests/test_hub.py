@@ -290,24 +290,26 @@ def test_a_task_list_on_ray_resumes_a_job_whose_worker_was_killed(hub_data, seve
     from ase_moma.hub.task_list import read_task_list, train_tasks
 
     Hub.create(tmp_path / "hub", sevennet)
-    common = {"data": str(hub_data["perov"]), "epochs": 4, "batch_size": 4, "val_fraction": 0.25, "hidden": 16,
+    common = {"data": str(hub_data["perov"]), "epochs": 6, "batch_size": 4, "val_fraction": 0.25, "hidden": 16,
               "kind": "adapter", "patience": 10}
     (tmp_path / "tasks.json").write_text(json.dumps([{"name": "gap", "target": "ind_gap", **common},
                                                      {"name": "heat", "target": "heat_all", **common}]))
     killed: list[int] = []
 
-    def kill_a_job_after_its_first_epoch() -> None:
+    def kill_the_jobs_after_a_first_epoch() -> None:
+        """Once one job has checkpointed an epoch, SIGKILL every running job: that one must resume."""
         deadline = time.time() + 600
-        while not killed and time.time() < deadline:
-            if any((tmp_path / "hub" / ".work").glob("*/*.json")):
+        while time.time() < deadline:
+            states = [tmp_path / "hub" / ".work" / name / "state.json" for name in ("gap", "heat")]
+            if any(state.is_file() for state in states):  # a job has just finished its first epoch
                 for process in psutil.process_iter(["pid", "cmdline"]):
                     if "ray::train_job" in " ".join(process.info["cmdline"] or []):
                         os.kill(process.info["pid"], signal.SIGKILL)
                         killed.append(process.info["pid"])
-                        return
+                return
             time.sleep(0.05)
 
-    killer = threading.Thread(target=kill_a_job_after_its_first_epoch)
+    killer = threading.Thread(target=kill_the_jobs_after_a_first_epoch)
     killer.start()
     results = train_tasks(tmp_path / "hub", read_task_list(tmp_path / "tasks.json"), engine="ray", workers=2,
                           device="cpu")
@@ -315,6 +317,6 @@ def test_a_task_list_on_ray_resumes_a_job_whose_worker_was_killed(hub_data, seve
     assert killed and [r["status"] for r in results] == ["trained", "trained"]
     training = [Hub(tmp_path / "hub").read_module(name)["training"] for name in ("gap", "heat")]
     assert max(t["resumed_from"] for t in training) >= 1  # the killed job went on from its checkpoint
-    assert all(t["epochs_run"] == 4 for t in training)
+    assert all(t["epochs_run"] == 6 for t in training)
     again = train_tasks(tmp_path / "hub", read_task_list(tmp_path / "tasks.json"), device="cpu")
     assert [r["status"] for r in again] == ["kept (already in the hub)"] * 2
