@@ -1,14 +1,16 @@
 """Train a spin-aware head on iron, then print the predicted magnetic moments along an MD run.
 
-A seeded subset of ../shared/data/magnetic/fe_spin.extxyz (spin-polarised DFT with per-atom
-moment vectors) trains a spin head on SevenNet-0, sparse-tuning the backbone beside it; each
-frame's DFT moment directions are its spin configuration, and the head learns the magnitudes.
+A spin-polarised iron set (``--data``: extended XYZ with per-atom moment vectors in
+``arrays["magmoms_vector"]``, e.g. FitSNAP's fe_spin; by default, generated bcc/fcc/hcp iron cells
+labelled by CHGNet 0.3.0 as the tests label them) trains a spin head on SevenNet-0, sparse-tuning the
+backbone beside it; each frame's moment directions are its spin configuration, and the head learns
+the magnitudes.
 The result is saved, loaded back as an ASE calculator, and drives Langevin MD of a 16-atom bcc
 iron cell at 600 K, once ferromagnetic and once antiferromagnetic (alternating (001) layers), set
 with ``set_initial_magnetic_moments`` as for a DFT code, while the energy difference of the two
 orders, the mean moment magnitude and the total moment are printed.
 
-    python examples/spin_iron_md.py [--head collinear|vector] [--frames 48] [--epochs 2]
+    python examples/spin_iron_md.py [--data FE.extxyz] [--head collinear|vector] [--frames 48] [--epochs 2]
         [--method sparse] [--head-lr 1e-2] [--steps 40] [-o OUT/]
 """
 
@@ -30,11 +32,22 @@ from ase_moma import load_calculator
 from ase_moma.finetune import METHODS, FinetuneConfig, finetune_potential
 from ase_moma.finetune.potential_data import split_frames
 
-DATA = Path(__file__).resolve().parents[2] / "shared" / "data" / "magnetic" / "fe_spin.extxyz"
+TESTS = Path(__file__).resolve().parents[1] / "tests"  # the CHGNet-labelled iron generator the tests use
+
+
+def generated(count: int) -> list:
+    """``count`` iron cells labelled by CHGNet (energy, forces, stress, moments), as the tests make them."""
+    import sys
+
+    sys.path.insert(0, str(TESTS))
+    from potential_fixtures import iron_frames
+
+    return iron_frames(count)
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--data", type=Path, help="spin-polarised iron (default: generated, CHGNet-labelled)")
     parser.add_argument("--frames", type=int, default=48, help="training + validation frames (≤ 32 atoms each)")
     parser.add_argument("--epochs", type=int, default=2)
     parser.add_argument("--method", default="sparse", choices=METHODS, help="how the backbone moves "
@@ -45,9 +58,9 @@ def main() -> None:
     parser.add_argument("--device", default="auto")
     parser.add_argument("-o", "--output", type=Path, help="where to keep the model (default: a temp dir)")
     args = parser.parse_args()
-    if not DATA.is_file():
-        parser.error(f"the iron data is not at {DATA}")
-    frames = [atoms for atoms in ase.io.read(DATA, ":") if len(atoms) <= 32]
+    if args.data is not None and not args.data.is_file():
+        parser.error(f"no iron data at {args.data}")
+    frames = [atoms for atoms in ase.io.read(args.data, ":") if len(atoms) <= 32] if args.data else generated(args.frames)
     frames = [frames[i] for i in sorted(np.random.default_rng(0).permutation(len(frames))[:args.frames])]
     train, valid, _ = split_frames(frames, (0.8, 0.2, 0.0), seed=0)
     config = FinetuneConfig(method=args.method, spin_head=args.head, head_lr=args.head_lr, epochs=args.epochs,

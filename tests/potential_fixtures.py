@@ -52,11 +52,11 @@ def small_iron(tmp: Path, count: int = 12) -> Path:
     """
     path = tmp / "fe_small.extxyz"
     if not path.is_file():
-        ase.io.write(path, _iron_frames(count))
+        ase.io.write(path, iron_frames(count))
     return path
 
 
-def _iron_frames(count: int) -> list[Atoms]:
+def iron_frames(count: int) -> list[Atoms]:
     from ase_moma import load_calculator
 
     calc, rng, frames = load_calculator("chgnet", device="cpu"), np.random.default_rng(7), []
