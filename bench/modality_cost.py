@@ -68,6 +68,7 @@ def predict_cost(path: Path, frames: list) -> None:
     from ase_moma.fitting import TrainConfig, build_property_model
     from ase_moma.labelled_data import read_labelled
     from ase_moma.modalities.fusion_training import fit_fusion
+    from ase_moma.process_state import kept_process_state
 
     n = len(frames)
     labelled = read_labelled(path, "target", range(n, 3 * n))
@@ -76,27 +77,19 @@ def predict_cost(path: Path, frames: list) -> None:
     graphs = {name: [backbone.graph(a) for a in part.frames] for name, part in (("train", train), ("val", val))}
     graph_model = build_property_model(backbone, TrainConfig(), "head", graphs["train"], train)
     graph_model.target = "target"
-    before = os.environ.get("XDG_CACHE_HOME")
-    with tempfile.TemporaryDirectory() as cache:
+    with tempfile.TemporaryDirectory() as cache, kept_process_state():
         os.environ["XDG_CACHE_HOME"] = cache
-        try:
-            fused = fit_fusion(graph_model, ("composition", "text"), (graphs["train"], train),
-                               (graphs["val"], val)).model
-            if fused is None:
-                print("predict: the fusion head lost to the graph model on validation; nothing to time")
-                return
-            graph_model.predict(frames[:2])  # warm-up
-            timings = {}
-            for label, model in (("graph only", graph_model), ("fused, cold cache", fused),
-                                 ("fused, warm cache", fused)):
-                start = time.perf_counter()
-                model.predict(frames)
-                timings[label] = (time.perf_counter() - start) / n
-        finally:
-            if before is None:
-                os.environ.pop("XDG_CACHE_HOME")
-            else:
-                os.environ["XDG_CACHE_HOME"] = before
+        fused = fit_fusion(graph_model, ("composition", "text"), (graphs["train"], train),
+                           (graphs["val"], val)).model
+        if fused is None:
+            print("predict: the fusion head lost to the graph model on validation; nothing to time")
+            return
+        graph_model.predict(frames[:2])  # warm-up
+        timings = {}
+        for label, model in (("graph only", graph_model), ("fused, cold cache", fused), ("fused, warm cache", fused)):
+            start = time.perf_counter()
+            model.predict(frames)
+            timings[label] = (time.perf_counter() - start) / n
     base = timings["graph only"]
     print("predict: " + ", ".join(f"{label} {1000 * value:.0f} ms/structure ({value / base:.1f}x)"
                                   for label, value in timings.items()))

@@ -26,6 +26,7 @@ from ase_moma import load_calculator
 from ase_moma.hub import Hub, TrainConfig, train_module
 from ase_moma.module_files import FUSION, MODULE_JSON, write_json
 from ase_moma.modalities.registry import EncoderMismatch
+from ase_moma.process_state import kept_process_state
 
 CATIONS = ("Li", "Na", "K", "Rb", "Cs", "Be", "Mg", "Ca", "Sr", "Ba", "Sc", "Ti", "V", "Cr", "Mn", "Fe", "Co",
            "Ni", "Cu", "Zn", "Y", "Zr", "Nb", "Mo", "Ag", "Cd", "In", "Sn", "La", "Pb", "Hf", "Ta", "W", "Pt")
@@ -51,13 +52,9 @@ def compounds(count: int, seed: int) -> list[Atoms]:
 @pytest.fixture(scope="module")
 def cache(tmp_path_factory):
     """Descriptions go to a temporary cache, not the user's: XDG_CACHE_HOME for this module, then restored."""
-    before = os.environ.get("XDG_CACHE_HOME")
-    os.environ["XDG_CACHE_HOME"] = str(tmp_path_factory.mktemp("cache"))
-    yield os.environ["XDG_CACHE_HOME"]
-    if before is None:
-        os.environ.pop("XDG_CACHE_HOME")
-    else:
-        os.environ["XDG_CACHE_HOME"] = before
+    with kept_process_state():
+        os.environ["XDG_CACHE_HOME"] = str(tmp_path_factory.mktemp("cache"))
+        yield os.environ["XDG_CACHE_HOME"]
 
 
 @pytest.fixture(scope="module")

@@ -71,19 +71,8 @@ def train_tasks(hub_path: str | Path, jobs: list[dict[str, Any]], *, engine: str
     hub_path = str(Path(hub_path).resolve())
     if engine == "local":
         return [train_job(hub_path, job, device, overwrite) for job in jobs]
-    from ase_moma.screen.ray_engine import import_ray
+    from ase_moma.screen.ray_engine import ray_session
 
-    ray = import_ray()
-    started = not ray.is_initialized()
-    if started:
-        if address == "local":
-            ray.init(num_cpus=max(1, int(workers * cpus_per_worker)), include_dashboard=False, log_to_driver=False,
-                     configure_logging=False)
-        else:
-            ray.init(address=address, log_to_driver=False, configure_logging=False)
-    try:
+    with ray_session(address, workers * cpus_per_worker) as ray:
         remote = ray.remote(num_cpus=cpus_per_worker, num_gpus=gpus_per_worker, max_retries=JOB_RETRIES)(train_job)
         return ray.get([remote.remote(hub_path, job, device, overwrite) for job in jobs])
-    finally:
-        if started:
-            ray.shutdown()

@@ -73,10 +73,11 @@ class FusionConfig:
 @dataclass
 class FusionResult:
     """model: the fused model, or None when the graph model alone was best on validation; record: what
-    module.json keeps under ``"fusion"``."""
+    module.json keeps under ``"fusion"``; val_prediction: (M,) the kept model's validation predictions."""
 
     model: FusedPropertyModel | None
     record: dict[str, Any]
+    val_prediction: np.ndarray
 
 
 def fit_fusion(graph_model: PropertyModel, modalities: Sequence[str], train: tuple[Sequence[Any], LabelledSet],
@@ -91,17 +92,19 @@ def fit_fusion(graph_model: PropertyModel, modalities: Sequence[str], train: tup
     fit = fit_head(train_views, train[1].targets, val_views, val[1].targets, config)
     fit.record["encoders"] = {name: encoder.identity() for name, encoder in encoders.items()}
     model = None if fit.head is None else FusedPropertyModel(graph_model, fit.head, encoders, fit.experts).eval()
-    return FusionResult(model, fit.record)
+    return FusionResult(model, fit.record, fit.val_prediction)
 
 
 @dataclass
 class HeadFit:
     """head: the trained head, or None when the graph model alone is best on validation; experts: the
-    forest of each view; record: what was fitted and chosen."""
+    forest of each view; record: what was fitted and chosen; val_prediction: (M,) the kept model's
+    validation predictions (the graph model's when it is kept)."""
 
     head: FusionHead | None
     experts: dict[str, Forest]
     record: dict[str, Any]
+    val_prediction: np.ndarray
 
 
 def fit_head(train_views: Views, train_targets: np.ndarray, val_views: Views, val_targets: np.ndarray,
@@ -156,16 +159,18 @@ def fit_head(train_views: Views, train_targets: np.ndarray, val_views: Views, va
     if kept != "trained":
         head.load_state_dict(start_state)
     with torch.no_grad():
-        gates = head(val_views.graph_prediction, val_views.features, val_views.present)[1].mean(0)
+        val_prediction, gates = head(val_views.graph_prediction, val_views.features, val_views.present)
     record = {
         "views": list(head.names), "kept": kept, "val_mae": scores, "epochs_run": epochs_run,
         "train_graph_prediction": f"out-of-fold ridge on the frozen pooled features, {OOF_FOLDS} folds",
         "experts": sorted(experts), "start": start_record,
         "missing_train": {name: int((~train_views.present[name]).sum()) for name in others},
-        "val_gates_mean": dict(zip(head.names, map(float, gates))) if kept != "graph only" else None,
+        "val_gates_mean": dict(zip(head.names, map(float, gates.mean(0)))) if kept != "graph only" else None,
         "head": head_config(head), "config": dataclasses.asdict(config),
     }
-    return HeadFit(None if kept == "graph only" else head, experts if kept != "graph only" else {}, record)
+    if kept == "graph only":
+        return HeadFit(None, {}, record, val_views.graph_prediction.double().numpy())
+    return HeadFit(head, experts, record, val_prediction.double().numpy())
 
 
 def linear_start(head: FusionHead, views: Views, residual: np.ndarray, experts: Sequence[str]) -> dict[str, Any]:
@@ -291,8 +296,12 @@ def add_fusion(meta: dict[str, Any], tensors: dict[str, dict[str, torch.Tensor]]
         if part not in parts:
             continue
         graphs, subset = parts[part]
-        views = result.model.expert_views(encode_views(graph_model, graphs, subset.frames, result.model.encoders))
-        error = result.model.fuse(views)[0] - subset.targets
+        if part == "val":  # encoded and predicted while fitting
+            prediction = result.val_prediction
+        else:
+            views = result.model.expert_views(encode_views(graph_model, graphs, subset.frames, result.model.encoders))
+            prediction = result.model.fuse(views)[0]
+        error = prediction - subset.targets
         metrics[f"{part}_mae"] = float(np.mean(np.abs(error)))
         metrics[f"{part}_rmse"] = float(np.sqrt(np.mean(error ** 2)))
     return result.model

@@ -9,7 +9,8 @@ the table exactly once. At most two shards per actor are in flight, which bounds
 
 from __future__ import annotations
 
-from typing import Any, Callable, Iterable
+import contextlib
+from typing import Any, Callable, Iterable, Iterator
 
 from ase_moma.errors import UsageError
 from ase_moma.screen.worker import ModelSpec, ShardItem, ShardWorker
@@ -26,6 +27,26 @@ def import_ray():
     except ImportError:
         raise UsageError("--engine ray needs Ray: pip install 'ase-moma[ray]'") from None
     return ray
+
+
+@contextlib.contextmanager
+def ray_session(address: str, cpus: float) -> Iterator[Any]:
+    """Ray, connected: to a cluster started here with ``cpus`` CPUs (``address="local"``, stopped at the end)
+    or to ``address`` (``auto``, ``ray://HOST:PORT``; only disconnected at the end). A session already
+    open in this process is used as it is."""
+    ray = import_ray()
+    started = not ray.is_initialized()
+    if started:
+        if address == "local":
+            ray.init(num_cpus=max(1, int(cpus)), include_dashboard=False, log_to_driver=False,
+                     configure_logging=False)
+        else:
+            ray.init(address=address, log_to_driver=False, configure_logging=False)
+    try:
+        yield ray
+    finally:
+        if started:
+            ray.shutdown()
 
 
 class RayEngine:
@@ -46,20 +67,11 @@ class RayEngine:
 
     def run(self, spec: ModelSpec, shards: Iterable[tuple[int, list[ShardItem]]],
             commit: Callable[[int, list[dict[str, Any]]], None]) -> None:
-        ray = import_ray()
-        started = not ray.is_initialized()
-        if started:
-            if self.address == "local":
-                ray.init(num_cpus=max(1, int(self.workers * self.cpus_per_worker)), include_dashboard=False,
-                         log_to_driver=False, configure_logging=False)
-            else:
-                ray.init(address=self.address, log_to_driver=False, configure_logging=False)
-        try:
-            self._run(ray, spec, shards, commit)
-        finally:
-            self.actors = []
-            if started:
-                ray.shutdown()
+        with ray_session(self.address, self.workers * self.cpus_per_worker) as ray:
+            try:
+                self._run(ray, spec, shards, commit)
+            finally:
+                self.actors = []
 
     def _run(self, ray, spec, shards, commit) -> None:
         actor_class = ray.remote(num_cpus=self.cpus_per_worker, num_gpus=self.gpus_per_worker,

@@ -11,8 +11,6 @@ kept and only the missing ones computed.
 from __future__ import annotations
 
 import json
-import os
-import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -72,13 +70,8 @@ class RunFolder:
         target = self.shard_path(shard)
         if target.is_file():
             return False
-        handle, tmp = tempfile.mkstemp(prefix=f".{target.name}.", dir=target.parent)
-        os.close(handle)
-        try:
+        with atomic_file(target) as tmp:
             pd.DataFrame(rows).to_parquet(tmp, index=False)
-            os.replace(tmp, target)
-        finally:
-            Path(tmp).unlink(missing_ok=True)
         return True
 
     def finish(self, shards: int, rank_by: str | None) -> Any:
