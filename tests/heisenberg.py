@@ -61,7 +61,7 @@ def labelled_iron(reference, count: int, seed: int, magnitude: float = 2.2) -> l
         moments = magnitude * directions / np.linalg.norm(directions, axis=1, keepdims=True)
         out = reference.forward(reference.collate([reference.graph(atoms)]), stress=False)
         energy, forces = exchange(atoms, moments)
-        atoms.calc = SinglePointCalculator(atoms, energy=float(out.energy[0]) + energy,
+        atoms.calc = SinglePointCalculator(atoms, energy=float(out.energy[0].detach()) + energy,
                                            forces=out.forces.detach().numpy() + forces)
         atoms.arrays["magmoms_vector"] = moments
         frames.append(atoms)

@@ -29,8 +29,7 @@ def heisenberg_sets():
 def _trained(sets, method: str, **options):
     train, valid = sets
     backbone = load_backbone("sevennet", device="cpu", dtype="float64")
-    config = FinetuneConfig(method=method, spin_head="vector", batch_size=12, loss=LOSS,
-                            refit_references=False, **options)
+    config = FinetuneConfig(method=method, spin_head="vector", batch_size=12, loss=LOSS, **options)
     tuner = Finetuner(backbone, config)
     result = tuner.fit(train, valid, progress=False)
     return tuner, result

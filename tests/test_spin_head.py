@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import json
 
 import ase.io
 import numpy as np
@@ -19,6 +20,7 @@ from ase_moma.calculators import MomaCalculator
 from ase_moma.cli import main
 from ase_moma.finetune import FinetuneConfig, Finetuner
 from ase_moma.finetune.potential_data import read_potential_set
+from ase_moma.finetune.spin import SpinHead
 from ase_moma.finetune.spin_model import SpinBackbone
 
 
@@ -30,8 +32,8 @@ def spin_model():
     model = SpinBackbone.for_backbone(base, "vector", initial_magnitude=2.0)
     with torch.no_grad():
         torch.nn.init.normal_(model.head.magnitude[-1].weight, std=0.1)
-        torch.nn.init.normal_(model.head.exchange[-1].weight, std=0.05)
-        model.head.exchange[-1].bias.fill_(0.01)
+        torch.nn.init.normal_(model.head.exchange[-1].weight, std=0.05 / model.head.exchange_unit)
+        model.head.exchange[-1].bias.fill_(0.01 / model.head.exchange_unit)
     return model
 
 
@@ -86,6 +88,24 @@ def _stress_by_difference(model, atoms, i: int, j: int, step: float = 1e-4) -> f
 def _random_spins(n: int, seed: int) -> np.ndarray:
     vectors = np.random.default_rng(seed).normal(size=(n, 3))
     return 2.2 * vectors / np.linalg.norm(vectors, axis=1, keepdims=True)
+
+
+def test_parallel_moments_add_no_exchange_energy_or_force(spin_model):
+    """The exchange is referenced to the parallel order; a head saved before that choice keeps ½ Σ J m_i·m_j."""
+    direction = np.array([0.3, -0.2, 0.9]) / np.linalg.norm([0.3, -0.2, 0.9])
+    atoms = _iron(4, np.tile(2.2 * direction, (4, 1)))
+    bare = spin_model.base.forward(spin_model.base.collate([spin_model.base.graph(atoms)]))
+    energy, forces, stress, _ = _run(spin_model, atoms)
+    torch.testing.assert_close(energy, bare.energy.detach(), rtol=0, atol=1e-10)
+    torch.testing.assert_close(forces, bare.forces.detach(), rtol=0, atol=1e-10)
+    torch.testing.assert_close(stress, bare.stress.detach(), rtol=0, atol=1e-10)
+    config = {key: value for key, value in spin_model.head.config().items() if key != "parallel_reference"}
+    older = SpinBackbone(spin_model.base, SpinHead(**{"parallel_reference": False, **config}))
+    older.head.load_state_dict(spin_model.head.state_dict())
+    assert abs(float(_run(older, atoms)[0][0] - bare.energy[0])) > 1e-3  # ½ Σ J |m_i||m_j| on a ferromagnet
+    afm = _iron(4, [2.2, -2.2] * 2)  # orders differ by the same amount in either form
+    gaps = [float(_run(model, afm)[0][0] - _run(model, atoms)[0][0]) for model in (spin_model, older)]
+    assert gaps[0] == pytest.approx(gaps[1], abs=1e-9)
 
 
 @pytest.mark.parametrize("make", [lambda order: _iron(2, [2.2, -2.2 if order == "afm" else 2.2] * 2),
@@ -231,6 +251,11 @@ def test_saved_head_gives_magnetic_moments_in_ase(tmp_path):
                  "-o", str(out), "--device", "cpu"]) == 0
     calc = load_calculator(str(out), device="cpu")
     assert isinstance(calc, MomaCalculator) and "magmoms" in calc.implemented_properties
+    assert calc.backbone.head.parallel_reference
+    record = json.loads((out / "finetune.json").read_text())  # as written before the parallel reference
+    del record["spin_head"]["config"]["parallel_reference"]
+    (out / "finetune.json").write_text(json.dumps(record))
+    assert not load_backbone(str(out), device="cpu").head.parallel_reference
     atoms = _iron(6, _random_spins(4, 6))
     atoms.calc = calc
     moments = atoms.get_magnetic_moments()
@@ -280,8 +305,8 @@ def test_other_backbones_host_the_spin_head_with_exact_forces_and_stress(sources
     torch.manual_seed(1)
     model = SpinBackbone.for_backbone(base, "collinear", initial_magnitude=1.5)
     with torch.no_grad():
-        torch.nn.init.normal_(model.head.exchange[-1].weight, std=0.05)
-        model.head.exchange[-1].bias.fill_(0.02)
+        torch.nn.init.normal_(model.head.exchange[-1].weight, std=0.05 / model.head.exchange_unit)
+        model.head.exchange[-1].bias.fill_(0.02 / model.head.exchange_unit)
     atoms = bulk("Si", "diamond", 5.43, cubic=True)
     atoms.rattle(0.05, seed=2)
     atoms.set_initial_magnetic_moments([1, -1] * 4)

@@ -1,7 +1,7 @@
 """A closed-form start for the spin head's exchange coupling J: least squares on the training residuals.
 
-At a fixed spin configuration the exchange energy ½ Σ_ij J(r_ij) m_i·m_j is
-linear in the last layer of J's network, and so are its forces. So, as the
+At a fixed spin configuration the exchange energy ½ Σ_ij J(r_ij) (m_i·m_j −
+|m_i||m_j|) is linear in the last layer of J's network, and so are its forces. So, as the
 moment magnitudes start at a ridge probe, J starts at the weighted ridge fit of
 the energy-per-atom and force residuals the backbone leaves on the training
 set (DFT − backbone), weighted as the loss weights them. Training then starts
@@ -9,20 +9,24 @@ from a head that already carries the data's magnetic energetics: a handful of
 optimiser steps, or a validation that keeps the start, can no longer leave
 J ≡ 0 and every spin configuration of a structure at one energy.
 
-J is only given what the spins' orientation explains. Beside J's columns the
-fit can carry a nuisance pair term ½ Σ φ(r_ij) |m_i||m_j| with the same radial
-features: for a ferromagnet the two are one function, so without φ a training
-set of mostly ferromagnetic frames hands J every pair-like error of the
-backbone, which J then flips on an antiparallel order. Where φ beats nothing on
-held-out structures it is fitted first, barely shrunk, and dropped, and J is
-fitted to what it leaves; where it does not (no pair-like error to take, as in
-generated Heisenberg data) it would only bias J, and J is fitted alone. (Fitted
-jointly, the two nearly collinear terms cancel each other with large
-coefficients.) J's ridge strength is chosen by cross-validation over whole
-structures, and J stays zero when no strength beats J = 0 on the held-out
-structures. The start treats the moments' magnitudes as constants of the
-positions (their slope through the backbone's features is left to training,
-which follows the exact derivative).
+The head's exchange is referenced to the parallel order (zero when every
+moment is parallel, :mod:`ase_moma.finetune.spin`), so a ferromagnetic frame
+gives J nothing to fit and J only takes what the spins' relative orientation
+explains. The level that reference moves out of the head (½ Σ J |m_i||m_j|, a
+constant per atom on one lattice) is the backbone's to carry: beside J the fit
+holds one energy per atom of each element, barely shrunk, which the trainer adds
+to the refitted reference energies. Where the frames that are not ferromagnetic
+are also where the backbone errs most (on fe_spin, compressed cells along the
+bcc–hcp path), J would still take that error, so the fit can carry a nuisance
+pair term ½ Σ φ(r_ij) |m_i||m_j| with J's radial features, fitted on every
+frame and dropped: it is kept in the fit where it beats no pair term on
+held-out structures (and on generated Heisenberg data, with no such error, it
+is left out). J's ridge strength is chosen by cross-validation over whole
+structures, and J stays zero when no strength beats J = 0 (the per-element
+energies, and φ where kept) on the held-out structures. The start
+treats the moments' magnitudes as constants of the positions (their slope
+through the backbone's features is left to training, which follows the exact
+derivative).
 """
 
 from __future__ import annotations
@@ -41,27 +45,31 @@ RIDGE_GRID = np.logspace(-8, 0, 9)
 """Ridge strengths, relative to the mean diagonal of the normal matrix: from a plain least-squares fit of
 the H + 1 read-out coefficients to one that keeps them near zero."""
 FOLDS = 5  # structures are left out in this many folds to choose the strength
-NUISANCE_RIDGE = 1e-6
-"""The pair term's relative ridge: only enough to keep the solve well-posed where φ is not determined (an
-ideal lattice fixes it up to a constant), so whatever an orientation-independent term explains stays with it."""
+LEVEL_RIDGE = 1e-6
+"""The nuisances' relative ridge (per-element energies, pair term): only enough to keep the solve well-posed (an
+element present in every structure in one proportion is one column with the others; an ideal lattice fixes φ
+only up to a constant), so what they explain stays with them, not with J."""
 
 
 @dataclass
 class ExchangeFit:
     """The start: ``coefficients`` (H + 1,) of J's last layer [w; b]; ``alpha``, the chosen relative ridge
     strength (None: J stays zero, no strength beat it); ``held_out`` and ``zero``, the cross-validated
-    weighted squared error of the fit and of J = 0 (the pair term alone); ``structures``, how many
-    frames it saw."""
+    weighted squared error of the fit and of J = 0 (the per-element energies alone); ``structures``, how many
+    frames it saw; ``reference_shifts``, eV per atom of each element fitted beside J (empty when J stays
+    zero), for the backbone's reference energies."""
 
     coefficients: np.ndarray
     alpha: float | None
     held_out: float
     zero: float
     structures: int
+    reference_shifts: dict[int, float]
 
     def record(self) -> dict[str, Any]:
         return {"alpha": self.alpha, "held_out_error": self.held_out, "zero_error": self.zero,
-                "structures": self.structures}
+                "structures": self.structures,
+                "reference_shifts": {str(z): v for z, v in self.reference_shifts.items()}}
 
 
 class _Normal:
@@ -85,9 +93,13 @@ def fit_exchange(spin: Any, graphs: Sequence[Any], data: PotentialSet, loss: Pot
     spin: a :class:`~ase_moma.finetune.spin_model.SpinBackbone` (residuals are taken from its base
     alone, so whatever J it holds now is replaced); graphs: its graphs of ``data``'s frames (with
     their spin configurations); loss: its weights of energy per atom and forces set the rows' weights.
+    The per-element energies fitted beside J are returned, not applied.
     """
     head = spin.head
-    width = 2 * (head.exchange[-1].in_features + 1)  # J's read-out, then the pair term's
+    elements = sorted({int(z) for atoms in data.frames for z in atoms.numbers})
+    column = {z: k for k, z in enumerate(elements)}
+    n_coupling = head.exchange[-1].in_features + 1
+    width = 2 * n_coupling + len(elements)  # J's read-out, the pair term's, the per-element energies
     n_folds = min(FOLDS, len(data))
     folds = np.random.default_rng(seed).permutation(len(data)) % n_folds
     normal = _Normal(n_folds, width)
@@ -101,53 +113,54 @@ def fit_exchange(spin: Any, graphs: Sequence[Any], data: PotentialSet, loss: Pot
         start = 0
         for k, row in enumerate(rows):
             count = int(n_atoms[row])
+            design = np.zeros(width)
+            design[:2 * n_coupling] = energy_design[k]
+            np.add.at(design, [2 * n_coupling + column[int(z)] for z in data.frames[row].numbers], 1.0)
             residual = (data.energy[row] - energy[k]) / count
-            normal.add(folds[row], energy_design[k][None] / count, np.array([residual]), energy_weight)
+            normal.add(folds[row], design[None] / count, np.array([residual]), energy_weight)
             if use_forces:
                 target = (data.forces[row] - forces[start:start + count]).reshape(-1)
-                normal.add(folds[row], force_design[start:start + count].reshape(-1, width), target, force_weight)
+                rows_design = np.zeros((3 * count, width))
+                rows_design[:, :2 * n_coupling] = force_design[start:start + count].reshape(-1, 2 * n_coupling)
+                normal.add(folds[row], rows_design, target, force_weight)
             start += count
-    fit = _choose_ridge(normal, len(data))
+    fit = _choose_ridge(normal, len(data), n_coupling, elements)
     head.set_exchange_readout(torch.as_tensor(fit.coefficients))
     return fit
 
 
-def _choose_ridge(normal: _Normal, structures: int) -> ExchangeFit:
-    """Fit the pair term φ first where it beats nothing on held-out folds, then J to what it leaves, J's ridge
-    strength cross-validated over the folds; J's part is kept. The baseline is φ alone (or nothing): J = 0."""
-    half = len(normal.cross[0]) // 2
-    pair, spin = slice(half, None), slice(None, half)
+def _choose_ridge(normal: _Normal, structures: int, n_coupling: int, elements: list[int]) -> ExchangeFit:
+    """Fit J beside the nuisances (the pair term φ where it beats none on held-out folds, and the per-element
+    energies of ``elements``; the normal matrix's columns are J's ``n_coupling``, φ's ``n_coupling``, then
+    one per element), J's ridge strength cross-validated over the folds. The baseline is J = 0."""
+    coupling, pair, level = (slice(None, n_coupling), slice(n_coupling, 2 * n_coupling),
+                             slice(2 * n_coupling, None))
 
-    def pair_fit(gram: np.ndarray, cross: np.ndarray) -> np.ndarray:
-        block = gram[pair, pair]
-        return _solve(block, cross[pair], NUISANCE_RIDGE * _scale(block))
-
-    def fit(gram: np.ndarray, cross: np.ndarray, nuisance: bool, alpha: float | None) -> np.ndarray:
-        """[c_J; c_φ]: φ first where ``nuisance``, then J (unless ``alpha`` is None) on what φ leaves,
-        A_Jᵀ(y − A_φ c_φ) = A_Jᵀy − (A_JᵀA_φ) c_φ."""
+    def fit(gram: np.ndarray, cross: np.ndarray, with_pair: bool, alpha: float | None) -> np.ndarray:
+        blocks = [(level, LEVEL_RIDGE)] + ([(pair, LEVEL_RIDGE)] if with_pair else [])
+        blocks += [(coupling, alpha)] if alpha is not None else []
+        columns = np.concatenate([np.arange(len(cross))[block] for block, _ in blocks])
+        ridge = np.concatenate([strength * _scale(gram[block, block]) for block, strength in blocks])
         c = np.zeros(len(cross))
-        if nuisance:
-            c[pair] = pair_fit(gram, cross)
-        if alpha is not None:
-            block = gram[spin, spin]
-            c[spin] = _solve(block, cross[spin] - gram[spin, pair] @ c[pair], alpha * _scale(block))
+        c[columns] = _solve(gram[np.ix_(columns, columns)], cross[columns], ridge)
         return c
 
-    def held_out(nuisance: bool, alpha: float | None) -> float:
+    def held_out(with_pair: bool, alpha: float | None) -> float:
         error = 0.0
         for fold in range(len(normal.square)):
-            c = fit(normal.gram.sum(0) - normal.gram[fold], normal.cross.sum(0) - normal.cross[fold], nuisance, alpha)
+            c = fit(normal.gram.sum(0) - normal.gram[fold], normal.cross.sum(0) - normal.cross[fold], with_pair,
+                    alpha)
             error += float(c @ normal.gram[fold] @ c - 2 * c @ normal.cross[fold] + normal.square[fold])
         return error
 
-    with_pair, without = held_out(True, None), held_out(False, None)
-    nuisance = with_pair < without  # is there a pair-like error for φ to take?
-    zero = min(with_pair, without)
-    alpha, error = min(((float(a), held_out(nuisance, float(a))) for a in RIDGE_GRID), key=lambda trial: trial[1])
+    alone, paired = held_out(False, None), held_out(True, None)
+    with_pair, zero = paired < alone, min(alone, paired)
+    alpha, error = min(((float(a), held_out(with_pair, float(a))) for a in RIDGE_GRID), key=lambda trial: trial[1])
     if error >= zero:
-        return ExchangeFit(np.zeros(half), None, zero, zero, structures)
-    return ExchangeFit(fit(normal.gram.sum(0), normal.cross.sum(0), nuisance, alpha)[spin], alpha, error, zero,
-                       structures)
+        return ExchangeFit(np.zeros(n_coupling), None, zero, zero, structures, {})
+    c = fit(normal.gram.sum(0), normal.cross.sum(0), with_pair, alpha)
+    return ExchangeFit(c[coupling], alpha, error, zero, structures,
+                       {z: float(v) for z, v in zip(elements, c[level])})
 
 
 def _scale(gram: np.ndarray) -> np.ndarray:
@@ -163,8 +176,8 @@ def _solve(gram: np.ndarray, cross: np.ndarray, ridge: np.ndarray) -> np.ndarray
 def _residual_design(spin: Any, graphs: Sequence[Any], forces: bool
                      ) -> tuple[np.ndarray, np.ndarray | None, np.ndarray, np.ndarray | None]:
     """For one batch: the model's energies (B,) eV and forces (N, 3) eV/Å, and the design for energies
-    (B, 2(H + 1)) and forces (N, 3, 2(H + 1)): the energy and forces each read-out coefficient adds per
-    unit, J's (weighting the pair by m_i·m_j) then the pair term's (by |m_i||m_j|)."""
+    (B, 2(H + 1)) and forces (N, 3, 2(H + 1)): the energy and forces each read-out coefficient adds per unit,
+    J's (weighting the pair by the head's alignment) then the pair term's (by |m_i||m_j|)."""
     inner, spins, _ = spin.collate(list(graphs))
     head = spin.head
     captured: dict[str, torch.Tensor] = {}
@@ -176,8 +189,9 @@ def _residual_design(spin: Any, graphs: Sequence[Any], forces: bool
             vectors = edges.vectors.detach()
             length = vectors.norm(dim=-1).clamp(min=1e-9)
             centre, neighbour = edges.index
-            weights = 0.5 * torch.stack([(moments[centre] * moments[neighbour]).sum(-1),
-                                         magnitudes[centre] * magnitudes[neighbour]], dim=1).to(length.dtype)
+            sizes = magnitudes * spins.to(magnitudes.dtype).norm(dim=-1)
+            weights = 0.5 * torch.stack([head.alignment(magnitudes, spins.to(magnitudes.dtype), edges),
+                                         sizes[centre] * sizes[neighbour]], dim=1).to(length.dtype)
         radial, slope = torch.func.jvp(lambda r: head.exchange_design(r, edges), (length,), (torch.ones_like(length),))
         design = torch.cat([radial * weights[:, :1], radial * weights[:, 1:]], dim=1)  # (E, 2(H + 1))
         per_atom = torch.zeros(features.batch.shape[0], design.shape[1], dtype=design.dtype, device=design.device)

@@ -34,6 +34,8 @@ from ase_moma.training.engine import EngineResult
 from ase_moma.version import CREATED_BY
 
 FINETUNE_JSON = "finetune.json"
+LEGACY_HEAD = {"parallel_reference": False, "exchange_unit": 1.0}
+"""The spin-head settings of files written before they were recorded: J in eV/μB², exchange ½ Σ J m_i·m_j."""
 MODEL = "model.safetensors"
 MODULE = "module"
 REPORT = "report.json"
@@ -109,7 +111,7 @@ def load_tuned_backbone(out: str | Path, device: str | torch.device = "auto",
     load_state(backbone.model, load_tensors(Path(out) / MODEL), Path(out) / MODEL)
     backbone.mark_saved(str(Path(out).resolve()))
     if record.get("spin_head"):
-        head = SpinHead(**record["spin_head"]["config"])
+        head = SpinHead(**{**LEGACY_HEAD, **record["spin_head"]["config"]})
         load_state(head, load_tensors(Path(out) / SPIN_HEAD), Path(out) / SPIN_HEAD)
         backbone = SpinBackbone(backbone, head)
     return backbone

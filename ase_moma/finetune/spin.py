@@ -9,13 +9,26 @@ geometry does determine, the magnitudes |m_i| ≥ 0 (what CHGNet predicts),
 from the backbone's invariant node features: m_i = |m_i| · s_i.
 
 The exchange energy sums over directed edges (each pair twice, hence ½):
-E_spin = ½ Σ_ij J(r_ij, Z_i, Z_j) · m_i·m_j, with J a radial network times a
-smooth cutoff envelope, so E_spin and its derivatives go to zero at the
-cutoff. Rotating every spin together, or flipping every spin, leaves E_spin
-unchanged (no spin–orbit coupling); ferromagnetic and antiferromagnetic orders
-of one structure get different energies and forces. The head is an energy
-term: the backbone adds E_spin before differentiating, so forces and stress are
-exact derivatives of the total at a fixed spin configuration.
+E_spin = ½ Σ_ij J(r_ij, Z_i, Z_j) · (m_i·m_j − |m_i||m_j|), with J a radial
+network times a smooth cutoff envelope, so E_spin and its derivatives go to
+zero at the cutoff. Rotating every spin together, or flipping every spin,
+leaves E_spin unchanged (no spin–orbit coupling); ferromagnetic and
+antiferromagnetic orders of one structure get different energies and forces.
+
+The energy is referenced to the parallel order: with every moment parallel
+E_spin is zero, and so are its forces. A pretrained backbone learnt the
+energies of Materials Project calculations, which start ferromagnetic, so the
+backbone carries the parallel state and the head what turning moments away
+from it costs. Written as ½ Σ J m_i·m_j instead, the exchange differs by the
+pair term ½ Σ J |m_i||m_j|, which on a ferromagnetic frame is all there is:
+trained on mostly ferromagnetic frames, J then soaked up the backbone's
+pair-like errors and flipped them on antiparallel orders (on fe_spin, every
+held-out pair of orders ended ranked against DFT). Referenced to the parallel
+order, J only learns from what the spins' relative orientation changes.
+(Heads saved before this choice carry ``parallel_reference=False`` and
+keep ½ Σ J m_i·m_j.) J's network outputs meV/μB² (EXCHANGE_UNIT). The head is
+an energy term: the backbone adds E_spin before differentiating, so forces and
+stress are exact derivatives of the total at a fixed spin configuration.
 
 The magnitudes' own weights learn from the DFT moments alone: the energy's
 gradient does not reach them (it still reaches J, the backbone and the
@@ -35,6 +48,11 @@ from ase_moma.backbone import Edges, NodeFeatures
 from ase_moma.probe import RidgeProbe, fit_ridge_probe
 
 SPIN_KINDS = ("vector", "collinear")  # how training moments are read: 3-vectors, or signed scalars
+EXCHANGE_UNIT = 1e-3
+"""eV/μB²: the unit J's network outputs. Exchange couplings in metals and oxides are meV/μB² (bcc Fe's first
+shell is of order 1–10), while an optimiser step moves each weight by about its learning rate whatever the
+gradient's size: read in eV/μB², one step of the head's learning rate (1e-2) could move J by tenths of an
+eV/μB² and, on fe_spin, a dozen steps set order gaps thirty times DFT's."""
 MIN_MAGNITUDE = 0.05
 """μB: the floor under training |m_i| before softplus⁻¹ (non-magnetic atoms would map to −∞); below the
 ≈ 0.1 μB resolution of the DFT moments this head learns from."""
@@ -54,22 +72,30 @@ class SpinHead(torch.nn.Module):
     ``"collinear"``), recorded for the user. width: invariant features per atom
     (F). cutoff: Å, the range of J. hidden: MLP width. n_basis: radial Bessel
     functions of J. The exchange network's last layer starts at zero, so a
-    fresh head adds no energy. The magnitudes are softplus(probe(x) + mlp(x))
+    fresh head adds no energy. parallel_reference: the exchange is zero for
+    parallel moments (see the module's docstring; False only for heads saved
+    before it). exchange_unit: eV/μB² per unit of the exchange network's
+    output (EXCHANGE_UNIT; 1.0 for heads saved before it). The magnitudes are softplus(probe(x) + mlp(x))
     of the node features x: they start at ``initial_magnitude`` μB, and
     :meth:`start_from_probe` starts them at a ridge fit to training moments.
     """
 
     def __init__(self, kind: str, width: int, cutoff: float, hidden: int = 64, n_basis: int = 8,
-                 n_elements: int = 119, embedding: int = 16, initial_magnitude: float = 1.0) -> None:
+                 n_elements: int = 119, embedding: int = 16, initial_magnitude: float = 1.0,
+                 parallel_reference: bool = True, exchange_unit: float = EXCHANGE_UNIT) -> None:
         super().__init__()
         if kind not in SPIN_KINDS:
             raise ValueError(f"spin head kind must be one of {', '.join(SPIN_KINDS)}, got {kind!r}")
         if not initial_magnitude > 0:
             raise ValueError(f"the initial magnitude must be positive, got {initial_magnitude}")
-        self.kind, self.cutoff = kind, float(cutoff)
+        if not exchange_unit > 0:
+            raise ValueError(f"the exchange unit must be positive, got {exchange_unit}")
+        self.kind, self.cutoff, self.parallel_reference = kind, float(cutoff), bool(parallel_reference)
+        self.exchange_unit = float(exchange_unit)
         self.settings = {"kind": kind, "width": width, "cutoff": float(cutoff), "hidden": hidden,
                          "n_basis": n_basis, "n_elements": n_elements, "embedding": embedding,
-                         "initial_magnitude": initial_magnitude}
+                         "initial_magnitude": initial_magnitude, "parallel_reference": bool(parallel_reference),
+                         "exchange_unit": float(exchange_unit)}
         self.probe = torch.nn.Linear(width, 1)
         self.magnitude = torch.nn.Sequential(torch.nn.Linear(width, hidden), torch.nn.SiLU(),
                                              torch.nn.Linear(hidden, 1))
@@ -137,19 +163,19 @@ class SpinHead(torch.nn.Module):
     def coupling(self, edges: Edges) -> torch.Tensor:
         """(E,) J(r_ij, Z_i, Z_j) in eV/μB², zero with zero slope at the cutoff."""
         length = edges.vectors.norm(dim=-1).clamp(min=1e-9)
-        return self.exchange(self._exchange_inputs(length, edges)).squeeze(-1).to(length.dtype) * _envelope(
-            length, self.cutoff)
+        return self.exchange(self._exchange_inputs(length, edges)).squeeze(-1).to(length.dtype) * (
+            self.exchange_unit * _envelope(length, self.cutoff))
 
     def exchange_design(self, length: torch.Tensor, edges: Edges) -> torch.Tensor:
-        """(E, H + 1) the exchange's read-out design: J = design @ [w; b] for the last layer's weight w (H,)
-        and bias b, at edge lengths ``length`` (E,) Å; the envelope is included.
+        """(E, H + 1) the exchange's read-out design: J = design @ [w; b] (eV/μB²) for the last layer's weight
+        w (H,) and bias b, at edge lengths ``length`` (E,) Å; the unit and the envelope are included.
 
         J is linear in the last layer, so a least-squares fit of it to energy and force residuals is a
         closed-form start (:mod:`ase_moma.finetune.exchange_start`).
         """
         hidden = self.exchange[:-1](self._exchange_inputs(length, edges)).to(length.dtype)
         ones = torch.ones_like(length)[:, None]
-        return torch.cat([hidden, ones], dim=-1) * _envelope(length, self.cutoff)[:, None]
+        return torch.cat([hidden, ones], dim=-1) * (self.exchange_unit * _envelope(length, self.cutoff))[:, None]
 
     @torch.no_grad()
     def set_exchange_readout(self, coefficients: torch.Tensor) -> None:
@@ -157,6 +183,19 @@ class SpinHead(torch.nn.Module):
         layer = self.exchange[-1]
         layer.weight.copy_(coefficients[:-1].reshape(layer.weight.shape).to(layer.weight))
         layer.bias.copy_(coefficients[-1:].to(layer.bias))
+
+    def alignment(self, magnitudes: torch.Tensor, spins: torch.Tensor, edges: Edges) -> torch.Tensor:
+        """(E,) what J multiplies on each edge, in μB²: m_i·m_j − |m_i||m_j| (parallel reference), or m_i·m_j.
+
+        magnitudes: (N,) |m_i| in μB; spins: (N, 3) the input directions (unit, or zero for no moment).
+        """
+        centre, neighbour = edges.index
+        moments = magnitudes[:, None] * spins
+        product = (moments[centre] * moments[neighbour]).sum(-1)
+        if not self.parallel_reference:
+            return product
+        sizes = magnitudes * spins.norm(dim=-1)
+        return product - sizes[centre] * sizes[neighbour]
 
     def _exchange_inputs(self, length: torch.Tensor, edges: Edges) -> torch.Tensor:
         """(E, n_basis + embedding) radial Bessel functions of the lengths beside the pair's species embedding."""
@@ -173,9 +212,8 @@ class SpinHead(torch.nn.Module):
         """
         spins = spins.to(features.invariant.dtype)
         moments = self.magnitudes(features)[:, None] * spins
-        coupled = self.magnitudes(features, frozen_weights=True)[:, None] * spins
-        m_i, m_j = coupled[edges.index[0]], coupled[edges.index[1]]
-        pair_energy = 0.5 * self.coupling(edges) * (m_i * m_j).sum(-1).to(edges.vectors.dtype)
+        pair_energy = 0.5 * self.coupling(edges) * self.alignment(
+            self.magnitudes(features, frozen_weights=True), spins, edges).to(edges.vectors.dtype)
         per_atom = torch.zeros(features.batch.shape[0], dtype=pair_energy.dtype, device=pair_energy.device)
         per_atom.index_add_(0, edges.index[0], pair_energy)
         energy = torch.zeros(n_graphs, dtype=per_atom.dtype, device=per_atom.device)
