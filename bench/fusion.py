@@ -45,6 +45,7 @@ sys.path.insert(0, str(Path(__file__).parent))  # moma_matminer's published figu
 
 DATA = Path(__file__).resolve().parents[2] / "shared" / "data" / "matminer"
 MATBENCH_SEED = 18012019  # matbench's KFold random_state
+VIEWS = ("composition", "structure", "text")  # the non-graph views, in the order the tables list them
 PUBLISHED = {"jarvis_2d_exfoliation": {"ALIGNN": 43.4, "MODNet": 33.2, "CrabNet": 45.6, "CGCNN (matbench)": 49.2,
                                        "RF-SCM/Magpie": 50.0}}
 
@@ -55,7 +56,7 @@ def main() -> None:
     parser.add_argument("--tasks", nargs="+")
     parser.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
     parser.add_argument("--n-train", type=int, default=100, help="0: the whole training split")
-    parser.add_argument("--views", nargs="+", default=["composition", "text"], choices=["composition", "text"])
+    parser.add_argument("--views", nargs="+", default=["composition", "structure", "text"], choices=VIEWS)
     parser.add_argument("--matbench", action="store_true", help="jarvis_2d_exfoliation with matbench's 5 folds")
     parser.add_argument("--cache", type=Path, default=Path("bench/out/fusion"))
     parser.add_argument("--descriptions", type=Path, default=Path("bench/out/descriptions"))
@@ -117,9 +118,10 @@ def task_views(data: Path, task: str, info: dict, names: list[str], cache: Path,
 
 
 def encoder(name: str, descriptions: Path):
-    from ase_moma.modalities import CompositionModality, TextModality
+    from ase_moma.modalities import TextModality
+    from ase_moma.modalities.registry import build_modality
 
-    return TextModality(cache=descriptions) if name == "text" else CompositionModality()
+    return TextModality(cache=descriptions) if name == "text" else build_modality(name)
 
 
 def published_split(data: Path, task: str, info: dict, seed: int, n_train: int | None) -> dict:
@@ -147,7 +149,7 @@ def matbench_splits(views: dict) -> list[dict]:
 def evaluate(views: dict, split: dict, seed: int) -> dict:
     """Test MAE of every method on one split."""
     y = {part: views["targets"][index] for part, index in split.items()}
-    names = [name for name in ("composition", "text") if name in views]
+    names = [name for name in VIEWS if name in views]
     x = {part: {name: views[name][index] for name in (GRAPH, *names)} for part, index in split.items()}
     present = {part: {name: views[name + "_present"][index] for name in names} for part, index in split.items()}
     mae = lambda prediction: float(np.mean(np.abs(prediction - y["test"])))  # noqa: E731
@@ -161,6 +163,13 @@ def evaluate(views: dict, split: dict, seed: int) -> dict:
         result["comp_gbm"] = mae(gbm.predict(x["test"]["composition"]))
         result["comp_rf"] = mae(random_forest(x["train"]["composition"], y["train"], seed).predict(x["test"]["composition"]))
         experts["comp_gbm"] = lambda part: gbm.predict(x[part]["composition"])
+    if "structure" in names:
+        forest = random_forest(x["train"]["structure"], y["train"], seed)
+        result["struct_rf"] = mae(forest.predict(x["test"]["structure"]))
+        experts["struct_rf"] = lambda part: forest.predict(x[part]["structure"])
+        if "composition" in names:  # a baseline that sees both views the forests see
+            both = {part: np.concatenate([x[part]["composition"], x[part]["structure"]], axis=1) for part in split}
+            result["comp_struct_rf"] = mae(random_forest(both["train"], y["train"], seed).predict(both["test"]))
     if "text" in names:
         text = fit_ridge_probe(x["train"]["text"], y["train"])
         result["text_ridge"] = mae(text.predict(x["test"]["text"]))
@@ -249,6 +258,9 @@ def stacking(x: dict, y: dict, names: list[str], experts: dict, seed: int) -> np
             column += 1
             oof[held, column] = gradient_boosting(fit["composition"], y["train"][~held], x["val"]["composition"],
                                                   y["val"], seed).predict(test["composition"])
+        if "struct_rf" in experts:
+            column += 1
+            oof[held, column] = random_forest(fit["structure"], y["train"][~held], seed).predict(test["structure"])
         if "text_ridge" in experts:
             column += 1
             oof[held, column] = fit_ridge_probe(fit["text"], y["train"][~held]).predict(test["text"])

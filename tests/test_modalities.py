@@ -1,4 +1,5 @@
-"""The text and composition views: real robocrys, MiniLM and Magpie, offline, cached, never crashing."""
+"""The text, composition and structure views: real robocrys, MiniLM, Magpie and spglib, offline, cached, never
+crashing."""
 
 from __future__ import annotations
 
@@ -6,7 +7,7 @@ import numpy as np
 import pytest
 from ase.build import bulk, molecule
 
-from ase_moma.modalities import CompositionModality, Describer, TextModality
+from ase_moma.modalities import CompositionModality, Describer, StructureModality, TextModality
 
 
 @pytest.fixture(scope="module")
@@ -24,6 +25,36 @@ def test_composition_statistics_are_magpie_values():
     assert row["MagpieData range Number"] == pytest.approx(6.0)
     assert dict(zip(labels, encoded.features[1]))["MagpieData avg_dev Number"] == pytest.approx(0.0)
     assert composition.identity() == CompositionModality().identity()
+
+
+def test_structure_statistics_of_diamond_silicon():
+    structure = StructureModality()
+    encoded = structure.encode([bulk("Si", "diamond", 5.43)])
+    row = dict(zip(structure.labels(), encoded.features[0]))
+    assert structure.width == len(structure.labels()) == 20 and encoded.present.all()
+    assert row["volume per atom (Å³)"] == pytest.approx(5.43 ** 3 / 8)
+    assert row["density (g/cm³)"] == pytest.approx(2.33, abs=0.01)
+    assert row["nearest distance mean (Å)"] == pytest.approx(5.43 * np.sqrt(3) / 4)
+    assert row["coordination min"] == row["coordination max"] == 4
+    assert row["space group number"] == 227 and row["point group order"] == 48
+
+
+def test_structure_statistics_ignore_rotation_translation_and_repetition():
+    layered = bulk("C", "hcp", a=2.46, c=6.7)  # two atoms a layer apart: one wide gap between planes
+    layered.center(vacuum=4.0, axis=2)
+    features = StructureModality().encode([layered]).features[0]
+    moved = layered.repeat((2, 3, 2))
+    moved.rotate(37, "x", rotate_cell=True)
+    moved.translate([0.4, -1.2, 0.7])
+    np.testing.assert_allclose(StructureModality().encode([moved]).features[0], features, rtol=1e-6, atol=1e-6)
+    slabs = dict(zip(StructureModality().labels(), features))
+    assert slabs["empty slab widest (Å)"] > 2 * slabs["empty slab second (Å)"]
+
+
+def test_a_molecule_has_no_structure_view():
+    encoded = StructureModality().encode([molecule("H2O"), bulk("Cu", "fcc", 3.61)])
+    assert encoded.present.tolist() == [False, True] and "no full periodic cell" in encoded.missing[0]
+    assert not encoded.features[0].any()
 
 
 def test_descriptions_are_cached_by_structure(tmp_path):
@@ -64,3 +95,14 @@ def test_long_descriptions_are_chunked_not_cut(text):
     cut = text._model.encode([long], convert_to_numpy=True)[0]  # the encoder alone reads the first 256 tokens
     reference = text.embed_text(silicon)
     assert ours @ reference > cut @ reference + 0.05
+
+
+def test_embeddings_are_cached_beside_the_descriptions(text):
+    salt = bulk("NaCl", "rocksalt", 5.70)
+    first = text.encode([salt]).features[0]
+    spent = text.seconds_encoding
+    again = text.encode([salt.copy()]).features[0]
+    assert text.seconds_encoding == spent  # read back, no MiniLM pass
+    np.testing.assert_array_equal(again, first)
+    np.testing.assert_allclose(first, text.embed_text(text.describer.describe(salt)[0]), atol=1e-12)
+    assert list((text.describer.folder / "embeddings").rglob("*.npy"))

@@ -1,6 +1,6 @@
 """Which modalities exist: the entry-point group ``ase_moma.modalities`` (``name = module:Class``).
 
-ase-moma registers ``text`` and ``composition``; a package adds a fourth view the way a backbone
+ase-moma registers ``text``, ``composition`` and ``structure``; a package adds another view the way a backbone
 plugin adds a backbone, with a :class:`~ase_moma.modalities.base.Modality` subclass and one line in its
 entry points. ``graph`` is not in the group: it is the model's own pooled features, always present.
 """

