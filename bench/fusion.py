@@ -1,24 +1,26 @@
 """Fusion against every single view and the simple fusions, on the shared matminer tasks.
 
 Views of every structure are computed once per task and kept in ``bench/out/fusion/<task>.npz``: the
-graph (SevenNet-0's mean-pooled features, frozen), the composition (Magpie, 132 statistics) and the
-text (robocrys + MiniLM, 384; run ``bench/describe_tasks.py`` first, robocrys takes a second or two a
-structure). On each split (the published ``splits/seed*.json``, the training part cut to ``--n-train``
+graph (SevenNet-0's mean-pooled features, frozen), the composition (Magpie, 132 statistics), the
+structure (20 geometry statistics) and the text (robocrys + MiniLM, 384; run ``bench/describe_tasks.py``
+first, robocrys takes a second or two a structure). On each split (the published ``splits/seed*.json``, the training part cut to ``--n-train``
 as ``moma_matminer.py`` cuts it, or matbench's 5-fold protocol for jarvis_2d_exfoliation), test MAE of:
 
 - ``mean``: the training mean;
 - ``graph``: the graph model: the ridge probe of the frozen features (LP; the graph-only model a fusion
   head here corrects);
 - ``comp_gbm`` / ``comp_rf``: gradient boosting (trees chosen on validation) / a random forest on Magpie;
+- ``struct_rf`` / ``comp_struct_rf``: a random forest on the structure statistics / on Magpie and them;
 - ``text_ridge``: ridge on the MiniLM embedding;
 - ``concat_ridge`` / ``concat_mlp``: ridge / a one-hidden-layer MLP on the three views concatenated;
-- ``stacking``: a non-negative linear blend of the graph, composition-GBM and text predictions, fitted
-  on their out-of-fold predictions;
-- ``fused``: ase-moma's fusion head over the three views on top of the graph model
+- ``stacking``: a non-negative linear blend of the graph, composition-GBM, structure-RF and text
+  predictions, fitted on their out-of-fold predictions;
+- ``fused``: ase-moma's fusion head over the views on top of the graph model
   (:func:`ase_moma.modalities.fusion_training.fit_head`, the code ``finetune --modalities`` runs);
-  ``fused-text`` and ``fused-comp``: the same without one view (the drop-one ablation).
+  ``fused-comp``, ``fused-stru``, ``fused-text``: the same without one view (the drop-one ablation,
+  skipped with ``--no-ablation``).
 
-    python bench/fusion.py [--tasks ...] [--seeds 0 1 2] [--n-train 100|0] [--views graph composition text]
+    python bench/fusion.py [--tasks ...] [--seeds 0 1 2] [--n-train 100|0] [--views composition structure text]
     python bench/fusion.py --matbench        # jarvis_2d_exfoliation, KFold(5, shuffle, 18012019)
 """
 
@@ -57,6 +59,7 @@ def main() -> None:
     parser.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
     parser.add_argument("--n-train", type=int, default=100, help="0: the whole training split")
     parser.add_argument("--views", nargs="+", default=["composition", "structure", "text"], choices=VIEWS)
+    parser.add_argument("--no-ablation", action="store_true", help="skip the drop-one-view fusions (a third of the time)")
     parser.add_argument("--matbench", action="store_true", help="jarvis_2d_exfoliation with matbench's 5 folds")
     parser.add_argument("--cache", type=Path, default=Path("bench/out/fusion"))
     parser.add_argument("--descriptions", type=Path, default=Path("bench/out/descriptions"))
@@ -79,7 +82,7 @@ def main() -> None:
         splits = matbench_splits(views) if args.matbench else [
             published_split(args.data, task, tasks[task], seed, args.n_train or None) for seed in args.seeds]
         for seed, split in enumerate(splits) if args.matbench else zip(args.seeds, splits):
-            row = {"task": task, "seed": seed, "n_train": len(split["train"]), **evaluate(views, split, seed)}
+            row = {"task": task, "seed": seed, "n_train": len(split["train"]), **evaluate(views, split, seed, not args.no_ablation)}
             rows.append(row)
             print(json.dumps(row), flush=True)
     label = "matbench" if args.matbench else f"n{args.n_train}"
@@ -146,8 +149,8 @@ def matbench_splits(views: dict) -> list[dict]:
     return splits
 
 
-def evaluate(views: dict, split: dict, seed: int) -> dict:
-    """Test MAE of every method on one split."""
+def evaluate(views: dict, split: dict, seed: int, ablation: bool = True) -> dict:
+    """Test MAE of every method on one split (``ablation``: with the drop-one-view fusions)."""
     y = {part: views["targets"][index] for part, index in split.items()}
     names = [name for name in VIEWS if name in views]
     x = {part: {name: views[name][index] for name in (GRAPH, *names)} for part, index in split.items()}
@@ -178,7 +181,8 @@ def evaluate(views: dict, split: dict, seed: int) -> dict:
     result["concat_ridge"] = mae(fit_ridge_probe(concat["train"], y["train"]).predict(concat["test"]))
     result["concat_mlp"] = mae(mlp(concat["train"], y["train"], concat["test"], seed))
     result["stacking"] = mae(stacking(x, y, names, experts, seed))
-    for label, used in (("fused", names), *((f"fused-{name[:4]}", [n for n in names if n != name]) for name in names)):
+    drops = [(f"fused-{name[:4]}", [n for n in names if n != name]) for name in names] if ablation else []
+    for label, used in (("fused", names), *drops):
         if not used and label != "fused":
             continue
         result[label], record = fused(x, present, y, graph_prediction, used, seed)
