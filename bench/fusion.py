@@ -82,7 +82,7 @@ def main() -> None:
         splits = matbench_splits(views) if args.matbench else [
             published_split(args.data, task, tasks[task], seed, args.n_train or None) for seed in args.seeds]
         for seed, split in enumerate(splits) if args.matbench else zip(args.seeds, splits):
-            row = {"task": task, "seed": seed, "n_train": len(split["train"]), **evaluate(views, split, seed, not args.no_ablation)}
+            row = {"task": task, "seed": seed, "n_train": len(split["train"]), **evaluate(views, split, seed, args.views, not args.no_ablation)}
             rows.append(row)
             print(json.dumps(row), flush=True)
     label = "matbench" if args.matbench else f"n{args.n_train}"
@@ -149,10 +149,11 @@ def matbench_splits(views: dict) -> list[dict]:
     return splits
 
 
-def evaluate(views: dict, split: dict, seed: int, ablation: bool = True) -> dict:
-    """Test MAE of every method on one split (``ablation``: with the drop-one-view fusions)."""
+def evaluate(views: dict, split: dict, seed: int, wanted: list[str], ablation: bool = True) -> dict:
+    """Test MAE of every method on one split, reading the ``wanted`` views (``ablation``: with the drop-one-view
+    fusions)."""
     y = {part: views["targets"][index] for part, index in split.items()}
-    names = [name for name in VIEWS if name in views]
+    names = [name for name in VIEWS if name in wanted]
     x = {part: {name: views[name][index] for name in (GRAPH, *names)} for part, index in split.items()}
     present = {part: {name: views[name + "_present"][index] for name in names} for part, index in split.items()}
     mae = lambda prediction: float(np.mean(np.abs(prediction - y["test"])))  # noqa: E731
