@@ -238,14 +238,16 @@ def test_composing_for_a_task_never_uses_its_own_modules(hub, hub_data, tmp_path
 def test_a_composition_fine_tunes_with_other_views(composed, tmp_path):
     out, _ = composed
     replay(out / "recipe.json", tmp_path / "fused")
-    assert main(["finetune", str(tmp_path / "fused"), "--modalities", "graph,composition", "--epochs", "1",
+    assert main(["finetune", str(tmp_path / "fused"), "--modalities", "graph,structure,composition", "--epochs", "1",
                  "--device", "cpu"]) == 0
     meta = read_json(tmp_path / "fused" / "model" / MODULE_JSON, "module")
-    assert meta["fusion"]["views"] == ["graph", "composition"] and meta["fusion"]["experts"] in ([], ["composition"])
+    assert meta["fusion"]["views"] == ["graph", "composition", "structure"]
+    assert meta["fusion"]["experts"] in ([], ["composition", "structure"])
     frames = load_task_data(**{k: v for k, v in _task().items() if k not in ("n_train", "unit")}).test.frames[:3]
     values, notes = load_calculator(str(tmp_path / "fused"), device="cpu").predict_with_notes(frames)
     assert np.isfinite(values).all()
-    assert all(("fusion_gate_composition" in note) == ("fusion.safetensors" in meta["files"]) for note in notes)
+    assert all(("fusion_gate_composition" in note) == ("fusion_gate_structure" in note)
+               == ("fusion.safetensors" in meta["files"]) for note in notes)
 
 
 def test_a_project_folder_moves_as_a_whole(hub, tmp_path):
