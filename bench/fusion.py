@@ -38,7 +38,7 @@ import numpy as np
 import torch
 
 from ase_moma.labelled_data import load_task_data
-from ase_moma.modalities.fused_model import Views, with_expert
+from ase_moma.modalities.fused_model import Views, with_experts
 from ase_moma.modalities.fusion_head import GRAPH
 from ase_moma.modalities.fusion_training import OOF_FOLDS, FusionConfig, fit_head
 from ase_moma.probe import fit_ridge_probe
@@ -206,8 +206,7 @@ def fused(x: dict, present: dict, y: dict, graph_prediction: dict, names: list[s
     test = views("test")
     if fit.head is None:
         return float(np.mean(np.abs(graph_prediction["test"] - y["test"]))), fit.record
-    for name, forest in fit.experts.items():
-        test = with_expert(test, name, forest.predict(test.features[name].numpy()))
+    test = with_experts(test, fit.experts, names)
     with torch.no_grad():
         prediction = fit.head(test.graph_prediction, test.features, test.present)[0].numpy()
     return float(np.mean(np.abs(prediction - y["test"]))), fit.record

@@ -26,6 +26,11 @@ from ase_moma.property_model import PropertyModel
 
 EXPERT = "expert."
 """Prefix of the experts' arrays in ``fusion.safetensors`` (``expert.<view>.<field>``)."""
+JOINT = "joint"
+"""The view of the joint expert: a forest over every non-graph view at once, whose disagreement with the graph
+model is this view's one column. Forests of one view each miss what the views say together (a density that
+matters only for some compositions); a forest over all of them is the strongest simple baseline on most
+shared tasks, so the head gets it as one more view to weigh."""
 
 
 @dataclass
@@ -54,6 +59,35 @@ def with_expert(views: Views, name: str, prediction: np.ndarray) -> Views:
     features = dict(views.features)
     features[name] = torch.cat([views.features[name], torch.as_tensor(disagreement)[:, None]], dim=1)
     return Views(views.graph_prediction, features, views.present, views.missing)
+
+
+def joint_features(views: Views, names: Sequence[str]) -> tuple[np.ndarray, np.ndarray]:
+    """((M, ΣF) the views ``names`` side by side, as encoded (before any expert column), (M,) bool: the
+    structures that have every one of them)."""
+    features = np.concatenate([views.features[name].numpy() for name in names], axis=1)
+    present = np.logical_and.reduce([views.present[name].numpy() for name in names])
+    return features, present
+
+
+def with_joint(views: Views, prediction: np.ndarray, present: np.ndarray) -> Views:
+    """``views`` with the JOINT view: the joint expert's ``prediction`` (M,) minus the graph model's, one column,
+    present where the structure has every view the expert reads."""
+    disagreement = np.asarray(prediction, dtype=np.float64) - views.graph_prediction.double().numpy()
+    disagreement[~present] = 0.0
+    return Views(views.graph_prediction, {**views.features, JOINT: torch.as_tensor(disagreement)[:, None]},
+                 {**views.present, JOINT: torch.as_tensor(present)}, views.missing)
+
+
+def with_experts(views: Views, experts: Mapping[str, Forest], names: Sequence[str]) -> Views:
+    """``views`` of the non-graph views ``names`` (as :func:`encode_views` gives them) with each view's expert
+    column (:func:`with_expert`) and, where there is one, the JOINT view (:func:`with_joint`)."""
+    joint = joint_features(views, names) if JOINT in experts else None
+    for name, forest in experts.items():
+        if name != JOINT:
+            views = with_expert(views, name, forest.predict(views.features[name].numpy()))
+    if joint is not None:
+        views = with_joint(views, experts[JOINT].predict(joint[0]), joint[1])
+    return views
 
 
 def encode_views(graph_model: PropertyModel, graphs: Sequence[Any], structures: Sequence[Atoms],
@@ -95,13 +129,14 @@ class FusedPropertyModel(torch.nn.Module):
     """A graph property model plus a fusion head over its other views; used as any property model.
 
     experts: ``{view: Forest}`` fitted on the task; each adds its disagreement with the graph model as one
-    more column of its view (:func:`with_expert`).
+    more column of its view (:func:`with_expert`), and the JOINT expert, over every view at once, as a
+    view of its own (:func:`with_joint`).
     """
 
     def __init__(self, graph: PropertyModel, head: FusionHead, encoders: Mapping[str, Modality],
                  experts: Mapping[str, Forest] | None = None) -> None:
         super().__init__()
-        if sorted(encoders) != [name for name in head.names if name != GRAPH]:
+        if sorted(encoders) != [name for name in head.names if name not in (GRAPH, JOINT)]:
             raise ValueError(f"the fusion head reads {head.names[1:]}, the encoders given are {sorted(encoders)}")
         self.graph = graph
         self.head = head
@@ -122,9 +157,7 @@ class FusedPropertyModel(torch.nn.Module):
 
     def expert_views(self, views: Views) -> Views:
         """``views`` (as :func:`encode_views` gives them) with every expert's column added."""
-        for name, forest in self.experts.items():
-            views = with_expert(views, name, forest.predict(views.features[name].numpy()))
-        return views
+        return with_experts(views, self.experts, sorted(self.encoders))
 
     @torch.no_grad()
     def fuse(self, views: Views) -> tuple[np.ndarray, np.ndarray]:

@@ -28,7 +28,8 @@ import torch
 
 from ase_moma.labelled_data import LabelledSet
 from ase_moma.modalities.forest import Forest
-from ase_moma.modalities.fused_model import EXPERT, FusedPropertyModel, Views, encode_views, with_expert
+from ase_moma.modalities.fused_model import (EXPERT, JOINT, FusedPropertyModel, Views, encode_views, joint_features,
+                                             with_expert, with_joint)
 from ase_moma.modalities.fusion_head import GRAPH, FusionHead
 from ase_moma.modalities.registry import build_modality
 from ase_moma.module_files import FUSION
@@ -56,7 +57,8 @@ class FusionConfig:
     epochs, patience: at most this many passes, stopping when validation MAE has not improved for
     ``patience`` of them; batch_size: structures per step; experts: give each non-graph view a random
     forest fitted on the task (:mod:`ase_moma.modalities.forest`), whose disagreement with the graph
-    model becomes one more column of that view.
+    model becomes one more column of that view, and, with two views or more, a forest over all of them
+    together (the JOINT view).
     """
 
     width: int = 64
@@ -113,7 +115,8 @@ def fit_head(train_views: Views, train_targets: np.ndarray, val_views: Views, va
 
     ``train_views.graph_prediction`` is replaced by out-of-fold predictions (:func:`out_of_fold`);
     ``val_views`` keep the graph model's own. Every non-graph view gets its forest (out-of-fold on the
-    training structures too) when ``config.experts``.
+    training structures too) when ``config.experts``, and with two views or more a forest over all of them
+    together becomes the JOINT view.
     """
     config = config or FusionConfig()
     if len(train_targets) < MIN_TRAIN:
@@ -124,6 +127,7 @@ def fit_head(train_views: Views, train_targets: np.ndarray, val_views: Views, va
     train_views.graph_prediction = out_of_fold(train_views.features[GRAPH].numpy(), y_train, config.seed)
     others = [name for name in sorted(train_views.features) if name != GRAPH]
     experts: dict[str, Forest] = {}
+    joint_train, joint_val = joint_features(train_views, others), joint_features(val_views, others)
     for name in others if config.experts else []:
         have = train_views.present[name].numpy()
         if have.sum() < MIN_TRAIN:
@@ -132,6 +136,13 @@ def fit_head(train_views: Views, train_targets: np.ndarray, val_views: Views, va
         experts[name] = Forest.fit(features[have], y_train[have], config.seed)
         train_views = with_expert(train_views, name, out_of_fold(features, y_train, config.seed, have, Forest.fit))
         val_views = with_expert(val_views, name, experts[name].predict(val_views.features[name].numpy()))
+    if config.experts and len(others) > 1 and joint_train[1].sum() >= MIN_TRAIN:
+        (features, have), (val_features, val_have) = joint_train, joint_val
+        experts[JOINT] = Forest.fit(features[have], y_train[have], config.seed)
+        train_views = with_joint(train_views, out_of_fold(features, y_train, config.seed, have, Forest.fit).numpy(),
+                                 have)
+        val_views = with_joint(val_views, experts[JOINT].predict(val_features), val_have)
+    others = [name for name in sorted(train_views.features) if name != GRAPH]
     with torch.random.fork_rng():  # seeded head weights; the caller's random state is left as it was
         torch.manual_seed(config.seed)
         head = FusionHead(train_views.features[GRAPH].shape[1],
