@@ -1,10 +1,10 @@
-"""What each view of a structure costs: seconds per structure for the composition and text encoders,
+"""What each view of a structure costs: seconds per structure for the composition, structure and text encoders,
 the description cache's effect (a cold cache against the same structures again), and what fusion adds
 to ``predict`` against the graph-only model.
 
 Structures: the first N of a shared matminer task (../shared/data/matminer). The cache lives in a
 fresh temporary folder, so the first pass describes every structure with robocrys. For ``predict``, a
-SevenNet-0 property model (its ridge-probe head) gets a fusion head over composition and text, fitted
+SevenNet-0 property model (its ridge-probe head) gets a fusion head over composition, structure and text, fitted
 on the next 2N structures; then the first N are predicted by the graph model alone, by the fused model
 with a cold description cache, and again with a warm one.
 
@@ -20,7 +20,7 @@ from pathlib import Path
 
 import ase.io
 
-from ase_moma.modalities import CompositionModality, TextModality
+from ase_moma.modalities import CompositionModality, StructureModality, TextModality
 
 DATA = Path(__file__).resolve().parents[2] / "shared" / "data" / "matminer"
 
@@ -39,6 +39,11 @@ def main() -> None:
     start = time.perf_counter()
     encoded = composition.encode(frames)
     per_composition = (time.perf_counter() - start) / len(frames)
+    structure = StructureModality()
+    structure.encode(frames[:2])
+    start = time.perf_counter()
+    geometry = structure.encode(frames)
+    per_structure = (time.perf_counter() - start) / len(frames)
     with tempfile.TemporaryDirectory() as cache:
         text = TextModality(cache=cache)
         text.embed_text("A warm-up sentence.")
@@ -53,10 +58,13 @@ def main() -> None:
     print(f"{n} structures of {args.task}")
     print(f"composition (Magpie, 132 features): {1000 * per_composition:.1f} ms/structure, "
           f"{int(encoded.present.sum())}/{n} encoded")
+    print(f"structure (20 geometry statistics): {1000 * per_structure:.1f} ms/structure, "
+          f"{int(geometry.present.sum())}/{n} encoded")
     print(f"text, cold cache: {cold_seconds / n:.2f} s/structure (robocrys {describe / n:.2f} s, MiniLM "
           f"{encode / n:.3f} s); {int(cold.present.sum())}/{n} described, missing: "
           f"{sorted(set(reason.split(':')[0] for reason in cold.missing.values())) or 'none'}")
-    print(f"text, warm cache: {warm_seconds / n:.3f} s/structure ({cold_seconds / warm_seconds:.0f}x faster)")
+    print(f"text, warm cache: {warm_seconds / n:.3f} s/structure ({cold_seconds / warm_seconds:.0f}x faster: the "
+          "description and its embedding are read back)")
     predict_cost(path, frames)
 
 
@@ -79,7 +87,7 @@ def predict_cost(path: Path, frames: list) -> None:
     graph_model.target = "target"
     with tempfile.TemporaryDirectory() as cache, kept_process_state():
         os.environ["XDG_CACHE_HOME"] = cache
-        fused = fit_fusion(graph_model, ("composition", "text"), (graphs["train"], train),
+        fused = fit_fusion(graph_model, ("composition", "structure", "text"), (graphs["train"], train),
                            (graphs["val"], val)).model
         if fused is None:
             print("predict: the fusion head lost to the graph model on validation; nothing to time")
