@@ -23,7 +23,7 @@ from ase.build import bulk
 
 from ase_moma.cli import main
 from ase_moma.screen import ModelSpec, screen
-from ase_moma.screen.run_folder import RunFolder, RunMismatch
+from ase_moma.screen.run_folder import COMMITTED, RunFolder, RunMismatch
 
 COLUMNS = ["index", "id", "formula", "energy_per_atom", "error"]
 LATTICE = {"Si": 5.43, "Ge": 5.65, "C": 3.57}
@@ -69,11 +69,20 @@ def test_every_candidate_once_and_one_error_row_for_the_bad_one(local_table, inp
     assert first.get_potential_energy() / len(first) == pytest.approx(local_table["energy_per_atom"].iloc[0])
 
 
-def test_a_run_folder_refuses_another_screening(inputs):
+def test_a_run_folder_refuses_another_screening(local_table, inputs):  # local_table wrote inputs/"local"
     with pytest.raises(FileExistsError, match="--resume"):
         RunFolder(inputs / "local", {"candidates": 200}, resume=False, overwrite=False)
     with pytest.raises(RunMismatch, match="candidates"):
         RunFolder(inputs / "local", {"candidates": 201}, resume=True, overwrite=False)
+
+
+def test_reopening_a_run_folder_removes_a_half_written_shard(tmp_path):
+    folder = RunFolder(tmp_path / "run", {"candidates": 3}, resume=False, overwrite=False)
+    assert folder.commit(0, [{"index": 0, "energy_per_atom": -1.0}])
+    leftover = tmp_path / "run" / "shards" / ".00001.parquet.x1y2z3.tmp.parquet"  # a driver killed mid-write
+    leftover.write_bytes(b"PAR1 half")
+    again = RunFolder(tmp_path / "run", {"candidates": 3}, resume=True, overwrite=False)
+    assert not leftover.exists() and again.done(0) and not again.done(1)
 
 
 def test_ray_gives_the_local_table_even_when_a_worker_is_killed(local_table, inputs, monkeypatch):
@@ -107,16 +116,17 @@ def test_a_driver_killed_mid_run_resumes_only_the_missing_shards(tmp_path):
     driver = subprocess.Popen(command + ["-o", str(tmp_path / "run")], stdout=subprocess.DEVNULL,
                               stderr=subprocess.DEVNULL)
     shards = tmp_path / "run" / "shards"
-    while driver.poll() is None and not list(shards.glob("*.parquet")):
+    while driver.poll() is None and not list(shards.glob(COMMITTED)):
         time.sleep(0.05)
     driver.send_signal(signal.SIGKILL)
     driver.wait()
-    before = {path.name: path.stat().st_mtime_ns for path in shards.glob("*.parquet")}
+    before = {path.name: path.stat().st_mtime_ns for path in shards.glob(COMMITTED)}
     assert 0 < len(before) < 4, "the driver was to be killed mid-run"
     assert not (tmp_path / "run" / "results.parquet").exists()
     assert main(command[3:] + ["-o", str(tmp_path / "run"), "--resume"]) == 0
-    after = {path.name: path.stat().st_mtime_ns for path in shards.glob("*.parquet")}
+    after = {path.name: path.stat().st_mtime_ns for path in shards.glob(COMMITTED)}
     assert len(after) == 4 and all(after[name] == stamp for name, stamp in before.items())
+    assert sorted(path.name for path in shards.iterdir()) == sorted(after)  # no half-written shard is left
     assert main(command[3:] + ["-o", str(tmp_path / "whole")]) == 0
     resumed, whole = (pd.read_parquet(tmp_path / name / "results.parquet") for name in ("run", "whole"))
     pd.testing.assert_frame_equal(resumed.drop(columns=["structure"]), whole.drop(columns=["structure"]))

@@ -5,7 +5,9 @@
     RUN/results.parquet       every row in input order (and results.csv, without the structures)
 
 ``resume`` accepts a folder only when run.json says the same inputs and settings; the shards on disk are
-kept and only the missing ones computed.
+kept and only the missing ones computed. A driver killed while writing a shard leaves that shard's
+temporary file (a hidden ``.NNNNN.parquet.*.tmp.parquet``): it is no shard, and opening the folder again
+removes it.
 """
 
 from __future__ import annotations
@@ -22,6 +24,7 @@ RUN_JSON = "run.json"
 SHARDS = "shards"
 RESULTS = "results.parquet"
 CSV = "results.csv"
+COMMITTED = "[0-9]*.parquet"  # a committed shard's name; temporary files start with "."
 
 
 class RunMismatch(AseMomaError, ValueError):
@@ -46,13 +49,15 @@ class RunFolder:
                 raise FileExistsError(f"{self.path} already holds a screening (pass --resume to finish it, or "
                                       "--overwrite to start afresh)")
             else:
-                for shard in (self.path / SHARDS).glob("*.parquet"):
+                for shard in (self.path / SHARDS).glob(COMMITTED):
                     shard.unlink()
                 for name in (RESULTS, CSV):
                     (self.path / name).unlink(missing_ok=True)
         elif self.path.exists() and any(self.path.iterdir()):
             raise FileExistsError(f"{self.path} exists and is not a screening folder")
         (self.path / SHARDS).mkdir(parents=True, exist_ok=True)
+        for leftover in (self.path / SHARDS).glob(".*.tmp.parquet"):  # from a driver killed mid-write
+            leftover.unlink()
         with atomic_file(self.path / RUN_JSON) as tmp:
             Path(tmp).write_text(json.dumps(self.record, indent=1, sort_keys=True) + "\n")
 
