@@ -199,9 +199,8 @@ class Finetuner:
             self.exchange_start = fit_exchange(self.spin, train_graphs, train, config.loss, seed=config.seed)
             if config.refit_references and self.exchange_start.reference_shifts:
                 backbone.add_reference_energies(self.exchange_start.reference_shifts)
-                self.reference_shifts = {**self.reference_shifts, **{
-                    z: self.reference_shifts.get(z, 0.0) + shift
-                    for z, shift in self.exchange_start.reference_shifts.items()}}
+                for z, shift in self.exchange_start.reference_shifts.items():
+                    self.reference_shifts[z] = self.reference_shifts.get(z, 0.0) + shift
         untouched = self._untouched(valid_graphs, valid)
         gradients = self._path_gradients(train_graphs, train) if config.method == "sparse" else None
         optimizer, tensors = self._prepare(gradients)

@@ -54,11 +54,17 @@ class Views:
 def with_expert(views: Views, name: str, prediction: np.ndarray) -> Views:
     """``views`` with one more column on view ``name``: its expert's ``prediction`` (M,) minus the graph
     model's (the expert's disagreement with the graph; zero where the view is missing)."""
-    disagreement = np.asarray(prediction, dtype=np.float64) - views.graph_prediction.double().numpy()
-    disagreement[~views.present[name].numpy()] = 0.0
+    disagreement = _disagreement(views, prediction, views.present[name].numpy())
     features = dict(views.features)
-    features[name] = torch.cat([views.features[name], torch.as_tensor(disagreement)[:, None]], dim=1)
+    features[name] = torch.cat([views.features[name], disagreement], dim=1)
     return Views(views.graph_prediction, features, views.present, views.missing)
+
+
+def _disagreement(views: Views, prediction: np.ndarray, present: np.ndarray) -> torch.Tensor:
+    """(M, 1) an expert's ``prediction`` minus the graph model's, zero where ``present`` is False."""
+    disagreement = np.asarray(prediction, dtype=np.float64) - views.graph_prediction.double().numpy()
+    disagreement[~present] = 0.0
+    return torch.as_tensor(disagreement)[:, None]
 
 
 def joint_features(views: Views, names: Sequence[str]) -> tuple[np.ndarray, np.ndarray]:
@@ -72,9 +78,7 @@ def joint_features(views: Views, names: Sequence[str]) -> tuple[np.ndarray, np.n
 def with_joint(views: Views, prediction: np.ndarray, present: np.ndarray) -> Views:
     """``views`` with the JOINT view: the joint expert's ``prediction`` (M,) minus the graph model's, one column,
     present where the structure has every view the expert reads."""
-    disagreement = np.asarray(prediction, dtype=np.float64) - views.graph_prediction.double().numpy()
-    disagreement[~present] = 0.0
-    return Views(views.graph_prediction, {**views.features, JOINT: torch.as_tensor(disagreement)[:, None]},
+    return Views(views.graph_prediction, {**views.features, JOINT: _disagreement(views, prediction, present)},
                  {**views.present, JOINT: torch.as_tensor(present)}, views.missing)
 
 

@@ -127,7 +127,9 @@ def fit_head(train_views: Views, train_targets: np.ndarray, val_views: Views, va
     train_views.graph_prediction = out_of_fold(train_views.features[GRAPH].numpy(), y_train, config.seed)
     others = [name for name in sorted(train_views.features) if name != GRAPH]
     experts: dict[str, Forest] = {}
-    joint_train, joint_val = joint_features(train_views, others), joint_features(val_views, others)
+    joint = config.experts and len(others) > 1  # read before the per-view columns are appended
+    joint_train, joint_val = (joint_features(train_views, others), joint_features(val_views, others)) if joint \
+        else (None, None)
     for name in others if config.experts else []:
         have = train_views.present[name].numpy()
         if have.sum() < MIN_TRAIN:
@@ -136,13 +138,13 @@ def fit_head(train_views: Views, train_targets: np.ndarray, val_views: Views, va
         experts[name] = Forest.fit(features[have], y_train[have], config.seed)
         train_views = with_expert(train_views, name, out_of_fold(features, y_train, config.seed, have, Forest.fit))
         val_views = with_expert(val_views, name, experts[name].predict(val_views.features[name].numpy()))
-    if config.experts and len(others) > 1 and joint_train[1].sum() >= MIN_TRAIN:
+    if joint and joint_train[1].sum() >= MIN_TRAIN:
         (features, have), (val_features, val_have) = joint_train, joint_val
         experts[JOINT] = Forest.fit(features[have], y_train[have], config.seed)
         train_views = with_joint(train_views, out_of_fold(features, y_train, config.seed, have, Forest.fit).numpy(),
                                  have)
         val_views = with_joint(val_views, experts[JOINT].predict(val_features), val_have)
-    others = [name for name in sorted(train_views.features) if name != GRAPH]
+    others = [name for name in sorted(train_views.features) if name != GRAPH]  # the JOINT view among them now
     with torch.random.fork_rng():  # seeded head weights; the caller's random state is left as it was
         torch.manual_seed(config.seed)
         head = FusionHead(train_views.features[GRAPH].shape[1],
