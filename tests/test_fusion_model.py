@@ -12,8 +12,6 @@ from __future__ import annotations
 
 import json
 import os
-import subprocess
-import sys
 
 import ase.io
 import numpy as np
@@ -101,10 +99,10 @@ def test_predict_writes_gates_and_says_which_view_was_missing(fused_module, tmp_
     unknown.cell[2, 2] = 20.0
     frames.append(unknown)
     ase.io.write(tmp_path / "in.extxyz", frames)
-    run = subprocess.run([sys.executable, "-m", "ase_moma.cli", "predict", str(tmp_path / "in.extxyz"), "--model",
-                          str(folder), "-o", str(tmp_path / "out.extxyz"), "--device", "cpu"],
-                         capture_output=True, text=True, env=dict(os.environ))
-    assert run.returncode == 0, run.stderr
+    from ase_moma.cli import main
+
+    assert main(["predict", str(tmp_path / "in.extxyz"), "--model", str(folder), "-o", str(tmp_path / "out.extxyz"),
+                 "--device", "cpu"]) == 0
     out = ase.io.read(tmp_path / "out.extxyz", ":")
     for atoms in out:
         gates = [atoms.info[f"fusion_gate_{view}"] for view in ("graph", "composition", "joint", "text")]

@@ -110,9 +110,9 @@ def test_ray_gives_the_local_table_even_when_a_worker_is_killed(local_table, inp
 
 
 def test_a_driver_killed_mid_run_resumes_only_the_missing_shards(tmp_path):
-    ase.io.write(tmp_path / "candidates.extxyz", candidates(24, seed=1))
+    ase.io.write(tmp_path / "candidates.extxyz", candidates(12, seed=1))
     command = [sys.executable, "-m", "ase_moma.cli", "screen", str(tmp_path / "candidates.extxyz"), "--backbone",
-               "sevennet", "--device", "cpu", "--relax", "--steps", "15", "--shard-size", "6"]
+               "sevennet", "--device", "cpu", "--relax", "--steps", "15", "--shard-size", "3"]
     driver = subprocess.Popen(command + ["-o", str(tmp_path / "run")], stdout=subprocess.DEVNULL,
                               stderr=subprocess.DEVNULL)
     shards = tmp_path / "run" / "shards"
