@@ -9,7 +9,7 @@ import torch
 from ase import Atoms
 
 from ase_moma.adapters import AdapterSet
-from ase_moma.backbone import Backbone
+from ase_moma.backbone import Backbone, mean_pool
 from ase_moma.heads import EnergyReference, PropertyHead
 
 READOUTS = ("head", "energy_per_atom")
@@ -74,4 +74,19 @@ class PropertyModel(torch.nn.Module):
         values = [self.forward(graphs[start:start + batch_size]).cpu().double()
                   for start in range(0, len(graphs), batch_size)]
         return torch.cat(values).numpy() if values else np.empty(0)
+
+    @torch.no_grad()
+    def predict_and_embed_graphs(self, graphs: Sequence[Any], batch_size: int = 32) -> tuple[np.ndarray, torch.Tensor]:
+        """((M,) float64 predictions, (M, F) mean-pooled features on the CPU) for prebuilt graphs, equal to
+        :meth:`predict_graphs` and ``backbone.embed_graphs``. A ``head`` read-out reads the features the
+        prediction is made from, so one backbone pass gives both; ``energy_per_atom`` needs the energy's pass."""
+        if self.readout != "head" or not graphs:
+            return self.predict_graphs(graphs, batch_size), self.backbone.embed_graphs(graphs, batch_size)
+        values, rows = [], []
+        for start in range(0, len(graphs), batch_size):
+            chunk = graphs[start:start + batch_size]
+            features = self.backbone.node_features(self.backbone.collate(chunk))
+            values.append(self.head(features, len(chunk)).cpu().double())
+            rows.append(mean_pool(features.invariant, features.batch, len(chunk)))
+        return torch.cat(values).numpy(), torch.cat(rows).cpu()
 

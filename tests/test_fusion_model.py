@@ -16,6 +16,7 @@ import os
 import ase.io
 import numpy as np
 import pytest
+import torch
 from ase import Atoms
 from ase.build import bulk
 from ase.data import atomic_numbers, covalent_radii
@@ -81,6 +82,15 @@ def test_fusion_learns_what_only_the_composition_carries(fused_module):
     assert fused_error < 0.5 * graph_error, (fused_error, graph_error)
     gates = meta["fusion"]["val_gates_mean"]
     assert set(gates) == {"graph", "composition", "joint", "text"} and abs(sum(gates.values()) - 1) < 1e-9
+
+
+def test_one_backbone_pass_gives_the_graph_prediction_and_its_features(fused_module):
+    folder, _ = fused_module
+    graph_model = load_calculator(str(folder), device="cpu").model.graph
+    graphs = [graph_model.backbone.graph(atoms) for atoms in compounds(5, seed=3)]
+    predicted, embedded = graph_model.predict_and_embed_graphs(graphs, batch_size=2)
+    np.testing.assert_array_equal(predicted, graph_model.predict_graphs(graphs, batch_size=2))
+    assert torch.equal(embedded, graph_model.backbone.embed_graphs(graphs, batch_size=2))
 
 
 def test_the_module_records_each_encoder(fused_module):

@@ -97,8 +97,9 @@ def with_experts(views: Views, experts: Mapping[str, Forest], names: Sequence[st
 def encode_views(graph_model: PropertyModel, graphs: Sequence[Any], structures: Sequence[Atoms],
                  encoders: Mapping[str, Modality], batch_size: int = 32) -> Views:
     """The views of ``structures`` (their graphs already built by the graph model's backbone)."""
-    prediction = torch.as_tensor(graph_model.predict_graphs(graphs, batch_size))
-    features = {GRAPH: graph_model.backbone.embed_graphs(graphs, batch_size).double()}
+    predicted, embedded = graph_model.predict_and_embed_graphs(graphs, batch_size)
+    prediction = torch.as_tensor(predicted)
+    features = {GRAPH: embedded.double()}
     present: dict[str, torch.Tensor] = {}
     missing: list[dict[str, str]] = [{} for _ in structures]
     for name, encoder in encoders.items():
