@@ -116,39 +116,3 @@ def test_a_forest_predicts_as_scikit_learn_and_survives_its_file():
     stored["expert.composition.left"] = stored["expert.composition.left"] + 10 ** 6
     with pytest.raises(ValueError, match="do not fit together"):
         Forest.from_tensors(stored, "expert.composition.")
-
-
-def test_boosting_predicts_as_scikit_learn_and_an_older_forest_file_still_loads():
-    from sklearn.ensemble import GradientBoostingRegressor
-
-    from ase_moma.modalities.forest import BOOSTING, Forest
-
-    rng = np.random.default_rng(1)
-    x, x_new = rng.normal(size=(150, 6)), rng.normal(size=(40, 6))
-    y = np.sin(2 * x[:, 0]) + x[:, 1] ** 2
-    boosted = Forest.fit_boosted(x, y, seed=3)
-    reference = GradientBoostingRegressor(random_state=3, **BOOSTING).fit(x, y)
-    assert boosted.kind == "boosted" and np.allclose(boosted.predict(x_new), reference.predict(x_new), rtol=0, atol=1e-12)
-    stored = boosted.tensors("expert.joint.")
-    assert np.array_equal(Forest.from_tensors(stored, "expert.joint.").predict(x_new), boosted.predict(x_new))
-    forest = Forest.fit(x, y, seed=3)
-    older = {name: tensor for name, tensor in forest.tensors("expert.joint.").items() if not name.endswith("combine")}
-    loaded = Forest.from_tensors(older, "expert.joint.")  # saved before boosting: the mean of its trees
-    assert loaded.kind == "forest" and np.allclose(loaded.predict(x_new), forest.predict(x_new), rtol=0, atol=1e-12)
-
-
-def test_each_view_gets_the_tree_ensemble_with_the_lower_out_of_fold_error():
-    """An additive target in many features is boosting's (a forest's single trees split one feature at a time
-    and average); the expert chosen is the one whose out-of-fold column comes back, never a test split."""
-    from ase_moma.modalities.fusion_training import fit_expert, out_of_fold
-    from ase_moma.modalities.forest import Forest
-
-    rng = np.random.default_rng(2)
-    x = rng.normal(size=(200, 8))
-    y = x @ np.linspace(1, 2, 8)
-    usable = np.ones(len(y), dtype=bool)
-    expert, column = fit_expert(x, y, 0, usable)
-    assert expert.kind == "boosted"
-    assert torch.equal(column, out_of_fold(x, y, 0, usable, Forest.fit_boosted))
-    forest_error = np.abs(out_of_fold(x, y, 0, usable, Forest.fit).numpy() - y).mean()
-    assert np.abs(column.numpy() - y).mean() < forest_error

@@ -135,13 +135,14 @@ def fit_head(train_views: Views, train_targets: np.ndarray, val_views: Views, va
         if have.sum() < MIN_TRAIN:
             continue
         features = train_views.features[name].numpy()
-        experts[name], column = fit_expert(features, y_train, config.seed, have)
-        train_views = with_expert(train_views, name, column)
+        experts[name] = Forest.fit(features[have], y_train[have], config.seed)
+        train_views = with_expert(train_views, name, out_of_fold(features, y_train, config.seed, have, Forest.fit))
         val_views = with_expert(val_views, name, experts[name].predict(val_views.features[name].numpy()))
     if joint and joint_train[1].sum() >= MIN_TRAIN:
         (features, have), (val_features, val_have) = joint_train, joint_val
-        experts[JOINT], column = fit_expert(features, y_train, config.seed, have)
-        train_views = with_joint(train_views, column.numpy(), have)
+        experts[JOINT] = Forest.fit(features[have], y_train[have], config.seed)
+        train_views = with_joint(train_views, out_of_fold(features, y_train, config.seed, have, Forest.fit).numpy(),
+                                 have)
         val_views = with_joint(val_views, experts[JOINT].predict(val_features), val_have)
     others = [name for name in sorted(train_views.features) if name != GRAPH]  # the JOINT view among them now
     with torch.random.fork_rng():  # seeded head weights; the caller's random state is left as it was
@@ -175,8 +176,7 @@ def fit_head(train_views: Views, train_targets: np.ndarray, val_views: Views, va
     record = {
         "views": list(head.names), "kept": kept, "val_mae": scores, "epochs_run": epochs_run,
         "train_graph_prediction": f"out-of-fold ridge on the frozen pooled features, {OOF_FOLDS} folds",
-        "experts": sorted(experts), "expert_kinds": {name: experts[name].kind for name in sorted(experts)},
-        "start": start_record,
+        "experts": sorted(experts), "start": start_record,
         "missing_train": {name: int((~train_views.present[name]).sum()) for name in others},
         "val_gates_mean": dict(zip(head.names, map(float, gates.mean(0)))) if kept != "graph only" else None,
         "head": head_config(head), "config": dataclasses.asdict(config),
@@ -231,21 +231,6 @@ def _blends(count: int) -> list[np.ndarray]:
     steps = int(round(1 / BLEND_STEP))
     grid = [np.array(w) * BLEND_STEP for w in np.ndindex(*(steps + 1,) * count) if sum(w) <= steps]
     return sorted(grid, key=lambda w: w.sum())
-
-
-def fit_expert(features: np.ndarray, targets: np.ndarray, seed: int, usable: np.ndarray) -> tuple[Forest, torch.Tensor]:
-    """One view's expert: a random forest or gradient boosting, whichever has the lower out-of-fold MAE on the
-    ``usable`` training rows, fitted on them all; with its (M,) out-of-fold predictions, the column the head
-    trains on. Neither wins everywhere: boosting is the stronger baseline on composition for some targets
-    (dielectric constants, experimental formation energies), a forest for others."""
-    best: tuple[float, Any, torch.Tensor] | None = None
-    for fit in (Forest.fit, Forest.fit_boosted):
-        column = out_of_fold(features, targets, seed, usable, fit)
-        error = float(np.mean(np.abs(column.numpy()[usable] - targets[usable])))
-        if best is None or error < best[0]:
-            best = (error, fit, column)
-    _, fit, column = best
-    return fit(features[usable], targets[usable], seed), column
 
 
 def out_of_fold(features: np.ndarray, targets: np.ndarray, seed: int = 0, usable: np.ndarray | None = None,
