@@ -37,6 +37,14 @@ def atomic_file(path: str | os.PathLike) -> Iterator[Path]:
         tmp_path.unlink(missing_ok=True)
 
 
+def remove_leftover_temporaries(folder: str | os.PathLike) -> None:
+    """Remove the temporary files that :func:`atomic_file` left in ``folder`` when its process was killed
+    mid-write (hidden ``.NAME.XXXX.tmpSUFFIX`` files, never a target's own name)."""
+    for leftover in Path(folder).glob(".*.tmp*"):
+        if leftover.is_file():
+            leftover.unlink()
+
+
 @contextlib.contextmanager
 def atomic_directory(path: str | os.PathLike, overwrite: bool = False) -> Iterator[Path]:
     """Yield an empty temporary directory that becomes ``path`` on success.

@@ -16,7 +16,7 @@ import json
 from pathlib import Path
 from typing import Any
 
-from ase_moma.atomic_io import atomic_file
+from ase_moma.atomic_io import atomic_file, remove_leftover_temporaries
 from ase_moma.errors import AseMomaError
 from ase_moma.version import CREATED_BY
 
@@ -56,8 +56,7 @@ class RunFolder:
         elif self.path.exists() and any(self.path.iterdir()):
             raise FileExistsError(f"{self.path} exists and is not a screening folder")
         (self.path / SHARDS).mkdir(parents=True, exist_ok=True)
-        for leftover in (self.path / SHARDS).glob(".*.tmp.parquet"):  # from a driver killed mid-write
-            leftover.unlink()
+        remove_leftover_temporaries(self.path / SHARDS)  # a driver killed mid-write leaves one
         with atomic_file(self.path / RUN_JSON) as tmp:
             Path(tmp).write_text(json.dumps(self.record, indent=1, sort_keys=True) + "\n")
 
