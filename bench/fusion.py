@@ -16,12 +16,13 @@ as ``moma_matminer.py`` cuts it, or matbench's 5-fold protocol for jarvis_2d_exf
 - ``stacking``: a non-negative linear blend of the graph, composition-GBM, structure-RF and text
   predictions, fitted on their out-of-fold predictions;
 - ``fused``: ase-moma's fusion head over the views on top of the graph model
-  (:func:`ase_moma.modalities.fusion_training.fit_head`, the code ``finetune --modalities`` runs);
+  (:func:`ase_moma.modalities.fusion_training.fit_heads`, the code ``finetune --modalities`` runs);
   ``fused-comp``, ``fused-stru``, ``fused-text``: the same without one view (the drop-one ablation,
   skipped with ``--no-ablation``).
 
     python bench/fusion.py [--tasks ...] [--seeds 0 1 2] [--n-train 100|0] [--views composition structure text]
     python bench/fusion.py --matbench        # jarvis_2d_exfoliation, KFold(5, shuffle, 18012019)
+    python bench/fusion.py ... --baselines-from REPORT   # refit only the fusions; baselines as REPORT has them
 """
 
 from __future__ import annotations
@@ -38,9 +39,9 @@ import numpy as np
 import torch
 
 from ase_moma.labelled_data import load_task_data
-from ase_moma.modalities.fused_model import Views, with_experts
+from ase_moma.modalities.fused_model import Views, fuse_members
 from ase_moma.modalities.fusion_head import GRAPH
-from ase_moma.modalities.fusion_training import OOF_FOLDS, FusionConfig, fit_head
+from ase_moma.modalities.fusion_training import OOF_FOLDS, FusionConfig, fit_heads
 from ase_moma.probe import fit_ridge_probe
 
 sys.path.insert(0, str(Path(__file__).parent))  # moma_matminer's published figures
@@ -65,6 +66,9 @@ def main() -> None:
     parser.add_argument("--descriptions", type=Path, default=Path("bench/out/descriptions"))
     parser.add_argument("-o", "--output", type=Path, help="JSON report (default: CACHE/report_<settings>.json)")
     parser.add_argument("--report", type=Path, help="print the tables of a saved report and stop")
+    parser.add_argument("--baselines-from", type=Path,
+                        help="a saved report of the same views and splits: take every baseline's test MAE from it "
+                             "(their code is seeded and deterministic) and fit only the fusions")
     args = parser.parse_args()
     if args.report:
         rows = json.loads(args.report.read_text())["rows"]
@@ -76,13 +80,21 @@ def main() -> None:
     tasks = json.loads((args.data / "tasks.json").read_text())
     names = ["jarvis_2d_exfoliation"] if args.matbench else (args.tasks or sorted(tasks, key=lambda t: tasks[t]["n"]))
     args.cache.mkdir(parents=True, exist_ok=True)
+    earlier = {(row["task"], row["seed"], row["n_train"]): row
+               for row in json.loads(args.baselines_from.read_text())["rows"]} if args.baselines_from else None
     rows = []
     for task in names:
         views = task_views(args.data, task, tasks[task], args.views, args.cache, args.descriptions)
         splits = matbench_splits(views) if args.matbench else [
             published_split(args.data, task, tasks[task], seed, args.n_train or None) for seed in args.seeds]
         for seed, split in enumerate(splits) if args.matbench else zip(args.seeds, splits):
-            row = {"task": task, "seed": seed, "n_train": len(split["train"]), **evaluate(views, split, seed, args.views, not args.no_ablation)}
+            key = (task, seed, len(split["train"]))
+            if earlier is not None and key not in earlier:
+                parser.error(f"{args.baselines_from} has no row for {task}, split {seed}, {key[2]} training structures")
+            baselines = None if earlier is None else {name: value for name, value in earlier[key].items()
+                                                      if name not in ("task", "seed", "n_train") and not name.startswith("fused")}
+            row = {"task": task, "seed": seed, "n_train": key[2],
+                   **evaluate(views, split, seed, args.views, not args.no_ablation, baselines)}
             rows.append(row)
             print(json.dumps(row), flush=True)
     label = "matbench" if args.matbench else f"n{args.n_train}"
@@ -149,18 +161,36 @@ def matbench_splits(views: dict) -> list[dict]:
     return splits
 
 
-def evaluate(views: dict, split: dict, seed: int, wanted: list[str], ablation: bool = True) -> dict:
+def evaluate(views: dict, split: dict, seed: int, wanted: list[str], ablation: bool = True,
+             baselines: dict | None = None) -> dict:
     """Test MAE of every method on one split, reading the ``wanted`` views (``ablation``: with the drop-one-view
-    fusions)."""
+    fusions; ``baselines``: every baseline's test MAE already measured, so only the fusions are fitted)."""
     y = {part: views["targets"][index] for part, index in split.items()}
     names = [name for name in VIEWS if name in wanted]
     x = {part: {name: views[name][index] for name in (GRAPH, *names)} for part, index in split.items()}
     present = {part: {name: views[name + "_present"][index] for name in names} for part, index in split.items()}
-    mae = lambda prediction: float(np.mean(np.abs(prediction - y["test"])))  # noqa: E731
-    result = {"mean": mae(np.full(len(y["test"]), y["train"].mean()))}
     graph = fit_ridge_probe(x["train"][GRAPH], y["train"])
     graph_prediction = {part: graph.predict(x[part][GRAPH]) for part in split}
-    result["graph"] = mae(graph_prediction["test"])
+    result = dict(baselines) if baselines is not None else baseline_maes(x, y, names, graph_prediction, seed)
+    drops = [(f"fused-{name[:4]}", [n for n in names if n != name]) for name in names] if ablation else []
+    for label, used in (("fused", names), *drops):
+        if not used and label != "fused":
+            continue
+        result[label], record = fused(x, present, y, graph_prediction, used, seed)
+        if label == "fused":
+            result["fused_kept"] = record["kept"]
+            result["fused_gates"] = record["val_gates_mean"]
+            result["fused_start"] = [member["start"]["steps"] for member in record["members"]]
+            result["fused_members"] = [{k: member[k] for k in ("kept", "val_mae")} for member in record["members"]]
+            result["fused_val"] = record["val_mae"]
+    return result
+
+
+def baseline_maes(x: dict, y: dict, names: list[str], graph_prediction: dict, seed: int) -> dict:
+    """Test MAE of every baseline on one split (``x[part][view]``, ``y[part]``, the graph probe's predictions)."""
+    mae = lambda prediction: float(np.mean(np.abs(prediction - y["test"])))  # noqa: E731
+    split = list(y)
+    result = {"mean": mae(np.full(len(y["test"]), y["train"].mean())), "graph": mae(graph_prediction["test"])}
     experts = {"graph": lambda part: graph_prediction[part]}
     if "composition" in names:
         gbm = gradient_boosting(x["train"]["composition"], y["train"], x["val"]["composition"], y["val"], seed)
@@ -182,16 +212,6 @@ def evaluate(views: dict, split: dict, seed: int, wanted: list[str], ablation: b
     result["concat_ridge"] = mae(fit_ridge_probe(concat["train"], y["train"]).predict(concat["test"]))
     result["concat_mlp"] = mae(mlp(concat["train"], y["train"], concat["test"], seed))
     result["stacking"] = mae(stacking(x, y, names, experts, seed))
-    drops = [(f"fused-{name[:4]}", [n for n in names if n != name]) for name in names] if ablation else []
-    for label, used in (("fused", names), *drops):
-        if not used and label != "fused":
-            continue
-        result[label], record = fused(x, present, y, graph_prediction, used, seed)
-        if label == "fused":
-            result["fused_kept"] = record["kept"]
-            result["fused_gates"] = record["val_gates_mean"]
-            result["fused_start"] = record["start"]["steps"]
-            result["fused_val"] = record["val_mae"]
     return result
 
 
@@ -202,13 +222,10 @@ def fused(x: dict, present: dict, y: dict, graph_prediction: dict, names: list[s
                      {name: torch.as_tensor(x[part][name]) for name in (GRAPH, *names)},
                      {name: torch.as_tensor(present[part][name]) for name in names}, [{} for _ in y[part]])
 
-    fit = fit_head(views("train"), y["train"], views("val"), y["val"], FusionConfig(seed=seed))
-    test = views("test")
-    if fit.head is None:
+    fit = fit_heads(views("train"), y["train"], views("val"), y["val"], FusionConfig(seed=seed))
+    if not fit.members:
         return float(np.mean(np.abs(graph_prediction["test"] - y["test"]))), fit.record
-    test = with_experts(test, fit.experts, names)
-    with torch.no_grad():
-        prediction = fit.head(test.graph_prediction, test.features, test.present)[0].numpy()
+    prediction = fuse_members(fit.members, views("test"), names)[0]
     return float(np.mean(np.abs(prediction - y["test"]))), fit.record
 
 

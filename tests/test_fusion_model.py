@@ -134,6 +134,36 @@ def test_a_model_trained_with_another_encoder_is_refused(fused_module, tmp_path)
         load_calculator(str(copy), device="cpu")
 
 
+def test_the_fusion_averages_its_members_and_reads_a_file_of_one_unprefixed_head(fused_module, tmp_path):
+    """Modules saved before fusion had members hold one head and its forests without a member prefix; they
+    load as a fusion of that one head."""
+    import shutil
+
+    from safetensors.torch import load_file
+
+    from ase_moma.modalities.fused_model import MEMBER, FusedPropertyModel
+    from ase_moma.module_files import save_tensors
+
+    folder, meta = fused_module
+    assert len(meta["fusion"]["members"]) == 3 and {m["seed"] for m in meta["fusion"]["members"]} == {0, 1, 2}
+    frames = compounds(4, seed=4)
+    fused = load_calculator(str(folder), device="cpu").model
+    each = [FusedPropertyModel(fused.graph, [member], fused.encoders).predict(frames) for member in fused.members]
+    assert not np.allclose(each[0], each[1])  # seeded apart
+    np.testing.assert_allclose(fused.predict(frames), np.mean(each, axis=0), rtol=0, atol=1e-12)
+
+    older = tmp_path / "older"
+    shutil.copytree(folder, older)
+    prefix = MEMBER.format(0)
+    tensors = {k[len(prefix):]: v for k, v in load_file(str(folder / FUSION)).items() if k.startswith(prefix)}
+    record = json.loads((older / MODULE_JSON).read_text())
+    del record["fusion"]["members"]
+    record["files"][FUSION] = save_tensors(older / FUSION, tensors)
+    write_json(older / MODULE_JSON, record)
+    np.testing.assert_allclose(load_calculator(str(older), device="cpu").model.predict(frames), each[0], rtol=0,
+                               atol=1e-12)
+
+
 def test_modalities_are_checked_on_the_command_line():
     from ase_moma.cli import main
     from ase_moma.errors import UsageError

@@ -1,9 +1,11 @@
-"""A property model that reads a structure's graph and its other views: graph model + fusion head.
+"""A property model that reads a structure's graph and its other views: graph model + fusion heads.
 
 The graph model (a :class:`~ase_moma.property_model.PropertyModel`: plain backbone, composition or hub
-module) predicts as it always has; the :class:`~ase_moma.modalities.fusion_head.FusionHead` adds its
-correction from the graph's pooled features and the other views' encodings. :meth:`explain` also says,
-per structure, how much each view weighed (the gates) and which views were missing and why.
+module) predicts as it always has; each member of the fusion (a
+:class:`~ase_moma.modalities.fusion_head.FusionHead` and the forests whose columns it reads) adds its
+correction from the graph's pooled features and the other views' encodings, and the members' predictions
+and gates are averaged. :meth:`explain` also says, per structure, how much each view weighed (the gates)
+and which views were missing and why.
 """
 
 from __future__ import annotations
@@ -25,7 +27,10 @@ from ase_moma.property_model import PropertyModel
 
 
 EXPERT = "expert."
-"""Prefix of the experts' arrays in ``fusion.safetensors`` (``expert.<view>.<field>``)."""
+"""Prefix of the experts' arrays within a member's part of ``fusion.safetensors`` (``expert.<view>.<field>``)."""
+MEMBER = "member{}."
+"""Prefix of member k's head weights and experts in ``fusion.safetensors`` (``member0.query``,
+``member0.expert.composition.roots``); a file written before members existed has one member, unprefixed."""
 JOINT = "joint"
 """The view of the joint expert: a forest over every non-graph view at once, whose disagreement with the graph
 model is this view's one column. Forests of one view each miss what the views say together (a density that
@@ -112,6 +117,29 @@ def encode_views(graph_model: PropertyModel, graphs: Sequence[Any], structures: 
 
 
 @dataclass
+class FusionMember:
+    """One fitted head and the forests (``{view: Forest}``) whose columns it reads: each forest adds its
+    disagreement with the graph model as one more column of its view (:func:`with_expert`), and the JOINT
+    forest, over every view at once, a view of its own (:func:`with_joint`)."""
+
+    head: FusionHead
+    experts: dict[str, Forest]
+
+
+@torch.no_grad()
+def fuse_members(members: Sequence[FusionMember], views: Views, names: Sequence[str]) -> tuple[np.ndarray, np.ndarray]:
+    """((M,) mean prediction, (M, V) mean gates) of ``members`` on ``views`` of the non-graph views ``names``
+    (as :func:`encode_views` gives them, before any expert column)."""
+    predictions, gates = [], []
+    for member in members:
+        member_views = with_experts(views, member.experts, names)
+        prediction, gate = member.head(member_views.graph_prediction, member_views.features, member_views.present)
+        predictions.append(prediction.double().cpu().numpy())
+        gates.append(gate.double().cpu().numpy())
+    return np.mean(predictions, axis=0), np.mean(gates, axis=0)
+
+
+@dataclass
 class FusedPrediction:
     """values: (M,) predictions in the target's unit; gates: (M, V) weights over ``views``;
     missing: per structure, ``{view: reason}`` for the views it lacked (empty when it had all)."""
@@ -131,22 +159,24 @@ class FusedPrediction:
 
 
 class FusedPropertyModel(torch.nn.Module):
-    """A graph property model plus a fusion head over its other views; used as any property model.
+    """A graph property model plus fusion members over its other views, averaged; used as any property model.
 
-    experts: ``{view: Forest}`` fitted on the task; each adds its disagreement with the graph model as one
-    more column of its view (:func:`with_expert`), and the JOINT expert, over every view at once, as a
-    view of its own (:func:`with_joint`).
+    members: the fitted heads, each with its forests (:class:`FusionMember`); every head reads the same views.
     """
 
-    def __init__(self, graph: PropertyModel, head: FusionHead, encoders: Mapping[str, Modality],
-                 experts: Mapping[str, Forest] | None = None) -> None:
+    def __init__(self, graph: PropertyModel, members: Sequence[FusionMember], encoders: Mapping[str, Modality]) -> None:
         super().__init__()
-        if sorted(encoders) != [name for name in head.names if name not in (GRAPH, JOINT)]:
-            raise ValueError(f"the fusion head reads {head.names[1:]}, the encoders given are {sorted(encoders)}")
+        if not members:
+            raise ValueError("a fused model needs at least one fusion member")
+        names = members[0].head.names
+        if sorted(encoders) != [name for name in names if name not in (GRAPH, JOINT)] or \
+                any(member.head.names != names for member in members):
+            raise ValueError(f"the fusion heads read {[m.head.names[1:] for m in members]}, the encoders given "
+                             f"are {sorted(encoders)}")
         self.graph = graph
-        self.head = head
+        self.members = list(members)
+        self.heads = torch.nn.ModuleList(member.head for member in self.members)  # moved and switched with the model
         self.encoders = dict(encoders)
-        self.experts = dict(experts or {})
 
     @property
     def backbone(self):
@@ -160,22 +190,21 @@ class FusedPropertyModel(torch.nn.Module):
     def unit(self) -> str:
         return self.graph.unit
 
-    def expert_views(self, views: Views) -> Views:
-        """``views`` (as :func:`encode_views` gives them) with every expert's column added."""
-        return with_experts(views, self.experts, sorted(self.encoders))
+    @property
+    def views(self) -> list[str]:
+        """The views the heads weigh, in the order of the gates' columns."""
+        return list(self.members[0].head.names)
 
-    @torch.no_grad()
     def fuse(self, views: Views) -> tuple[np.ndarray, np.ndarray]:
-        """((M,) predictions, (M, V) gates) from views already encoded."""
-        prediction, gates = self.head(views.graph_prediction, views.features, views.present)
-        return prediction.double().cpu().numpy(), gates.double().cpu().numpy()
+        """((M,) predictions, (M, V) gates) from views already encoded (:func:`encode_views`)."""
+        return fuse_members(self.members, views, sorted(self.encoders))
 
     def explain(self, structures: Sequence[Atoms], batch_size: int = 32) -> FusedPrediction:
         """Predictions for ``structures`` with each one's gates and missing views."""
         graphs = [self.backbone.graph(atoms) for atoms in structures]
-        views = self.expert_views(encode_views(self.graph, graphs, structures, self.encoders, batch_size))
+        views = encode_views(self.graph, graphs, structures, self.encoders, batch_size)
         values, gates = self.fuse(views)
-        return FusedPrediction(values, gates, list(self.head.names), views.missing)
+        return FusedPrediction(values, gates, self.views, views.missing)
 
     def predict(self, structures: Sequence[Atoms], batch_size: int = 32) -> np.ndarray:
         """(M,) float64 predictions for ``structures``."""
@@ -199,10 +228,29 @@ def load_fused(folder: Path, meta: dict[str, Any], graph: PropertyModel) -> Fuse
                 f"{folder} was trained with a different {name} encoder than the one installed "
                 f"({', '.join(f'{key}: trained {str(recorded.get(key))[:24]}, installed {str(installed.get(key))[:24]}' for key in changed)})")
     tensors = load_tensors(folder / FUSION)
-    head = FusionHead(**record["head"]).double()
-    load_state(head, {k: v for k, v in tensors.items() if not k.startswith(EXPERT)}, folder / FUSION)
-    try:
-        experts = {name: Forest.from_tensors(tensors, f"{EXPERT}{name}.") for name in record.get("experts", [])}
-    except ValueError as error:
-        raise HubIntegrityError(f"{folder / FUSION}: {error}") from None
-    return FusedPropertyModel(graph, head.to(graph.backbone.device), encoders, experts).eval()
+    prefixes = [MEMBER.format(k) for k in range(len(record["members"]))] if "members" in record else [""]
+    unclaimed = [key for key in tensors if not key.startswith(tuple(prefixes))]
+    if unclaimed:
+        raise HubIntegrityError(f"{folder / FUSION} holds tensors of no fusion member: {unclaimed[:3]}")
+    members = []
+    for prefix in prefixes:
+        mine = {key[len(prefix):]: value for key, value in tensors.items() if key.startswith(prefix)}
+        head = FusionHead(**record["head"]).double()
+        load_state(head, {k: v for k, v in mine.items() if not k.startswith(EXPERT)}, folder / FUSION)
+        try:
+            experts = {name: Forest.from_tensors(mine, f"{EXPERT}{name}.") for name in record.get("experts", [])}
+        except ValueError as error:
+            raise HubIntegrityError(f"{folder / FUSION}: {error}") from None
+        members.append(FusionMember(head.to(graph.backbone.device), experts))
+    return FusedPropertyModel(graph, members, encoders).eval()
+
+
+def member_tensors(members: Sequence[FusionMember]) -> dict[str, torch.Tensor]:
+    """What ``fusion.safetensors`` holds: every member's head weights and forests under its MEMBER prefix."""
+    tensors: dict[str, torch.Tensor] = {}
+    for k, member in enumerate(members):
+        prefix = MEMBER.format(k)
+        tensors.update({prefix + name: value.detach().clone() for name, value in member.head.state_dict().items()})
+        for view, forest in member.experts.items():
+            tensors.update(forest.tensors(f"{prefix}{EXPERT}{view}."))
+    return tensors

@@ -1,19 +1,21 @@
-"""Training the fusion head on a trained graph model's task, and what a module folder records of it.
+"""Training the fusion heads on a trained graph model's task, and what a module folder records of them.
 
-The graph model is frozen here: every view of every structure is encoded once, so the head trains on
+The graph model is frozen here: every view of every structure is encoded once, so the heads train on
 fixed features in seconds.
 
 The graph model was fitted on the training structures, so its predictions there are in-sample: on a
 small task it interpolates them (residuals near zero) and a correction fitted to those residuals learns
-nothing. The head therefore sees, for each training structure, an out-of-fold graph prediction — a ridge
+nothing. A head therefore sees, for each training structure, an out-of-fold graph prediction — a ridge
 read-out of the model's frozen pooled features fitted on the other folds (OOF_FOLDS) — as stacking
 does; on validation and at prediction time it sees the graph model's own prediction.
 
-The head starts as the graph model (zero correction); its linear read-outs then start at the ridge fit
-of the out-of-fold residuals when that fit's leave-one-out error beats the residuals themselves; then
-the whole head trains (AdamW, normalised Huber loss, modality dropout, early stopping on validation
-MAE). Of the three — graph only, the ridge start, the trained head — the one with the lowest validation
-MAE is kept, so fusion never ends worse on validation than the graph model it was given.
+A fusion is MEMBERS members averaged. Each member is fitted with its own seed (its out-of-fold folds,
+its forests' bootstraps, its head's initial weights and batch order): its head starts as the graph model
+(zero correction); its linear read-outs then start at a blend of the graph model and the forests plus a
+ridge fit of what the blend leaves (:func:`linear_start`); then the whole head trains (AdamW, normalised
+Huber loss, modality dropout, early stopping on validation MAE), keeping the start when training never
+improved on it. The members' mean prediction is kept when its validation MAE beats the graph model's,
+so fusion never ends worse on validation than the graph model it was given.
 """
 
 from __future__ import annotations
@@ -28,8 +30,8 @@ import torch
 
 from ase_moma.labelled_data import LabelledSet
 from ase_moma.modalities.forest import Forest
-from ase_moma.modalities.fused_model import (EXPERT, JOINT, FusedPropertyModel, Views, encode_views, joint_features,
-                                             with_expert, with_joint)
+from ase_moma.modalities.fused_model import (JOINT, FusedPropertyModel, FusionMember, Views, encode_views,
+                                             fuse_members, joint_features, member_tensors, with_expert, with_joint)
 from ase_moma.modalities.fusion_head import GRAPH, FusionHead
 from ase_moma.modalities.registry import build_modality
 from ase_moma.module_files import FUSION
@@ -42,6 +44,12 @@ them, near the whole set's fit, for five ridge fits."""
 BLEND_STEP = 0.05
 """Grid spacing of the blend weights in the linear start: finer than any difference a hundred
 structures' MAE can tell apart, coarse enough to try every blend of two views (231) in a moment."""
+MEMBERS = 3
+"""Members of a fusion, averaged. One member's test error moves by several percent with its seed alone
+(early stopping on a validation set of tens of structures, the forests' bootstraps, the folds): on the
+shared whole-split tasks three seeds of one split gave test MAEs 2.76–3.17 (mp_poly_electronic) and
+48–57 meV/atom (jarvis_2d_exfoliation). Averaging n members divides that part of the variance by n; three
+cost three fits of seconds to a minute each and keep a module's fusion file to a few megabytes."""
 MIN_TRAIN = 10
 """Fewest training structures fusion accepts: two per fold, so each out-of-fold fit has eight."""
 
@@ -58,7 +66,7 @@ class FusionConfig:
     ``patience`` of them; batch_size: structures per step; experts: give each non-graph view a random
     forest fitted on the task (:mod:`ase_moma.modalities.forest`), whose disagreement with the graph
     model becomes one more column of that view, and, with two views or more, a forest over all of them
-    together (the JOINT view).
+    together (the JOINT view); members: fusion members averaged (MEMBERS), member k seeded ``seed + k``.
     """
 
     width: int = 64
@@ -70,6 +78,7 @@ class FusionConfig:
     batch_size: int = 32
     seed: int = 0
     experts: bool = True
+    members: int = MEMBERS
 
 
 @dataclass
@@ -91,40 +100,70 @@ def fit_fusion(graph_model: PropertyModel, modalities: Sequence[str], train: tup
     encoders = {name: build_modality(name) for name in sorted(modalities)}
     train_views = encode_views(graph_model, train[0], train[1].frames, encoders)
     val_views = encode_views(graph_model, val[0], val[1].frames, encoders)
-    fit = fit_head(train_views, train[1].targets, val_views, val[1].targets, config)
+    fit = fit_heads(train_views, train[1].targets, val_views, val[1].targets, config)
     fit.record["encoders"] = {name: encoder.identity() for name, encoder in encoders.items()}
-    model = None if fit.head is None else FusedPropertyModel(graph_model, fit.head, encoders, fit.experts).eval()
+    model = FusedPropertyModel(graph_model, fit.members, encoders).eval() if fit.members else None
     return FusionResult(model, fit.record, fit.val_prediction)
 
 
 @dataclass
 class HeadFit:
-    """head: the trained head, or None when the graph model alone is best on validation; experts: the
-    forest of each view; record: what was fitted and chosen; val_prediction: (M,) the kept model's
-    validation predictions (the graph model's when it is kept)."""
+    """members: the fitted members, empty when the graph model alone is best on validation; record: what
+    was fitted and chosen; val_prediction: (M,) the kept model's validation predictions (the graph model's
+    when it is kept)."""
 
-    head: FusionHead | None
-    experts: dict[str, Forest]
+    members: list[FusionMember]
     record: dict[str, Any]
     val_prediction: np.ndarray
 
 
-def fit_head(train_views: Views, train_targets: np.ndarray, val_views: Views, val_targets: np.ndarray,
-             config: FusionConfig | None = None) -> HeadFit:
-    """Train a fusion head on views already encoded (as :func:`encode_views` gives them).
-
-    ``train_views.graph_prediction`` is replaced by out-of-fold predictions (:func:`out_of_fold`);
-    ``val_views`` keep the graph model's own. Every non-graph view gets its forest (out-of-fold on the
-    training structures too) when ``config.experts``, and with two views or more a forest over all of them
-    together becomes the JOINT view.
-    """
+def fit_heads(train_views: Views, train_targets: np.ndarray, val_views: Views, val_targets: np.ndarray,
+              config: FusionConfig | None = None) -> HeadFit:
+    """Fit ``config.members`` fusion members on views already encoded (as :func:`encode_views` gives them)
+    and keep their mean when it beats the graph model on validation."""
     config = config or FusionConfig()
     if len(train_targets) < MIN_TRAIN:
         raise ValueError(f"fusion needs at least {MIN_TRAIN} training structures (its graph predictions are "
                          f"out-of-fold over {OOF_FOLDS} folds), got {len(train_targets)}")
+    if config.members < 1:
+        raise ValueError(f"fusion needs at least one member, got {config.members}")
+    y_val = np.asarray(val_targets, dtype=np.float64)
+    fits = [fit_member(train_views, train_targets, val_views, y_val, dataclasses.replace(config, seed=config.seed + k))
+            for k in range(config.members)]
+    members = [member for member, _ in fits]
+    names = sorted(name for name in val_views.features if name != GRAPH)
+    val_prediction, gates = fuse_members(members, val_views, names)
+    scores = {"graph only": float(np.mean(np.abs(val_views.graph_prediction.double().numpy() - y_val))),
+              "fused": float(np.mean(np.abs(val_prediction - y_val)))}
+    kept = "fused" if scores["fused"] < scores["graph only"] else "graph only"
+    head = members[0].head
+    record = {
+        "views": list(head.names), "kept": kept, "val_mae": scores,
+        "train_graph_prediction": f"out-of-fold ridge on the frozen pooled features, {OOF_FOLDS} folds",
+        "experts": sorted(members[0].experts), "members": [record for _, record in fits],
+        "missing_train": {name: int((~train_views.present[name]).sum()) for name in names},
+        "val_gates_mean": dict(zip(head.names, map(float, gates.mean(0)))) if kept == "fused" else None,
+        "head": head_config(head), "config": dataclasses.asdict(config),
+    }
+    if kept == "graph only":
+        return HeadFit([], record, val_views.graph_prediction.double().numpy())
+    return HeadFit(members, record, val_prediction)
+
+
+def fit_member(train_views: Views, train_targets: np.ndarray, val_views: Views, val_targets: np.ndarray,
+               config: FusionConfig) -> tuple[FusionMember, dict[str, Any]]:
+    """One fusion member seeded ``config.seed``: its forests, its head (the linear start, then trained, the
+    better of the two on validation), and what was fitted and chosen.
+
+    The head sees the training structures' out-of-fold graph predictions (:func:`out_of_fold`) and the
+    validation structures' own. Every non-graph view gets its forest (out-of-fold on the training structures
+    too) when ``config.experts``, and with two views or more a forest over all of them together becomes the
+    JOINT view. The views given are left as they are.
+    """
     y_train = np.asarray(train_targets, dtype=np.float64)
     y_val = np.asarray(val_targets, dtype=np.float64)
-    train_views.graph_prediction = out_of_fold(train_views.features[GRAPH].numpy(), y_train, config.seed)
+    train_views = dataclasses.replace(
+        train_views, graph_prediction=out_of_fold(train_views.features[GRAPH].numpy(), y_train, config.seed))
     others = [name for name in sorted(train_views.features) if name != GRAPH]
     experts: dict[str, Forest] = {}
     joint = config.experts and len(others) > 1  # read before the per-view columns are appended
@@ -157,7 +196,6 @@ def fit_head(train_views: Views, train_targets: np.ndarray, val_views: Views, va
             prediction = head(val_views.graph_prediction, val_views.features, val_views.present)[0]
         return float(np.mean(np.abs(prediction.numpy() - y_val)))
 
-    graph_only = float(np.mean(np.abs(val_views.graph_prediction.numpy() - y_val)))
     residual = y_train - train_views.graph_prediction.numpy()
     start_record = linear_start(head, train_views, residual, list(experts))
     head.eval()
@@ -167,23 +205,12 @@ def fit_head(train_views: Views, train_targets: np.ndarray, val_views: Views, va
         torch.manual_seed(config.seed)
         trained, epochs_run = _train(head, train_views, torch.as_tensor(y_train), val_mae, config)
     start_name = "linear start" if start_record["steps"] else "zero start"
-    scores = {"graph only": graph_only, start_name: start, "trained": trained}
-    kept = min(scores, key=lambda name: (scores[name], list(scores).index(name)))
+    scores = {start_name: start, "trained": trained}
+    kept = "trained" if trained < start else start_name
     if kept != "trained":
         head.load_state_dict(start_state)
-    with torch.no_grad():
-        val_prediction, gates = head(val_views.graph_prediction, val_views.features, val_views.present)
-    record = {
-        "views": list(head.names), "kept": kept, "val_mae": scores, "epochs_run": epochs_run,
-        "train_graph_prediction": f"out-of-fold ridge on the frozen pooled features, {OOF_FOLDS} folds",
-        "experts": sorted(experts), "start": start_record,
-        "missing_train": {name: int((~train_views.present[name]).sum()) for name in others},
-        "val_gates_mean": dict(zip(head.names, map(float, gates.mean(0)))) if kept != "graph only" else None,
-        "head": head_config(head), "config": dataclasses.asdict(config),
-    }
-    if kept == "graph only":
-        return HeadFit(None, {}, record, val_views.graph_prediction.double().numpy())
-    return HeadFit(head, experts, record, val_prediction.double().numpy())
+    record = {"seed": config.seed, "kept": kept, "val_mae": scores, "epochs_run": epochs_run, "start": start_record}
+    return FusionMember(head, experts), record
 
 
 def linear_start(head: FusionHead, views: Views, residual: np.ndarray, experts: Sequence[str]) -> dict[str, Any]:
@@ -300,9 +327,7 @@ def add_fusion(meta: dict[str, Any], tensors: dict[str, dict[str, torch.Tensor]]
     meta["fusion"] = result.record
     if result.model is None:
         return None
-    tensors[FUSION] = {name: value.detach().clone() for name, value in result.model.head.state_dict().items()}
-    for name, forest in result.model.experts.items():
-        tensors[FUSION].update(forest.tensors(f"{EXPERT}{name}."))
+    tensors[FUSION] = member_tensors(result.model.members)
     metrics = meta["metrics"]
     result.record["graph_metrics"] = {key: value for key, value in metrics.items() if key.startswith(("val_", "test_"))}
     for part in ("val", "test"):
@@ -312,8 +337,7 @@ def add_fusion(meta: dict[str, Any], tensors: dict[str, dict[str, torch.Tensor]]
         if part == "val":  # encoded and predicted while fitting
             prediction = result.val_prediction
         else:
-            views = result.model.expert_views(encode_views(graph_model, graphs, subset.frames, result.model.encoders))
-            prediction = result.model.fuse(views)[0]
+            prediction = result.model.fuse(encode_views(graph_model, graphs, subset.frames, result.model.encoders))[0]
         error = prediction - subset.targets
         metrics[f"{part}_mae"] = float(np.mean(np.abs(error)))
         metrics[f"{part}_rmse"] = float(np.sqrt(np.mean(error ** 2)))
@@ -324,7 +348,8 @@ def fusion_summary(record: dict[str, Any], unit: str) -> str:
     """One line for the command line: what fusion kept, its validation MAE against the graph model's, and
     the mean gates when it was kept."""
     scores = record["val_mae"]
-    line = (f"fusion over {', '.join(record['views'])}: kept the {record['kept']} (validation MAE "
+    kept = f"mean of {len(record['members'])} fusion heads" if record["kept"] == "fused" else record["kept"]
+    line = (f"fusion over {', '.join(record['views'])}: kept the {kept} (validation MAE "
             + ", ".join(f"{name} {value:.4g}" for name, value in scores.items()) + f" {unit})")
     if record.get("val_gates_mean"):
         line += "; mean gates " + ", ".join(f"{name} {value:.2f}" for name, value in record["val_gates_mean"].items())
