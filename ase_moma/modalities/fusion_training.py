@@ -140,7 +140,7 @@ def fit_heads(train_views: Views, train_targets: np.ndarray, val_views: Views, v
     record = {
         "views": list(head.names), "kept": kept, "val_mae": scores,
         "train_graph_prediction": f"out-of-fold ridge on the frozen pooled features, {OOF_FOLDS} folds",
-        "experts": sorted(members[0].experts), "members": [record for _, record in fits],
+        "experts": sorted(members[0].experts), "members": [member_record for _, member_record in fits],
         "missing_train": {name: int((~train_views.present[name]).sum()) for name in names},
         "val_gates_mean": dict(zip(head.names, map(float, gates.mean(0)))) if kept == "fused" else None,
         "head": head_config(head), "config": dataclasses.asdict(config),
