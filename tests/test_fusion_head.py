@@ -116,3 +116,53 @@ def test_a_forest_predicts_as_scikit_learn_and_survives_its_file():
     stored["expert.composition.left"] = stored["expert.composition.left"] + 10 ** 6
     with pytest.raises(ValueError, match="do not fit together"):
         Forest.from_tensors(stored, "expert.composition.")
+
+
+def test_boosting_predicts_as_scikit_learn_and_an_older_forest_file_still_loads():
+    from sklearn.ensemble import GradientBoostingRegressor
+
+    from ase_moma.modalities.forest import BOOSTING, Forest
+
+    rng = np.random.default_rng(1)
+    x, x_new = rng.normal(size=(150, 6)), rng.normal(size=(40, 6))
+    y = np.sin(2 * x[:, 0]) + x[:, 1] ** 2
+    boosted = Forest.fit_boosted(x, y, seed=3)
+    reference = GradientBoostingRegressor(random_state=3, **BOOSTING).fit(x, y)
+    assert boosted.kind == "boosted" and np.allclose(boosted.predict(x_new), reference.predict(x_new), rtol=0, atol=1e-12)
+    stored = boosted.tensors("expert.composition_boosted.")
+    assert np.array_equal(Forest.from_tensors(stored, "expert.composition_boosted.").predict(x_new),
+                          boosted.predict(x_new))
+    forest = Forest.fit(x, y, seed=3)
+    older = {name: tensor for name, tensor in forest.tensors("expert.joint.").items() if not name.endswith("combine")}
+    loaded = Forest.from_tensors(older, "expert.joint.")  # saved before boosting: the mean of its trees
+    assert loaded.kind == "forest" and np.allclose(loaded.predict(x_new), forest.predict(x_new), rtol=0, atol=1e-12)
+
+
+def _views(graph, composition, graph_prediction):
+    from ase_moma.modalities.fused_model import Views
+
+    as_tensor = lambda a: torch.as_tensor(a, dtype=torch.float64)  # noqa: E731
+    return Views(as_tensor(graph_prediction), {"graph": as_tensor(graph), "composition": as_tensor(composition)},
+                 {"composition": torch.ones(len(graph), dtype=torch.bool)}, [{} for _ in graph])
+
+
+def test_the_blend_leans_on_boosting_where_the_rest_is_additive_in_many_composition_features():
+    """What the graph misses is a sum over eight composition features, boosting's kind of function (a forest's
+    trees split one feature at a time and average them): the fusion gets a boosted composition view, its linear
+    start weighs it above the composition forest, and the fused model beats the graph model on validation."""
+    from ase_moma.modalities.fused_model import BOOSTED
+    from ase_moma.modalities.fusion_training import FusionConfig, fit_heads
+
+    rng = np.random.default_rng(5)
+    graph, composition = rng.normal(size=(400, 16)), rng.normal(size=(400, 8))
+    target = graph @ np.linspace(-1, 1, 16) / 4 + composition @ np.linspace(1, 2, 8) / 4
+    graph_model = _graph_only(torch.as_tensor(graph[:300]), torch.as_tensor(target[:300]))
+    val_prediction = graph_model(torch.as_tensor(graph[300:])).numpy()
+    train = _views(graph[:300], composition[:300], graph_model(torch.as_tensor(graph[:300])).numpy())
+    val = _views(graph[300:], composition[300:], val_prediction)
+    fit = fit_heads(train, target[:300], val, target[300:], FusionConfig(members=1, epochs=20))
+    assert fit.record["kept"] == "fused" and BOOSTED in fit.record["views"]
+    assert fit.members[0].experts[BOOSTED].kind == "boosted" and fit.members[0].experts["composition"].kind == "forest"
+    blend = fit.record["members"][0]["start"]["steps"][0]
+    assert blend["step"] == "blend" and blend["weights"][BOOSTED] > blend["weights"]["composition"], blend
+    assert fit.record["val_mae"]["fused"] < 0.5 * fit.record["val_mae"]["graph only"]

@@ -81,7 +81,7 @@ def test_fusion_learns_what_only_the_composition_carries(fused_module):
     graph_error = np.abs(graph_only.predict(held_out) - truth).mean()
     assert fused_error < 0.5 * graph_error, (fused_error, graph_error)
     gates = meta["fusion"]["val_gates_mean"]
-    assert set(gates) == {"graph", "composition", "joint", "text"} and abs(sum(gates.values()) - 1) < 1e-9
+    assert set(gates) == {"graph", "composition", "composition_boosted", "joint", "text"} and abs(sum(gates.values()) - 1) < 1e-9
 
 
 def test_one_backbone_pass_gives_the_graph_prediction_and_its_features(fused_module):
@@ -115,7 +115,8 @@ def test_predict_writes_gates_and_says_which_view_was_missing(fused_module, tmp_
                  "--device", "cpu"]) == 0
     out = ase.io.read(tmp_path / "out.extxyz", ":")
     for atoms in out:
-        gates = [atoms.info[f"fusion_gate_{view}"] for view in ("graph", "composition", "joint", "text")]
+        gates = [atoms.info[f"fusion_gate_{view}"] for view in ("graph", "composition", "composition_boosted", "joint",
+                                                                 "text")]
         assert np.isfinite(atoms.info["tmax"]) and abs(sum(gates) - 1) < 1e-6
     assert "fusion_missing" not in out[0].info
     assert out[-1].info["fusion_missing"] == "text"

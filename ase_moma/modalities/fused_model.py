@@ -36,6 +36,24 @@ JOINT = "joint"
 model is this view's one column. Forests of one view each miss what the views say together (a density that
 matters only for some compositions); a forest over all of them is the strongest simple baseline on most
 shared tasks, so the head gets it as one more view to weigh."""
+BOOSTED = "composition_boosted"
+"""The view of gradient boosting on the composition view alone (one column, its disagreement with the graph
+model). Magpie statistics with gradient boosting is matbench's standard composition baseline, the best one
+on some shared tasks (dielectric constants with few structures) and the strongest part of stacking on
+experimental formation energies, where the composition forest is weaker; the head weighs it beside the
+forest rather than one replacing the other."""
+DERIVED = {JOINT: None, BOOSTED: ("composition",)}
+"""The expert views, each a single column made by one expert: ``{view: the encoded views its expert reads
+side by side}``, None for every non-graph view."""
+
+
+def derived_reads(name: str, names: Sequence[str]) -> list[str]:
+    """The encoded views that expert view ``name`` (a DERIVED key) reads, of the non-graph views ``names``;
+    empty where it does not apply (the joint forest needs two views or more, boosting the composition view)."""
+    wanted = DERIVED[name]
+    if wanted is None:
+        return list(names) if len(names) > 1 else []
+    return list(wanted) if set(wanted) <= set(names) else []
 
 
 @dataclass
@@ -80,22 +98,22 @@ def joint_features(views: Views, names: Sequence[str]) -> tuple[np.ndarray, np.n
     return features, present
 
 
-def with_joint(views: Views, prediction: np.ndarray, present: np.ndarray) -> Views:
-    """``views`` with the JOINT view: the joint expert's ``prediction`` (M,) minus the graph model's, one column,
-    present where the structure has every view the expert reads."""
-    return Views(views.graph_prediction, {**views.features, JOINT: _disagreement(views, prediction, present)},
-                 {**views.present, JOINT: torch.as_tensor(present)}, views.missing)
+def with_derived(views: Views, name: str, prediction: np.ndarray, present: np.ndarray) -> Views:
+    """``views`` with the expert view ``name`` (a DERIVED key): its expert's ``prediction`` (M,) minus the graph
+    model's, one column, present where the structure has every view the expert reads."""
+    return Views(views.graph_prediction, {**views.features, name: _disagreement(views, prediction, present)},
+                 {**views.present, name: torch.as_tensor(present)}, views.missing)
 
 
 def with_experts(views: Views, experts: Mapping[str, Forest], names: Sequence[str]) -> Views:
     """``views`` of the non-graph views ``names`` (as :func:`encode_views` gives them) with each view's expert
-    column (:func:`with_expert`) and, where there is one, the JOINT view (:func:`with_joint`)."""
-    joint = joint_features(views, names) if JOINT in experts else None
+    column (:func:`with_expert`) and each expert view there is an expert for (:func:`with_derived`)."""
+    derived = {name: joint_features(views, derived_reads(name, names)) for name in experts if name in DERIVED}
     for name, forest in experts.items():
-        if name != JOINT:
+        if name not in DERIVED:
             views = with_expert(views, name, forest.predict(views.features[name].numpy()))
-    if joint is not None:
-        views = with_joint(views, experts[JOINT].predict(joint[0]), joint[1])
+    for name, (features, present) in derived.items():
+        views = with_derived(views, name, experts[name].predict(features), present)
     return views
 
 
@@ -119,8 +137,9 @@ def encode_views(graph_model: PropertyModel, graphs: Sequence[Any], structures: 
 @dataclass
 class FusionMember:
     """One fitted head and the forests (``{view: Forest}``) whose columns it reads: each forest adds its
-    disagreement with the graph model as one more column of its view (:func:`with_expert`), and the JOINT
-    forest, over every view at once, a view of its own (:func:`with_joint`)."""
+    disagreement with the graph model as one more column of its view (:func:`with_expert`), and each expert
+    view's (DERIVED: the JOINT forest over every view, boosting on composition) a view of its own
+    (:func:`with_derived`)."""
 
     head: FusionHead
     experts: dict[str, Forest]
@@ -169,7 +188,7 @@ class FusedPropertyModel(torch.nn.Module):
         if not members:
             raise ValueError("a fused model needs at least one fusion member")
         names = members[0].head.names
-        if sorted(encoders) != [name for name in names if name not in (GRAPH, JOINT)] or \
+        if sorted(encoders) != [name for name in names if name != GRAPH and name not in DERIVED] or \
                 any(member.head.names != names for member in members):
             raise ValueError(f"the fusion heads read {[m.head.names[1:] for m in members]}, the encoders given "
                              f"are {sorted(encoders)}")

@@ -30,8 +30,9 @@ import torch
 
 from ase_moma.labelled_data import LabelledSet
 from ase_moma.modalities.forest import Forest
-from ase_moma.modalities.fused_model import (JOINT, FusedPropertyModel, FusionMember, Views, encode_views,
-                                             fuse_members, joint_features, member_tensors, with_expert, with_joint)
+from ase_moma.modalities.fused_model import (BOOSTED, JOINT, FusedPropertyModel, FusionMember, Views, derived_reads,
+                                             encode_views, fuse_members, joint_features, member_tensors, with_derived,
+                                             with_expert)
 from ase_moma.modalities.fusion_head import GRAPH, FusionHead
 from ase_moma.modalities.registry import build_modality
 from ase_moma.module_files import FUSION
@@ -50,6 +51,8 @@ MEMBERS = 3
 shared whole-split tasks three seeds of one split gave test MAEs 2.76–3.17 (mp_poly_electronic) and
 48–57 meV/atom (jarvis_2d_exfoliation). Averaging n members divides that part of the variance by n; three
 cost three fits of seconds to a minute each and keep a module's fusion file to a few megabytes."""
+EXPERT_VIEW_FITS = {JOINT: Forest.fit, BOOSTED: Forest.fit_boosted}
+"""How each expert view's expert is grown (the views and why: :data:`~ase_moma.modalities.fused_model.DERIVED`)."""
 MIN_TRAIN = 10
 """Fewest training structures fusion accepts: two per fold, so each out-of-fold fit has eight."""
 
@@ -65,8 +68,9 @@ class FusionConfig:
     epochs, patience: at most this many passes, stopping when validation MAE has not improved for
     ``patience`` of them; batch_size: structures per step; experts: give each non-graph view a random
     forest fitted on the task (:mod:`ase_moma.modalities.forest`), whose disagreement with the graph
-    model becomes one more column of that view, and, with two views or more, a forest over all of them
-    together (the JOINT view); members: fusion members averaged (MEMBERS), member k seeded ``seed + k``.
+    model becomes one more column of that view, and the expert views: with two views or more a forest over
+    all of them together (JOINT), and with composition gradient boosting on it (BOOSTED); members: fusion
+    members averaged (MEMBERS), member k seeded ``seed + k``.
     """
 
     width: int = 64
@@ -157,8 +161,8 @@ def fit_member(train_views: Views, train_targets: np.ndarray, val_views: Views, 
 
     The head sees the training structures' out-of-fold graph predictions (:func:`out_of_fold`) and the
     validation structures' own. Every non-graph view gets its forest (out-of-fold on the training structures
-    too) when ``config.experts``, and with two views or more a forest over all of them together becomes the
-    JOINT view. The views given are left as they are.
+    too) when ``config.experts``, and so does each expert view that applies (a forest over every view
+    together, JOINT; gradient boosting on composition, BOOSTED). The views given are left as they are.
     """
     y_train = np.asarray(train_targets, dtype=np.float64)
     y_val = np.asarray(val_targets, dtype=np.float64)
@@ -166,9 +170,10 @@ def fit_member(train_views: Views, train_targets: np.ndarray, val_views: Views, 
         train_views, graph_prediction=out_of_fold(train_views.features[GRAPH].numpy(), y_train, config.seed))
     others = [name for name in sorted(train_views.features) if name != GRAPH]
     experts: dict[str, Forest] = {}
-    joint = config.experts and len(others) > 1  # read before the per-view columns are appended
-    joint_train, joint_val = (joint_features(train_views, others), joint_features(val_views, others)) if joint \
-        else (None, None)
+    derived = {name: fit for name, fit in EXPERT_VIEW_FITS.items() if config.experts and derived_reads(name, others)}
+    # what the expert views read, taken before the per-view columns are appended
+    derived_train = {name: joint_features(train_views, derived_reads(name, others)) for name in derived}
+    derived_val = {name: joint_features(val_views, derived_reads(name, others)) for name in derived}
     for name in others if config.experts else []:
         have = train_views.present[name].numpy()
         if have.sum() < MIN_TRAIN:
@@ -177,13 +182,15 @@ def fit_member(train_views: Views, train_targets: np.ndarray, val_views: Views, 
         experts[name] = Forest.fit(features[have], y_train[have], config.seed)
         train_views = with_expert(train_views, name, out_of_fold(features, y_train, config.seed, have, Forest.fit))
         val_views = with_expert(val_views, name, experts[name].predict(val_views.features[name].numpy()))
-    if joint and joint_train[1].sum() >= MIN_TRAIN:
-        (features, have), (val_features, val_have) = joint_train, joint_val
-        experts[JOINT] = Forest.fit(features[have], y_train[have], config.seed)
-        train_views = with_joint(train_views, out_of_fold(features, y_train, config.seed, have, Forest.fit).numpy(),
-                                 have)
-        val_views = with_joint(val_views, experts[JOINT].predict(val_features), val_have)
-    others = [name for name in sorted(train_views.features) if name != GRAPH]  # the JOINT view among them now
+    for name, fit in derived.items():
+        (features, have), (val_features, val_have) = derived_train[name], derived_val[name]
+        if have.sum() < MIN_TRAIN:
+            continue
+        experts[name] = fit(features[have], y_train[have], config.seed)
+        train_views = with_derived(train_views, name, out_of_fold(features, y_train, config.seed, have, fit).numpy(),
+                                   have)
+        val_views = with_derived(val_views, name, experts[name].predict(val_features), val_have)
+    others = [name for name in sorted(train_views.features) if name != GRAPH]  # the expert views among them now
     with torch.random.fork_rng():  # seeded head weights; the caller's random state is left as it was
         torch.manual_seed(config.seed)
         head = FusionHead(train_views.features[GRAPH].shape[1],
@@ -231,7 +238,7 @@ def linear_start(head: FusionHead, views: Views, residual: np.ndarray, experts: 
         scale = {name: float(getattr(head, f"scale_{name}")[-1]) for name in experts}
         mean = {name: float(getattr(head, f"mean_{name}")[-1]) for name in experts}
         disagreement = np.stack([blocks[name][:, -1] * scale[name] + mean[name] for name in experts], axis=1)
-        blend = min(_blends(len(experts)), key=lambda w: (np.mean(np.abs(left - disagreement @ w)), w.sum()))
+        blend = _best_blend(disagreement, left)
         if blend.any():
             for index, name in enumerate(experts):  # w (e − y_graph) on the z-scored column
                 weights[name][-1] += blend[index] * scale[name]
@@ -253,11 +260,26 @@ def linear_start(head: FusionHead, views: Views, residual: np.ndarray, experts: 
     return {"residual_mae": float(np.mean(np.abs(residual))), "steps": steps}
 
 
+def _best_blend(disagreement: np.ndarray, residual: np.ndarray) -> np.ndarray:
+    """The blend weights (E,) of :func:`_blends` whose blend of the (M, E) ``disagreement`` columns leaves the
+    lowest MAE of the (M,) ``residual``; of equal ones, the one with the smallest sum."""
+    grid = np.stack(_blends(disagreement.shape[1]))  # (K, E), the smallest sums first
+    errors = np.concatenate([np.abs(residual[:, None] - disagreement @ part.T).mean(axis=0)
+                             for part in np.array_split(grid, max(1, len(grid) // 2048))])
+    return grid[int(np.argmin(errors))]
+
+
 def _blends(count: int) -> list[np.ndarray]:
-    """Every weight vector of ``count`` non-negative multiples of BLEND_STEP summing to at most 1."""
+    """Every weight vector of ``count`` non-negative multiples of BLEND_STEP summing to at most 1, the
+    smallest sums first."""
     steps = int(round(1 / BLEND_STEP))
-    grid = [np.array(w) * BLEND_STEP for w in np.ndindex(*(steps + 1,) * count) if sum(w) <= steps]
-    return sorted(grid, key=lambda w: w.sum())
+
+    def compositions(parts: int, most: int) -> list[tuple[int, ...]]:
+        if parts == 0:
+            return [()]
+        return [(first, *rest) for first in range(most + 1) for rest in compositions(parts - 1, most - first)]
+
+    return [np.array(w) * BLEND_STEP for w in sorted(compositions(count, steps), key=sum)]
 
 
 def out_of_fold(features: np.ndarray, targets: np.ndarray, seed: int = 0, usable: np.ndarray | None = None,
