@@ -241,9 +241,10 @@ def test_a_composition_fine_tunes_with_other_views(composed, tmp_path):
     assert main(["finetune", str(tmp_path / "fused"), "--modalities", "graph,structure,composition", "--epochs", "1",
                  "--device", "cpu"]) == 0
     meta = read_json(tmp_path / "fused" / "model" / MODULE_JSON, "module")
-    assert meta["fusion"]["experts"] in ([], ["composition", "joint", "structure"])
-    joint = ["joint"] if meta["fusion"]["experts"] else []  # the forest over both views is a view of its own
-    assert meta["fusion"]["views"] == ["graph", "composition", *joint, "structure"]
+    assert meta["fusion"]["experts"] in ([], ["composition", "composition_boosted", "joint", "structure"])
+    # the forest over both views and boosting on composition are views of their own
+    derived = ["composition_boosted", "joint"] if meta["fusion"]["experts"] else []
+    assert meta["fusion"]["views"] == ["graph", "composition", *derived, "structure"]
     frames = load_task_data(**{k: v for k, v in _task().items() if k not in ("n_train", "unit")}).test.frames[:3]
     values, notes = load_calculator(str(tmp_path / "fused"), device="cpu").predict_with_notes(frames)
     assert np.isfinite(values).all()

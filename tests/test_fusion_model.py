@@ -81,7 +81,8 @@ def test_fusion_learns_what_only_the_composition_carries(fused_module):
     graph_error = np.abs(graph_only.predict(held_out) - truth).mean()
     assert fused_error < 0.5 * graph_error, (fused_error, graph_error)
     gates = meta["fusion"]["val_gates_mean"]
-    assert set(gates) == {"graph", "composition", "composition_boosted", "joint", "text"} and abs(sum(gates.values()) - 1) < 1e-9
+    assert set(gates) == {"graph", "composition", "composition_boosted", "joint", "text"}
+    assert abs(sum(gates.values()) - 1) < 1e-9
 
 
 def test_one_backbone_pass_gives_the_graph_prediction_and_its_features(fused_module):
