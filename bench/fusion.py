@@ -15,7 +15,8 @@ as ``moma_matminer.py`` cuts it, or matbench's 5-fold protocol for jarvis_2d_exf
 - ``concat_ridge`` / ``concat_mlp``: ridge / a one-hidden-layer MLP on the three views concatenated;
 - ``stacking``: a non-negative linear blend of the graph, composition-GBM, structure-RF and text
   predictions, fitted on their out-of-fold predictions;
-- ``fused``: ase-moma's fusion (three heads, averaged) over the views on top of the graph model
+- ``fused``: ase-moma's fusion (three heads, averaged; a forest per view, a joint forest and boosting on
+  composition as its experts) over the views on top of the graph model
   (:func:`ase_moma.modalities.fusion_training.fit_heads`, the code ``finetune --modalities`` runs);
   ``fused-comp``, ``fused-stru``, ``fused-text``: the same without one view (the drop-one ablation,
   skipped with ``--no-ablation``).
