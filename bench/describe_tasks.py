@@ -6,6 +6,7 @@ with the text modality on the same structures. Tasks that share structures (the 
 polarizability tasks) are described once: the cache is keyed by a hash of the structure.
 
     python bench/describe_tasks.py [--tasks jarvis_2d_exfoliation ...] [--cache bench/out/descriptions]
+    python bench/describe_tasks.py --part 0 2 & python bench/describe_tasks.py --part 1 2   # on two cores
 """
 
 from __future__ import annotations
@@ -29,11 +30,13 @@ def main() -> None:
     parser.add_argument("--data", type=Path, default=DATA, help="a folder laid out as ../shared/data/matminer")
     parser.add_argument("--tasks", nargs="+", default=list(ORDER))
     parser.add_argument("--cache", type=Path, default=Path("bench/out/descriptions"))
+    parser.add_argument("--part", nargs=2, type=int, default=(0, 1), metavar=("K", "N"),
+                        help="describe only every N-th structure from the K-th, so N processes share the work")
     args = parser.parse_args()
     tasks = json.loads((args.data / "tasks.json").read_text())
     describer = Describer(args.cache)
     for task in args.tasks:
-        frames = ase.io.read(args.data / tasks[task]["file"], ":")
+        frames = ase.io.read(args.data / tasks[task]["file"], ":")[args.part[0]::args.part[1]]
         start, failed = time.perf_counter(), 0
         for atoms in frames:
             failed += describer.describe(atoms)[0] is None
