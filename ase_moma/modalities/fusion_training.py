@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import copy
 import dataclasses
+import functools
 from dataclasses import dataclass
 from typing import Any, Callable, Sequence
 
@@ -263,15 +264,16 @@ def linear_start(head: FusionHead, views: Views, residual: np.ndarray, experts: 
 def _best_blend(disagreement: np.ndarray, residual: np.ndarray) -> np.ndarray:
     """The blend weights (E,) of :func:`_blends` whose blend of the (M, E) ``disagreement`` columns leaves the
     lowest MAE of the (M,) ``residual``; of equal ones, the one with the smallest sum."""
-    grid = np.stack(_blends(disagreement.shape[1]))  # (K, E), the smallest sums first
+    grid = _blends(disagreement.shape[1])  # (K, E), the smallest sums first
     errors = np.concatenate([np.abs(residual[:, None] - disagreement @ part.T).mean(axis=0)
                              for part in np.array_split(grid, max(1, len(grid) // 2048))])
     return grid[int(np.argmin(errors))]
 
 
-def _blends(count: int) -> list[np.ndarray]:
-    """Every weight vector of ``count`` non-negative multiples of BLEND_STEP summing to at most 1, the
-    smallest sums first."""
+@functools.lru_cache(maxsize=None)
+def _blends(count: int) -> np.ndarray:
+    """(K, ``count``) read-only: every weight vector of ``count`` non-negative multiples of BLEND_STEP
+    summing to at most 1, the smallest sums first. Cached: every member's linear start searches it."""
     steps = int(round(1 / BLEND_STEP))
 
     def compositions(parts: int, most: int) -> list[tuple[int, ...]]:
@@ -279,7 +281,9 @@ def _blends(count: int) -> list[np.ndarray]:
             return [()]
         return [(first, *rest) for first in range(most + 1) for rest in compositions(parts - 1, most - first)]
 
-    return [np.array(w) * BLEND_STEP for w in sorted(compositions(count, steps), key=sum)]
+    grid = np.array(sorted(compositions(count, steps), key=sum), dtype=float).reshape(-1, count) * BLEND_STEP
+    grid.flags.writeable = False
+    return grid
 
 
 def out_of_fold(features: np.ndarray, targets: np.ndarray, seed: int = 0, usable: np.ndarray | None = None,
