@@ -23,7 +23,7 @@ as ``moma_matminer.py`` cuts it, or matbench's 5-fold protocol for jarvis_2d_exf
 
     python bench/fusion.py [--tasks ...] [--seeds 0 1 2] [--n-train 100|0] [--views composition structure text]
     python bench/fusion.py --matbench        # jarvis_2d_exfoliation, KFold(5, shuffle, 18012019)
-    python bench/fusion.py ... --baselines-from REPORT   # refit only the fusions; baselines as REPORT has them
+    python bench/fusion.py ... --baselines-from REPORT   # take REPORT's baselines that read the same views
 """
 
 from __future__ import annotations
@@ -50,6 +50,9 @@ sys.path.insert(0, str(Path(__file__).parent))  # moma_matminer's published figu
 DATA = Path(__file__).resolve().parents[2] / "shared" / "data" / "matminer"
 MATBENCH_SEED = 18012019  # matbench's KFold random_state
 VIEWS = ("composition", "structure", "text")  # the non-graph views, in the order the tables list them
+BASELINE_READS = {"mean": (), "graph": (), "comp_gbm": ("composition",), "comp_rf": ("composition",),
+                  "struct_rf": ("structure",), "comp_struct_rf": ("composition", "structure"), "text_ridge": ("text",),
+                  "concat_ridge": None, "concat_mlp": None, "stacking": None}  # the non-graph views each reads; None: all
 PUBLISHED = {"jarvis_2d_exfoliation": {"ALIGNN": 43.4, "MODNet": 33.2, "CrabNet": 45.6, "CGCNN (matbench)": 49.2,
                                        "RF-SCM/Magpie": 50.0}}
 
@@ -68,8 +71,8 @@ def main() -> None:
     parser.add_argument("-o", "--output", type=Path, help="JSON report (default: CACHE/report_<settings>.json)")
     parser.add_argument("--report", type=Path, help="print the tables of a saved report and stop")
     parser.add_argument("--baselines-from", type=Path,
-                        help="a saved report of the same views and splits: take every baseline's test MAE from it "
-                             "(their code is seeded and deterministic) and fit only the fusions")
+                        help="a saved report of the same splits: take from it every baseline's test MAE that reads "
+                             "the same views (their code is seeded and deterministic); fit the rest and the fusions")
     args = parser.parse_args()
     if args.report:
         rows = json.loads(args.report.read_text())["rows"]
@@ -81,8 +84,8 @@ def main() -> None:
     tasks = json.loads((args.data / "tasks.json").read_text())
     names = ["jarvis_2d_exfoliation"] if args.matbench else (args.tasks or sorted(tasks, key=lambda t: tasks[t]["n"]))
     args.cache.mkdir(parents=True, exist_ok=True)
-    earlier = {(row["task"], row["seed"], row["n_train"]): row
-               for row in json.loads(args.baselines_from.read_text())["rows"]} if args.baselines_from else None
+    saved = json.loads(args.baselines_from.read_text()) if args.baselines_from else None
+    earlier = {(row["task"], row["seed"], row["n_train"]): row for row in saved["rows"]} if saved else None
     rows = []
     for task in names:
         views = task_views(args.data, task, tasks[task], args.views, args.cache, args.descriptions)
@@ -92,8 +95,7 @@ def main() -> None:
             key = (task, seed, len(split["train"]))
             if earlier is not None and key not in earlier:
                 parser.error(f"{args.baselines_from} has no row for {task}, split {seed}, {key[2]} training structures")
-            baselines = None if earlier is None else {name: value for name, value in earlier[key].items()
-                                                      if name not in ("task", "seed", "n_train") and not name.startswith("fused")}
+            baselines = None if earlier is None else reusable(earlier[key], saved["settings"]["views"], args.views)
             row = {"task": task, "seed": seed, "n_train": key[2],
                    **evaluate(views, split, seed, args.views, not args.no_ablation, baselines)}
             rows.append(row)
@@ -140,6 +142,16 @@ def encoder(name: str, descriptions: Path):
     return TextModality(cache=descriptions) if name == "text" else build_modality(name)
 
 
+def reusable(row: dict, earlier_views: str, views: list[str]) -> dict:
+    """The baselines of a saved report's ``row`` that read the same views now as then (``earlier_views``: the
+    report's ``settings["views"]``, as saved): a single view's baseline when that view was there, a baseline
+    over every view only when the views are the same. The rest are fitted again."""
+    before = {name for name in VIEWS if f"'{name}'" in earlier_views}
+    every = set(views) == before
+    return {name: value for name, value in row.items()
+            if name in BASELINE_READS and (every if BASELINE_READS[name] is None else set(BASELINE_READS[name]) <= before)}
+
+
 def published_split(data: Path, task: str, info: dict, seed: int, n_train: int | None) -> dict:
     """Frame positions of the published split ``seed``, the training part cut as moma_matminer.py cuts it."""
     parts = load_task_data(data / info["file"], "target", data / "splits" / f"seed{seed}.json", task, seed=seed,
@@ -165,14 +177,14 @@ def matbench_splits(views: dict) -> list[dict]:
 def evaluate(views: dict, split: dict, seed: int, wanted: list[str], ablation: bool = True,
              baselines: dict | None = None) -> dict:
     """Test MAE of every method on one split, reading the ``wanted`` views (``ablation``: with the drop-one-view
-    fusions; ``baselines``: every baseline's test MAE already measured, so only the fusions are fitted)."""
+    fusions; ``baselines``: baselines' test MAE already measured, not fitted again)."""
     y = {part: views["targets"][index] for part, index in split.items()}
     names = [name for name in VIEWS if name in wanted]
     x = {part: {name: views[name][index] for name in (GRAPH, *names)} for part, index in split.items()}
     present = {part: {name: views[name + "_present"][index] for name in names} for part, index in split.items()}
     graph = fit_ridge_probe(x["train"][GRAPH], y["train"])
     graph_prediction = {part: graph.predict(x[part][GRAPH]) for part in split}
-    result = dict(baselines) if baselines is not None else baseline_maes(x, y, names, graph_prediction, seed)
+    result = baseline_maes(x, y, names, graph_prediction, seed, baselines or {})
     drops = [(f"fused-{name[:4]}", [n for n in names if n != name]) for name in names] if ablation else []
     for label, used in (("fused", names), *drops):
         if not used and label != "fused":
@@ -187,33 +199,41 @@ def evaluate(views: dict, split: dict, seed: int, wanted: list[str], ablation: b
     return result
 
 
-def baseline_maes(x: dict, y: dict, names: list[str], graph_prediction: dict, seed: int) -> dict:
-    """Test MAE of every baseline on one split (``x[part][view]``, ``y[part]``, the graph probe's predictions)."""
+def baseline_maes(x: dict, y: dict, names: list[str], graph_prediction: dict, seed: int, known: dict) -> dict:
+    """Test MAE of every baseline over the ``names`` views on one split (``x[part][view]``, ``y[part]``, the graph
+    probe's predictions), in BASELINE_READS order; those in ``known`` are taken from it, not fitted."""
     mae = lambda prediction: float(np.mean(np.abs(prediction - y["test"])))  # noqa: E731
+    wanted = [name for name, reads in BASELINE_READS.items() if reads is None or set(reads) <= set(names)]
+    missing = set(wanted) - set(known)
     split = list(y)
     result = {"mean": mae(np.full(len(y["test"]), y["train"].mean())), "graph": mae(graph_prediction["test"])}
     experts = {"graph": lambda part: graph_prediction[part]}
-    if "composition" in names:
+    if missing & {"comp_gbm", "stacking"} and "composition" in names:
         gbm = gradient_boosting(x["train"]["composition"], y["train"], x["val"]["composition"], y["val"], seed)
         result["comp_gbm"] = mae(gbm.predict(x["test"]["composition"]))
-        result["comp_rf"] = mae(random_forest(x["train"]["composition"], y["train"], seed).predict(x["test"]["composition"]))
         experts["comp_gbm"] = lambda part: gbm.predict(x[part]["composition"])
-    if "structure" in names:
+    if "comp_rf" in missing:
+        result["comp_rf"] = mae(random_forest(x["train"]["composition"], y["train"], seed).predict(x["test"]["composition"]))
+    if missing & {"struct_rf", "stacking"} and "structure" in names:
         forest = random_forest(x["train"]["structure"], y["train"], seed)
         result["struct_rf"] = mae(forest.predict(x["test"]["structure"]))
         experts["struct_rf"] = lambda part: forest.predict(x[part]["structure"])
-        if "composition" in names:  # a baseline that sees both views the forests see
-            both = {part: np.concatenate([x[part]["composition"], x[part]["structure"]], axis=1) for part in split}
-            result["comp_struct_rf"] = mae(random_forest(both["train"], y["train"], seed).predict(both["test"]))
-    if "text" in names:
+    if "comp_struct_rf" in missing:  # a baseline that sees both views the forests see
+        both = {part: np.concatenate([x[part]["composition"], x[part]["structure"]], axis=1) for part in split}
+        result["comp_struct_rf"] = mae(random_forest(both["train"], y["train"], seed).predict(both["test"]))
+    if missing & {"text_ridge", "stacking"} and "text" in names:
         text = fit_ridge_probe(x["train"]["text"], y["train"])
         result["text_ridge"] = mae(text.predict(x["test"]["text"]))
         experts["text_ridge"] = lambda part: text.predict(x[part]["text"])
     concat = {part: np.concatenate([x[part][name] for name in (GRAPH, *names)], axis=1) for part in split}
-    result["concat_ridge"] = mae(fit_ridge_probe(concat["train"], y["train"]).predict(concat["test"]))
-    result["concat_mlp"] = mae(mlp(concat["train"], y["train"], concat["test"], seed))
-    result["stacking"] = mae(stacking(x, y, names, experts, seed))
-    return result
+    if "concat_ridge" in missing:
+        result["concat_ridge"] = mae(fit_ridge_probe(concat["train"], y["train"]).predict(concat["test"]))
+    if "concat_mlp" in missing:
+        result["concat_mlp"] = mae(mlp(concat["train"], y["train"], concat["test"], seed))
+    if "stacking" in missing:
+        result["stacking"] = mae(stacking(x, y, names, experts, seed))
+    result.update({name: known[name] for name in wanted if name in known})
+    return {name: result[name] for name in wanted}
 
 
 def fused(x: dict, present: dict, y: dict, graph_prediction: dict, names: list[str], seed: int) -> tuple[float, dict]:
