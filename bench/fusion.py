@@ -24,6 +24,7 @@ as ``moma_matminer.py`` cuts it, or matbench's 5-fold protocol for jarvis_2d_exf
     python bench/fusion.py [--tasks ...] [--seeds 0 1 2] [--n-train 100|0] [--views composition structure text]
     python bench/fusion.py --matbench        # jarvis_2d_exfoliation, KFold(5, shuffle, 18012019)
     python bench/fusion.py ... --baselines-from REPORT   # take REPORT's baselines that read the same views
+    python bench/fusion.py ... --no-fusion               # the baselines alone
 """
 
 from __future__ import annotations
@@ -65,6 +66,7 @@ def main() -> None:
     parser.add_argument("--n-train", type=int, default=100, help="0: the whole training split")
     parser.add_argument("--views", nargs="+", default=["composition", "structure", "text"], choices=VIEWS)
     parser.add_argument("--no-ablation", action="store_true", help="skip the drop-one-view fusions (a third of the time)")
+    parser.add_argument("--no-fusion", action="store_true", help="fit the baselines only")
     parser.add_argument("--matbench", action="store_true", help="jarvis_2d_exfoliation with matbench's 5 folds")
     parser.add_argument("--cache", type=Path, default=Path("bench/out/fusion"))
     parser.add_argument("--descriptions", type=Path, default=Path("bench/out/descriptions"))
@@ -97,14 +99,15 @@ def main() -> None:
                 parser.error(f"{args.baselines_from} has no row for {task}, split {seed}, {key[2]} training structures")
             baselines = None if earlier is None else reusable(earlier[key], saved["settings"]["views"], args.views)
             row = {"task": task, "seed": seed, "n_train": key[2],
-                   **evaluate(views, split, seed, args.views, not args.no_ablation, baselines)}
+                   **evaluate(views, split, seed, args.views, not args.no_ablation, baselines, not args.no_fusion)}
             rows.append(row)
             print(json.dumps(row), flush=True)
     label = "matbench" if args.matbench else f"n{args.n_train}"
     output = args.output or args.cache / f"report_{label}_{'_'.join(args.views)}.json"
     output.write_text(json.dumps({"settings": {k: str(v) for k, v in vars(args).items()}, "rows": rows}, indent=1))
     print_table(rows, tasks)
-    print(f"gates: {plot_gates(rows, output.with_suffix('.gates.png'))}")
+    if not args.no_fusion:
+        print(f"gates: {plot_gates(rows, output.with_suffix('.gates.png'))}")
 
 
 def task_views(data: Path, task: str, info: dict, names: list[str], cache: Path, descriptions: Path) -> dict:
@@ -175,9 +178,10 @@ def matbench_splits(views: dict) -> list[dict]:
 
 
 def evaluate(views: dict, split: dict, seed: int, wanted: list[str], ablation: bool = True,
-             baselines: dict | None = None) -> dict:
+             baselines: dict | None = None, fusion: bool = True) -> dict:
     """Test MAE of every method on one split, reading the ``wanted`` views (``ablation``: with the drop-one-view
-    fusions; ``baselines``: baselines' test MAE already measured, not fitted again)."""
+    fusions; ``baselines``: baselines' test MAE already measured, not fitted again; ``fusion``: False for the
+    baselines alone)."""
     y = {part: views["targets"][index] for part, index in split.items()}
     names = [name for name in VIEWS if name in wanted]
     x = {part: {name: views[name][index] for name in (GRAPH, *names)} for part, index in split.items()}
@@ -186,7 +190,7 @@ def evaluate(views: dict, split: dict, seed: int, wanted: list[str], ablation: b
     graph_prediction = {part: graph.predict(x[part][GRAPH]) for part in split}
     result = baseline_maes(x, y, names, graph_prediction, seed, baselines or {})
     drops = [(f"fused-{name[:4]}", [n for n in names if n != name]) for name in names] if ablation else []
-    for label, used in (("fused", names), *drops):
+    for label, used in (("fused", names), *drops) if fusion else ():
         if not used and label != "fused":
             continue
         result[label], record = fused(x, present, y, graph_prediction, used, seed)
@@ -352,7 +356,7 @@ def print_table(rows: list[dict], tasks: dict) -> None:
         best = min(methods[1:], key=means.get)
         baselines = [m for m in methods[1:] if not m.startswith("fused")]
         strongest = min(baselines, key=means.get)  # the baseline with the lowest mean, split by split
-        wins = sum(row["fused"] < row[strongest] for row in mine)
+        wins = f"{sum(row['fused'] < row[strongest] for row in mine)}/{len(mine)}" if "fused" in means else "–"
         cells = [(f"**{means[m]:.4g} ± {np.std([row[m] for row in mine]):.2g}**" if m == best else
                   f"{means[m]:.4g} ± {np.std([row[m] for row in mine]):.2g}") for m in methods]
         if few:
@@ -361,7 +365,7 @@ def print_table(rows: list[dict], tasks: dict) -> None:
             table = tasks[task].get("moma_table1_test_mae") or {}
             figures = tuple(table.get(name, "–") for name in published)
         print(f"| {task} ({tasks[task]['unit']}) | {mine[0]['n_train']} | " + " | ".join(cells)
-              + f" | {wins}/{len(mine)} | " + " | ".join(str(f) for f in figures) + " |")
+              + f" | {wins} | " + " | ".join(str(f) for f in figures) + " |")
 
 
 if __name__ == "__main__":
