@@ -6,9 +6,10 @@ labelled by CHGNet 0.3.0 as the tests label them) trains a spin head on SevenNet
 backbone beside it; each frame's moment directions are its spin configuration, and the head learns
 the magnitudes.
 The result is saved, loaded back as an ASE calculator, and drives Langevin MD of a 16-atom bcc
-iron cell at 600 K, once ferromagnetic and once antiferromagnetic (alternating (001) layers), set
-with ``set_initial_magnetic_moments`` as for a DFT code, while the energy difference of the two
-orders, the mean moment magnitude and the total moment are printed.
+iron cell at 600 K, once ferromagnetic and once antiferromagnetic (alternating (001) layers, the B2
+order), set with ``set_initial_magnetic_moments`` as for a DFT code. The energy difference of the two
+orders is printed beside its PBE value at the same lattice constant (``fe_bcc_orders_pbe.json``, made
+by ``bench/fe_orders_dft.py`` with GPAW), then the mean moment magnitude and the total moment along MD.
 
     python examples/spin_iron_md.py [--data FE.extxyz] [--head collinear|vector] [--frames 48] [--epochs 2]
         [--method sparse] [--head-lr 1e-2] [--steps 40] [-o OUT/]
@@ -17,6 +18,7 @@ orders, the mean moment magnitude and the total moment are printed.
 from __future__ import annotations
 
 import argparse
+import json
 import tempfile
 from pathlib import Path
 
@@ -33,6 +35,7 @@ from ase_moma.finetune import METHODS, FinetuneConfig, finetune_potential
 from ase_moma.finetune.potential_data import split_frames
 
 TESTS = Path(__file__).resolve().parents[1] / "tests"  # the CHGNet-labelled iron generator the tests use
+REFERENCE = Path(__file__).with_name("fe_bcc_orders_pbe.json")  # bench/fe_orders_dft.py's PBE energies of the orders
 
 
 def generated(count: int) -> list:
@@ -77,15 +80,21 @@ def main() -> None:
               f"energy {errors['energy_mae']:.1f} meV/atom, forces {errors['forces_mae']:.0f} meV/Å")
 
         calc = load_calculator(str(out), device=args.device)
+        reference = json.loads(REFERENCE.read_text())
         orders = {}
         for order in ("ferromagnetic", "antiferromagnetic"):
-            atoms = bulk("Fe", "bcc", 2.83, cubic=True).repeat((2, 2, 2))
+            atoms = bulk("Fe", "bcc", reference["lattice_constant_angstrom"], cubic=True).repeat((2, 2, 2))
             layer = np.where(np.isclose(atoms.get_scaled_positions()[:, 2] % 0.5, 0), 1.0, -1.0)
             atoms.set_initial_magnetic_moments(2.2 * (layer if order == "antiferromagnetic" else 1.0))
             atoms.calc = calc
             orders[order] = atoms
         difference = orders["antiferromagnetic"].get_potential_energy() - orders["ferromagnetic"].get_potential_energy()
-        print(f"orders : E(AFM) − E(FM) = {1000 * difference / 16:+.1f} meV/atom (the head's exchange term)")
+        print(f"orders : E(AFM) − E(FM) = {1000 * difference / 16:+.1f} meV/atom (the head's exchange term); "
+              f"DFT: {reference['minus_ferromagnetic_meV_per_atom']['antiferromagnetic']:+.1f} ± "
+              f"{reference['uncertainty_meV_per_atom']['antiferromagnetic']:.1f} meV/atom "
+              f"({reference['code'].split(',')[0]}, PBE, {REFERENCE.name}), moments "
+              f"{reference['moments_muB']['ferromagnetic'][0]:.2f} μB (FM) and ±"
+              f"{abs(reference['moments_muB']['antiferromagnetic'][0]):.2f} μB (AFM)")
 
         for order, atoms in orders.items():
             thermalize_momenta(atoms, 600, rng=np.random.default_rng(0))
