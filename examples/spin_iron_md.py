@@ -85,7 +85,7 @@ def main() -> None:
         for order in ("ferromagnetic", "antiferromagnetic"):
             atoms = bulk("Fe", "bcc", reference["lattice_constant_angstrom"], cubic=True).repeat((2, 2, 2))
             layer = np.where(np.isclose(atoms.get_scaled_positions()[:, 2] % 0.5, 0), 1.0, -1.0)
-            atoms.set_initial_magnetic_moments(2.2 * (layer if order == "antiferromagnetic" else 1.0))
+            atoms.set_initial_magnetic_moments(2.2 * (layer if order == "antiferromagnetic" else np.ones(len(atoms))))
             atoms.calc = calc
             orders[order] = atoms
         difference = orders["antiferromagnetic"].get_potential_energy() - orders["ferromagnetic"].get_potential_energy()
