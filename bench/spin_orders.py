@@ -22,7 +22,11 @@ of a training step with the head against a plain one.
 only with the exchange) runs on the 2-core CPU machine in a few minutes; the default (the whole pool,
 batch 64, up to 100 epochs) is for a GPU.
 
-    python bench/spin_orders.py --quick [--methods zero_shot sparse] [--seed 0] [-o bench/out/spin_orders]
+With ``--heldout FILE`` every run is also scored on the pairs of orders of a set none of them trained on
+(``bench/fe_orders_dft.py --heldout`` computes one with GPAW: bcc and fcc iron cells in two or three
+collinear orders at several lattice constants).
+
+    python bench/spin_orders.py --quick [--methods zero_shot sparse] [--seed 0] [--heldout FE.extxyz] [-o bench/out/spin_orders]
 """
 
 from __future__ import annotations
@@ -59,6 +63,15 @@ def relative_change(first, second) -> float:
         moments = atoms.arrays["magmoms_vector"]
         units.append(moments / np.maximum(np.linalg.norm(moments, axis=1, keepdims=True), 1e-9))
     return float(np.abs(units[0] @ units[0].T - units[1] @ units[1].T).mean())
+
+
+def different_orders(frames: list) -> list[tuple[int, int]]:
+    """Every pair of frames (positions in ``frames``) at one geometry in different orders."""
+    groups: dict[str, list[int]] = defaultdict(list)
+    for index, atoms in enumerate(frames):
+        groups[geometry_key(atoms)].append(index)
+    return [(a, b) for members in groups.values() for a, b in itertools.combinations(members, 2)
+            if relative_change(frames[a], frames[b]) > ORDER_CHANGE]
 
 
 def split(frames: list, seed: int) -> tuple[dict[str, list], list[list[int]], list[tuple[int, int]]]:
@@ -99,6 +112,12 @@ def pair_scores(predicted: np.ndarray, reference: np.ndarray) -> dict[str, float
             "pair_sign_agreement": float(np.mean(np.sign(predicted[informative]) == np.sign(reference[informative])))}
 
 
+def heldout_scores(predicted: np.ndarray, reference: np.ndarray) -> dict[str, float]:
+    """:func:`pair_scores` of the held-out set's pairs, keys prefixed ``heldout_``, with the pairs' ΔE (meV/atom)."""
+    scores = {f"heldout_{key}": value for key, value in pair_scores(predicted, reference).items()}
+    return {**scores, "heldout_pairs_meV": [[round(1000 * p, 2), round(1000 * r, 2)] for p, r in zip(predicted, reference)]}
+
+
 def predicted_energies(model, graphs: list, batch_size: int = 16) -> np.ndarray:
     out = []
     for begin in range(0, len(graphs), batch_size):
@@ -115,10 +134,14 @@ def main() -> None:
     parser.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
     parser.add_argument("--head-lr", type=float, default=1e-2,
                         help="the head's learning rate (it trains from its start, unlike the backbone)")
+    parser.add_argument("--heldout", type=Path, help="a spin-configuration set no run has seen (extxyz with "
+                        "magmoms_vector; bench/fe_orders_dft.py --heldout makes one): its pairs of orders are scored too")
     parser.add_argument("-o", "--output", default="bench/out/spin_orders")
     args = parser.parse_args()
     if not DATA.is_file():
         parser.error(f"real data not found at {DATA}")
+    if args.heldout and not args.heldout.is_file():
+        parser.error(f"no held-out set at {args.heldout}")
     parts, groups, pairs = split(ase.io.read(DATA, ":"), args.seed)
     if args.quick:
         rng = np.random.default_rng(args.seed)
@@ -132,6 +155,15 @@ def main() -> None:
     print(f"{', '.join(f'{len(v)} {k}' for k, v in data.items())} frames; {len(groups)} test geometries, "
           f"{len(reference)} pairs of different orders (|ΔE| median {1000 * np.median(np.abs(reference)):.1f} "
           "meV/atom)", flush=True)
+    heldout = None
+    if args.heldout:
+        frames = ase.io.read(args.heldout, ":")
+        heldout_set = read_potential_set(frames, forces=True, stress=True, magmoms="vector", what=str(args.heldout))
+        heldout_pairs = different_orders(frames)
+        heldout = (heldout_set, heldout_pairs,
+                   order_pairs(heldout_set.energy, heldout_set.n_atoms(), heldout_pairs))
+        print(f"held out: {len(frames)} frames, {len(heldout_pairs)} pairs of different orders (|ΔE| median "
+              f"{1000 * np.median(np.abs(heldout[2])):.1f} meV/atom)", flush=True)
     config = (FinetuneConfig(spin_head="vector", batch_size=16, epochs=2, patience=2, head_lr=args.head_lr)
               if args.quick else FinetuneConfig(spin_head="vector", head_lr=args.head_lr))
 
@@ -140,7 +172,8 @@ def main() -> None:
     unlabelled = dataclasses.replace(data["test"], magmoms=None)
     bare_metrics = evaluate(bare, [bare.graph(a) for a in unlabelled.frames], unlabelled, config.loss)
     rows.append({"run": "bare SevenNet-0 (no head: one energy per geometry)", **bare_metrics,
-                 **pair_scores(np.zeros_like(reference), reference)})
+                 **pair_scores(np.zeros_like(reference), reference),
+                 **({} if heldout is None else heldout_scores(np.zeros_like(heldout[2]), heldout[2]))})
     runs = [("start (untrained head)", "zero_shot", {"epochs": 0}, (True, False))]
     runs += [(f"{method} + head", method, {}, (True,) if args.quick and method != "zero_shot" else (True, False))
              for method in args.methods]
@@ -155,8 +188,14 @@ def main() -> None:
             metrics = evaluate(tuner.model, graphs, data["test"], config.loss)
             predicted = (order_pairs(predicted_energies(tuner.model, graphs), counts, pairs) if exchange
                          else np.zeros_like(reference))  # without J the spin order cannot change the energy
+            if heldout is not None:
+                held_graphs = tuner.graphs(heldout[0])
+                held_predicted = (order_pairs(predicted_energies(tuner.model, held_graphs), heldout[0].n_atoms(),
+                                              heldout[1]) if exchange else np.zeros_like(heldout[2]))
             row = {"run": f"{label}, {'with' if exchange else 'without'} exchange", **metrics,
-                   **pair_scores(predicted, reference), "steps": result.steps, "kept_start": result.kept_start,
+                   **pair_scores(predicted, reference),
+                   **({} if heldout is None else heldout_scores(held_predicted, heldout[2])),
+                   "steps": result.steps, "kept_start": result.kept_start,
                    "seconds": time.perf_counter() - start,
                    "exchange_start": tuner.exchange_start.record() if tuner.exchange_start else None}
             rows.append(row)
@@ -189,6 +228,12 @@ def main() -> None:
     print(f"| Fe's mean training |m| ({train_mean:.2f} μB) for every atom | – | – | "
           f"{report['per_element_mean_magnitude_mae']:.3f} | – | – | – |")
     print(f"| CHGNet 0.3.0 (own magnitudes) | – | – | {chgnet_mae:.3f} | – | – | – |")
+    if heldout is not None:
+        print(f"\nheld out ({args.heldout}, {len(heldout[1])} pairs of orders):\n"
+              "| run | ΔE pairs MAE (meV/atom) | ΔE pairs Spearman | pairs ordered as DFT |\n|---|---|---|---|")
+        for row in rows:
+            rho = "–" if np.isnan(row["heldout_pair_spearman"]) else f"{row['heldout_pair_spearman']:+.2f}"
+            print(f"| {row['run']} | {row['heldout_pair_mae']:.1f} | {rho} | {row['heldout_pair_sign_agreement']:.2f} |")
     print(f"\ntraining step (forward + backward, all weights, one batch): with the head {head_step:.2f} s, "
           f"plain {plain_step:.2f} s, ratio {head_step / plain_step:.2f} (goal ≤ 2)")
 
