@@ -65,24 +65,26 @@ def relative_change(first, second) -> float:
     return float(np.abs(units[0] @ units[0].T - units[1] @ units[1].T).mean())
 
 
-def different_orders(frames: list) -> list[tuple[int, int]]:
-    """Every pair of frames (positions in ``frames``) at one geometry in different orders."""
+def geometry_groups(frames: list) -> list[list[int]]:
+    """The positions in ``frames`` of each geometry's frames, geometries in order of first appearance."""
     groups: dict[str, list[int]] = defaultdict(list)
     for index, atoms in enumerate(frames):
         groups[geometry_key(atoms)].append(index)
-    return [(a, b) for members in groups.values() for a, b in itertools.combinations(members, 2)
+    return list(groups.values())
+
+
+def different_orders(frames: list) -> list[tuple[int, int]]:
+    """Every pair of frames (positions in ``frames``) at one geometry in different orders, geometry by geometry."""
+    return [(a, b) for members in geometry_groups(frames) for a, b in itertools.combinations(members, 2)
             if relative_change(frames[a], frames[b]) > ORDER_CHANGE]
 
 
 def split(frames: list, seed: int) -> tuple[dict[str, list], list[list[int]], list[tuple[int, int]]]:
     """Training, validation and test frames; the test geometries' groups and their pairs of different orders
     (positions in the test list). Every geometry with a pair of different orders is in the test set."""
-    groups: dict[str, list[int]] = defaultdict(list)
-    for index, atoms in enumerate(frames):
-        groups[geometry_key(atoms)].append(index)
-    chosen = sorted((members for members in groups.values()
-                     if any(relative_change(frames[a], frames[b]) > ORDER_CHANGE
-                            for a, b in itertools.combinations(members, 2))), key=lambda m: m[0])
+    pairs = different_orders(frames)
+    paired = {frame for pair in pairs for frame in pair}
+    chosen = [members for members in geometry_groups(frames) if paired.intersection(members)]
     test = [i for members in chosen for i in members]
     held = set(test)
     rng = np.random.default_rng(seed)
@@ -91,10 +93,8 @@ def split(frames: list, seed: int) -> tuple[dict[str, list], list[list[int]], li
     n_valid = max(1, len(pool) // 10)
     parts = {"train": sorted(pool[n_valid:]), "valid": sorted(pool[:n_valid]), "test": test}
     position = {frame: k for k, frame in enumerate(test)}
-    pairs = [(position[a], position[b]) for members in chosen for a, b in itertools.combinations(members, 2)
-             if relative_change(frames[a], frames[b]) > ORDER_CHANGE]
     return ({role: [frames[i] for i in indices] for role, indices in parts.items()},
-            [[position[i] for i in members] for members in chosen], pairs)
+            [[position[i] for i in members] for members in chosen], [(position[a], position[b]) for a, b in pairs])
 
 
 def order_pairs(energy: np.ndarray, counts: np.ndarray, pairs: list[tuple[int, int]]) -> np.ndarray:
