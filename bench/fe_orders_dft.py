@@ -43,15 +43,19 @@ ORDERS = {"ferromagnetic": (2.5, 2.5), "antiferromagnetic": (2.5, -2.5), "non-ma
 """Initial moments (μB) of the corner and body-centre atoms."""
 
 
-def energy(order: str, lattice_constant: float, cutoff: float, kpoints: int, width: float) -> dict:
-    """One self-consistent PBE run of the two-atom cubic cell: energy (eV/atom), moments (μB), seconds."""
+def pbe(cutoff: float, kpoints: tuple[int, int, int], width: float, spinpol: bool = True):
+    """A GPAW calculator: plane waves of ``cutoff`` eV, PBE, a ``kpoints`` mesh, Fermi–Dirac ``width`` eV."""
     from gpaw import GPAW, PW, FermiDirac
 
+    return GPAW(mode=PW(cutoff), xc="PBE", kpts=kpoints, occupations=FermiDirac(width), spinpol=spinpol, txt=None)
+
+
+def energy(order: str, lattice_constant: float, cutoff: float, kpoints: int, width: float) -> dict:
+    """One self-consistent PBE run of the two-atom cubic cell: energy (eV/atom), moments (μB), seconds."""
     atoms = bulk("Fe", "bcc", lattice_constant, cubic=True)
     atoms.set_initial_magnetic_moments(ORDERS[order])  # set even when zero: GPAW otherwise starts iron magnetic
     start = time.perf_counter()
-    atoms.calc = GPAW(mode=PW(cutoff), xc="PBE", kpts=(kpoints,) * 3, occupations=FermiDirac(width),
-                      spinpol=order != "non-magnetic", txt=None)
+    atoms.calc = pbe(cutoff, (kpoints,) * 3, width, spinpol=order != "non-magnetic")
     total = atoms.get_potential_energy()
     moments = atoms.get_magnetic_moments() if order != "non-magnetic" else np.zeros(2)
     return {"energy_per_atom": total / len(atoms), "magmoms": [round(float(m), 4) for m in moments],
@@ -69,8 +73,6 @@ HELDOUT_SETTINGS = (500, 0.10)  # cut-off (eV) and Fermi–Dirac width (eV): the
 def heldout_frames() -> list:
     """Every (geometry, order) of HELDOUT computed with PBE: ``info["order"]``, ``info["energy"]`` (eV),
     ``arrays["forces"]``, ``info["stress"]`` (eV/Å³, Voigt) and ``arrays["magmoms_vector"]`` (μB)."""
-    from gpaw import GPAW, PW, FermiDirac
-
     frames = []
     for lattice, constants, repeat, kpoints, orders in HELDOUT:
         for constant in constants:
@@ -79,8 +81,7 @@ def heldout_frames() -> list:
                 atoms = atoms[np.lexsort(np.round(atoms.positions, 6).T)]  # by z (then y, x): signs go layer by layer
                 atoms.set_initial_magnetic_moments([2.5 if sign == "+" else -2.5 for sign in signs])
                 start = time.perf_counter()
-                atoms.calc = GPAW(mode=PW(HELDOUT_SETTINGS[0]), xc="PBE", kpts=kpoints,
-                                  occupations=FermiDirac(HELDOUT_SETTINGS[1]), txt=None)
+                atoms.calc = pbe(HELDOUT_SETTINGS[0], kpoints, HELDOUT_SETTINGS[1])
                 energy, forces, stress = atoms.get_potential_energy(), atoms.get_forces(), atoms.get_stress()
                 moments = atoms.get_magnetic_moments()
                 labelled = atoms.copy()

@@ -30,6 +30,7 @@ as ``moma_matminer.py`` cuts it, or matbench's 5-fold protocol for jarvis_2d_exf
 from __future__ import annotations
 
 import argparse
+import ast
 import json
 import sys
 import time
@@ -149,7 +150,7 @@ def reusable(row: dict, earlier_views: str, views: list[str]) -> dict:
     """The baselines of a saved report's ``row`` that read the same views now as then (``earlier_views``: the
     report's ``settings["views"]``, as saved): a single view's baseline when that view was there, a baseline
     over every view only when the views are the same. The rest are fitted again."""
-    before = {name for name in VIEWS if f"'{name}'" in earlier_views}
+    before = set(ast.literal_eval(earlier_views))
     every = set(views) == before
     return {name: value for name, value in row.items()
             if name in BASELINE_READS and (every if BASELINE_READS[name] is None else set(BASELINE_READS[name]) <= before)}
