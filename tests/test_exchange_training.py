@@ -35,12 +35,13 @@ def _trained(sets, method: str, dtype: str = "float64", **options):
     return tuner, result
 
 
-def _coupling_at(head, distances) -> np.ndarray:
-    """J (eV/μB²) of an Fe–Fe edge at each distance."""
+def _coupling_at(spin, distances) -> np.ndarray:
+    """J (eV/μB²) of an edge between two atoms of ideal bcc Fe (their environments) at each distance."""
     vectors = torch.tensor([[r, 0.0, 0.0] for r in distances], dtype=torch.float64)
     index = torch.stack([torch.zeros(len(distances), dtype=torch.long), torch.ones(len(distances), dtype=torch.long)])
     with torch.no_grad():
-        return head.coupling(Edges(index=index, vectors=vectors, numbers=torch.tensor([26, 26]))).numpy()
+        features = spin.base.node_features(spin.base.collate([spin.base.graph(iron())])).invariant[:2]
+        return spin.head.coupling(Edges(index=index, vectors=vectors, numbers=torch.tensor([26, 26])), features).numpy()
 
 
 def _energy(model, moments) -> float:
@@ -54,7 +55,7 @@ def test_a_fresh_head_learns_the_coupling_and_orders_differ(heisenberg_sets, met
     """J starts at its fit to the residuals, with the backbone frozen or tuned; a training step keeps it.
     The step runs in float32, the precision users train in (and half the cost of float64's double backward)."""
     tuner, result = _trained(heisenberg_sets, method, **options)
-    learned, chosen = _coupling_at(tuner.spin.head, SHELLS), coupling(np.array(SHELLS))
+    learned, chosen = _coupling_at(tuner.spin, SHELLS), coupling(np.array(SHELLS))
     # within 5 % of the strongest coupling at every one of the four shells (0.12 meV/μB²)
     np.testing.assert_allclose(learned, chosen, rtol=0, atol=0.05 * np.abs(chosen).max())
     order = orders()

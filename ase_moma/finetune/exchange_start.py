@@ -24,9 +24,9 @@ held-out structures (and on generated Heisenberg data, with no such error, it
 is left out). J's ridge strength is chosen by cross-validation over whole
 structures, and J stays zero when no strength beats J = 0 (the per-element
 energies, and φ where kept) on the held-out structures. The start
-treats the moments' magnitudes as constants of the positions (their slope
-through the backbone's features is left to training, which follows the exact
-derivative).
+treats the moments' magnitudes, and the environments J reads, as constants of
+the positions (their slope through the backbone's features is left to
+training, which follows the exact derivative).
 """
 
 from __future__ import annotations
@@ -192,7 +192,9 @@ def _residual_design(spin: Any, graphs: Sequence[Any], forces: bool
             sizes = magnitudes * spins.to(magnitudes.dtype).norm(dim=-1)
             weights = 0.5 * torch.stack([head.alignment(magnitudes, spins.to(magnitudes.dtype), edges),
                                          sizes[centre] * sizes[neighbour]], dim=1).to(length.dtype)
-        radial, slope = torch.func.jvp(lambda r: head.exchange_design(r, edges), (length,), (torch.ones_like(length),))
+        environment = features.invariant.detach()
+        radial, slope = torch.func.jvp(lambda r: head.exchange_design(r, edges, environment), (length,),
+                                       (torch.ones_like(length),))
         design = torch.cat([radial * weights[:, :1], radial * weights[:, 1:]], dim=1)  # (E, 2(H + 1))
         per_atom = torch.zeros(features.batch.shape[0], design.shape[1], dtype=design.dtype, device=design.device)
         per_atom.index_add_(0, centre, design)

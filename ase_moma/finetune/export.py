@@ -34,8 +34,9 @@ from ase_moma.training.engine import EngineResult
 from ase_moma.version import CREATED_BY
 
 FINETUNE_JSON = "finetune.json"
-LEGACY_HEAD = {"parallel_reference": False, "exchange_unit": 1.0}
-"""The spin-head settings of files written before they were recorded: J in eV/μB², exchange ½ Σ J m_i·m_j."""
+LEGACY_HEAD = {"parallel_reference": False, "exchange_unit": 1.0, "environment": False}
+"""The spin-head settings of files written before they were recorded: J in eV/μB², exchange ½ Σ J m_i·m_j, J of
+distance and species only."""
 MODEL = "model.safetensors"
 MODULE = "module"
 REPORT = "report.json"

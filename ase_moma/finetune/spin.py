@@ -9,9 +9,15 @@ geometry does determine, the magnitudes |m_i| ≥ 0 (what CHGNet predicts),
 from the backbone's invariant node features: m_i = |m_i| · s_i.
 
 The exchange energy sums over directed edges (each pair twice, hence ½):
-E_spin = ½ Σ_ij J(r_ij, Z_i, Z_j) · (m_i·m_j − |m_i||m_j|), with J a radial
-network times a smooth cutoff envelope, so E_spin and its derivatives go to
-zero at the cutoff. Rotating every spin together, or flipping every spin,
+E_spin = ½ Σ_ij J(r_ij, Z_i, Z_j, h_i, h_j) · (m_i·m_j − |m_i||m_j|), with J a
+radial network times a smooth cutoff envelope, so E_spin and its derivatives go
+to zero at the cutoff. J reads the two atoms' environments h (their invariant
+node features, projected onto the main directions in which the training
+environments differ) as well as their distance and species: in iron, PBE puts
+bcc's B2 order 447 meV/atom above the ferromagnet at 2.83 Å and fcc's L1_0
+order 27 meV/atom below it at 3.45 Å, with nearest neighbours 2.45 and 2.44 Å
+apart, so no J of distance and species alone orders both (heads saved before
+this carry ``environment=False``). Rotating every spin together, or flipping every spin,
 leaves E_spin unchanged (no spin–orbit coupling); ferromagnetic and
 antiferromagnetic orders of one structure get different energies and forces.
 
@@ -57,6 +63,10 @@ MIN_MAGNITUDE = 0.05
 """μB: the floor under training |m_i| before softplus⁻¹ (non-magnetic atoms would map to −∞); below the
 ≈ 0.1 μB resolution of the DFT moments this head learns from."""
 
+ENVIRONMENT_SPREAD = 1e-6
+"""The spread of the training atoms' features, relative to their largest entry, below which they count as one
+environment (float32 round-off is 1e-7 of it)."""
+
 
 def inverse_softplus(value: float | torch.Tensor) -> float | torch.Tensor:
     """softplus⁻¹(y) = log(exp(y) − 1), for y > 0."""
@@ -75,14 +85,18 @@ class SpinHead(torch.nn.Module):
     fresh head adds no energy. parallel_reference: the exchange is zero for
     parallel moments (see the module's docstring; False only for heads saved
     before it). exchange_unit: eV/μB² per unit of the exchange network's
-    output (EXCHANGE_UNIT; 1.0 for heads saved before it). The magnitudes are softplus(probe(x) + mlp(x))
+    output (EXCHANGE_UNIT; 1.0 for heads saved before it). environment: J
+    also reads the atoms' node features, through a projection that starts at
+    zero and is set by :meth:`start_environment` (False: distance and
+    species only, as heads saved before it). The magnitudes are softplus(probe(x) + mlp(x))
     of the node features x: they start at ``initial_magnitude`` μB, and
     :meth:`start_from_probe` starts them at a ridge fit to training moments.
     """
 
     def __init__(self, kind: str, width: int, cutoff: float, hidden: int = 64, n_basis: int = 8,
                  n_elements: int = 119, embedding: int = 16, initial_magnitude: float = 1.0,
-                 parallel_reference: bool = True, exchange_unit: float = EXCHANGE_UNIT) -> None:
+                 parallel_reference: bool = True, exchange_unit: float = EXCHANGE_UNIT,
+                 environment: bool = True) -> None:
         super().__init__()
         if kind not in SPIN_KINDS:
             raise ValueError(f"spin head kind must be one of {', '.join(SPIN_KINDS)}, got {kind!r}")
@@ -95,11 +109,12 @@ class SpinHead(torch.nn.Module):
         self.settings = {"kind": kind, "width": width, "cutoff": float(cutoff), "hidden": hidden,
                          "n_basis": n_basis, "n_elements": n_elements, "embedding": embedding,
                          "initial_magnitude": initial_magnitude, "parallel_reference": bool(parallel_reference),
-                         "exchange_unit": float(exchange_unit)}
+                         "exchange_unit": float(exchange_unit), "environment": bool(environment)}
         self.probe = torch.nn.Linear(width, 1)
         self.magnitude = torch.nn.Sequential(torch.nn.Linear(width, hidden), torch.nn.SiLU(),
                                              torch.nn.Linear(hidden, 1))
         self.species = torch.nn.Embedding(n_elements, embedding)
+        self.environment = torch.nn.Linear(width, embedding) if environment else None
         self.exchange = torch.nn.Sequential(torch.nn.Linear(n_basis + embedding, hidden), torch.nn.SiLU(),
                                             torch.nn.Linear(hidden, 1))
         self.register_buffer("frequencies", torch.arange(1, n_basis + 1, dtype=torch.float64) * math.pi / cutoff)
@@ -107,6 +122,9 @@ class SpinHead(torch.nn.Module):
         with torch.no_grad():
             torch.nn.init.zeros_(self.exchange[-1].weight)
             torch.nn.init.zeros_(self.exchange[-1].bias)
+            if self.environment is not None:
+                torch.nn.init.zeros_(self.environment.weight)
+                torch.nn.init.zeros_(self.environment.bias)
 
     def config(self) -> dict:
         """Constructor arguments, for saving the head beside its weights."""
@@ -141,6 +159,32 @@ class SpinHead(torch.nn.Module):
         self._zero_mlp_output()
         return probe
 
+    @torch.no_grad()
+    def start_environment(self, features: torch.Tensor) -> None:
+        """Point J's view of the environment along the main directions of ``features``' variation.
+
+        features: (N, F) invariant node features of the training atoms. The
+        projection becomes their centred principal components (as many as the
+        species embedding has entries), all divided by the largest one's spread:
+        on the training atoms the first score has unit variance, the rest keep
+        their relative sizes (a direction the training set barely varies along
+        stays small instead of being blown up to unit variance). Features that do
+        not vary (one ideal lattice: spreads of round-off, ENVIRONMENT_SPREAD)
+        leave the projection at zero. Does nothing for a head without ``environment``.
+        """
+        if self.environment is None:
+            return
+        x = features.double()
+        centre = x.mean(0)
+        _, spreads, directions = torch.linalg.svd(x - centre, full_matrices=False)
+        scale = spreads[0] / math.sqrt(max(len(x) - 1, 1))
+        weight = torch.zeros_like(self.environment.weight, dtype=torch.float64)
+        count = min(weight.shape[0], directions.shape[0])
+        if scale > ENVIRONMENT_SPREAD * float(x.abs().max()):
+            weight[:count] = directions[:count] / scale
+        self.environment.weight.copy_(weight.to(self.environment.weight))
+        self.environment.bias.copy_((-weight @ centre).to(self.environment.bias))
+
     def _zero_mlp_output(self) -> None:
         torch.nn.init.zeros_(self.magnitude[-1].weight)
         torch.nn.init.zeros_(self.magnitude[-1].bias)
@@ -160,20 +204,25 @@ class SpinHead(torch.nn.Module):
         hidden = torch.nn.functional.silu(linear(x, hidden_w, hidden_b))
         return torch.nn.functional.softplus((linear(x, probe_w, probe_b) + linear(hidden, out_w, out_b)).squeeze(-1))
 
-    def coupling(self, edges: Edges) -> torch.Tensor:
-        """(E,) J(r_ij, Z_i, Z_j) in eV/μB², zero with zero slope at the cutoff."""
+    def coupling(self, edges: Edges, features: torch.Tensor | None = None) -> torch.Tensor:
+        """(E,) J(r_ij, Z_i, Z_j, h_i, h_j) in eV/μB², zero with zero slope at the cutoff.
+
+        features: (N, F) the atoms' invariant node features (needed when the head reads the environment).
+        """
         length = edges.vectors.norm(dim=-1).clamp(min=1e-9)
-        return self.exchange(self._exchange_inputs(length, edges)).squeeze(-1).to(length.dtype) * (
+        return self.exchange(self._exchange_inputs(length, edges, features)).squeeze(-1).to(length.dtype) * (
             self.exchange_unit * _envelope(length, self.cutoff))
 
-    def exchange_design(self, length: torch.Tensor, edges: Edges) -> torch.Tensor:
+    def exchange_design(self, length: torch.Tensor, edges: Edges, features: torch.Tensor | None = None
+                        ) -> torch.Tensor:
         """(E, H + 1) the exchange's read-out design: J = design @ [w; b] (eV/μB²) for the last layer's weight
-        w (H,) and bias b, at edge lengths ``length`` (E,) Å; the unit and the envelope are included.
+        w (H,) and bias b, at edge lengths ``length`` (E,) Å and node features ``features`` (N, F); the unit
+        and the envelope are included.
 
         J is linear in the last layer, so a least-squares fit of it to energy and force residuals is a
         closed-form start (:mod:`ase_moma.finetune.exchange_start`).
         """
-        hidden = self.exchange[:-1](self._exchange_inputs(length, edges)).to(length.dtype)
+        hidden = self.exchange[:-1](self._exchange_inputs(length, edges, features)).to(length.dtype)
         ones = torch.ones_like(length)[:, None]
         return torch.cat([hidden, ones], dim=-1) * (self.exchange_unit * _envelope(length, self.cutoff))[:, None]
 
@@ -197,10 +246,17 @@ class SpinHead(torch.nn.Module):
         sizes = magnitudes * spins.norm(dim=-1)
         return product - sizes[centre] * sizes[neighbour]
 
-    def _exchange_inputs(self, length: torch.Tensor, edges: Edges) -> torch.Tensor:
-        """(E, n_basis + embedding) radial Bessel functions of the lengths beside the pair's species embedding."""
+    def _exchange_inputs(self, length: torch.Tensor, edges: Edges, features: torch.Tensor | None) -> torch.Tensor:
+        """(E, n_basis + embedding) radial Bessel functions of the lengths beside the pair's embedding: the sum
+        over its two atoms of their species' embedding and, with ``environment``, their projected features."""
         basis = torch.sin(self.frequencies.to(length.dtype) * length[:, None]) / length[:, None]
-        pair = self.species(edges.numbers[edges.index[0]]) + self.species(edges.numbers[edges.index[1]])
+        centre, neighbour = edges.index
+        atom = self.species(edges.numbers)
+        if self.environment is not None:
+            if features is None:
+                raise ValueError("this spin head's exchange reads the atoms' environments: pass their node features")
+            atom = atom + self.environment(features.to(self.environment.weight.dtype))
+        pair = atom[centre] + atom[neighbour]
         return torch.cat([basis.to(pair.dtype), pair], dim=-1)
 
     def forward(self, features: NodeFeatures, edges: Edges, n_graphs: int,
@@ -212,7 +268,7 @@ class SpinHead(torch.nn.Module):
         """
         spins = spins.to(features.invariant.dtype)
         moments = self.magnitudes(features)[:, None] * spins
-        pair_energy = 0.5 * self.coupling(edges) * self.alignment(
+        pair_energy = 0.5 * self.coupling(edges, features.invariant) * self.alignment(
             self.magnitudes(features, frozen_weights=True), spins, edges).to(edges.vectors.dtype)
         per_atom = torch.zeros(features.batch.shape[0], dtype=pair_energy.dtype, device=pair_energy.device)
         per_atom.index_add_(0, edges.index[0], pair_energy)

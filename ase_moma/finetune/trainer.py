@@ -74,6 +74,8 @@ class FinetuneConfig:
     spin_head: ``"vector"``, ``"collinear"`` or None; head_lr: its learning rate.
     exchange: whether the spin head carries its exchange energy (False: moments only, J ≡ 0,
     the ablation without it); J starts at its least-squares fit to the training residuals.
+    exchange_environment: whether J reads the atoms' environments (their node features) beside
+    distance and species (False: the ablation of J(r, Z_i, Z_j) alone).
     loss: the loss (its weights); default 1:10:100 (energy, forces, stress),
     or 1:1:1:1 with moments when a spin head is trained. chunk_atoms: each batch is
     computed in chunks of at most this many atoms, their gradients accumulated
@@ -100,6 +102,7 @@ class FinetuneConfig:
     spin_head: str | None = None
     head_lr: float = 1e-3
     exchange: bool = True
+    exchange_environment: bool = True
     loss: PotentialLoss | None = None
     chunk_atoms: int | None = None
 
@@ -171,7 +174,8 @@ class Finetuner:
         self.exchange_start: ExchangeFit | None = None
         if config.spin_head is not None:
             torch.manual_seed(config.seed)
-            self.spin = SpinBackbone.for_backbone(backbone, config.spin_head)
+            self.spin = SpinBackbone.for_backbone(backbone, config.spin_head,
+                                                  environment=config.exchange_environment)
         self.model = self.spin or backbone  # what computes energies, forces (and moments)
 
     def fit(self, train: PotentialSet, valid: PotentialSet, *, progress: bool = True,
@@ -273,13 +277,15 @@ class Finetuner:
     @torch.no_grad()
     def _start_magnitudes(self, graphs: list[Any], train: PotentialSet, batch_size: int = 16) -> None:
         """The spin head's magnitudes start at the ridge probe of the training |m_i| on the frozen
-        backbone's per-atom features (LP-FT, as for property heads)."""
+        backbone's per-atom features (LP-FT, as for property heads), and J's view of the environment
+        along those features' main directions of variation."""
         base = [g.graph for g in graphs]
         features = torch.cat([self.backbone.node_features(self.backbone.collate(base[i:i + batch_size])).invariant
                               for i in range(0, len(base), batch_size)])
         magnitudes = torch.as_tensor(np.concatenate([_magnitudes(m) for m in train.magmoms]))
         structures = torch.as_tensor(np.repeat(np.arange(len(train)), train.n_atoms()))
         self.spin.head.start_from_probe(features, magnitudes, structures)
+        self.spin.head.start_environment(features)
 
     def graphs(self, data: PotentialSet) -> list[Any]:
         """The model's graphs of ``data``'s frames. With a spin head, each frame's spin configuration is
@@ -384,7 +390,7 @@ class Finetuner:
         if self.spin is not None:
             head = dict(self.spin.head.named_parameters())
             if not config.exchange:  # J ≡ 0: its network stays at its zero output, untrained
-                for name in [n for n in head if n.startswith(("exchange.", "species."))]:
+                for name in [n for n in head if n.startswith(("exchange.", "species.", "environment."))]:
                     head.pop(name).requires_grad_(False)
             tensors.update({f"spin_head.{n}": p for n, p in head.items()})
             groups.append({"params": list(head.values()), "lr": config.head_lr, "weight_decay": config.weight_decay})
