@@ -26,7 +26,8 @@ from ase_moma.finetune.spin_model import SpinBackbone
 
 @pytest.fixture(scope="module")
 def spin_model():
-    """A head on a float64 SevenNet-0 with an exchange term of about 0.02 eV/atom (a fresh head adds none)."""
+    """A head on a float64 SevenNet-0 with random weights and an exchange term of 0.02 eV/atom on a rattled
+    antiferromagnet (a fresh head adds none)."""
     base = load_backbone("sevennet", device="cpu", dtype="float64")
     torch.manual_seed(0)
     model = SpinBackbone.for_backbone(base, "vector", initial_magnitude=2.0)
@@ -34,6 +35,11 @@ def spin_model():
         torch.nn.init.normal_(model.head.magnitude[-1].weight, std=0.1)
         torch.nn.init.normal_(model.head.exchange[-1].weight, std=0.05 / model.head.exchange_unit)
         model.head.exchange[-1].bias.fill_(0.01 / model.head.exchange_unit)
+        atoms = _iron(0, [2.2, -2.2, 2.2, -2.2])  # J scaled to 0.02 eV/atom on this antiferromagnet
+        exchange = float(model.energy(model.collate([model.graph(atoms)]))[0]
+                         - base.energy(base.collate([base.graph(atoms)]))[0]) / len(atoms)
+        model.head.exchange[-1].weight.mul_(abs(0.02 / exchange))
+        model.head.exchange[-1].bias.mul_(abs(0.02 / exchange))
     return model
 
 
@@ -91,7 +97,8 @@ def _random_spins(n: int, seed: int) -> np.ndarray:
 
 
 def test_parallel_moments_add_no_exchange_energy_or_force(spin_model):
-    """The exchange is referenced to the parallel order; a head saved before that choice keeps ½ Σ J m_i·m_j."""
+    """The exchange is referenced to the parallel order; a head saved before that choice keeps ½ Σ J m_i·m_j
+    (compared on magnitudes of geometry alone, one size in either order, as such heads had)."""
     direction = np.array([0.3, -0.2, 0.9]) / np.linalg.norm([0.3, -0.2, 0.9])
     atoms = _iron(4, np.tile(2.2 * direction, (4, 1)))
     bare = spin_model.base.forward(spin_model.base.collate([spin_model.base.graph(atoms)]))
@@ -99,12 +106,15 @@ def test_parallel_moments_add_no_exchange_energy_or_force(spin_model):
     torch.testing.assert_close(energy, bare.energy.detach(), rtol=0, atol=1e-10)
     torch.testing.assert_close(forces, bare.forces.detach(), rtol=0, atol=1e-10)
     torch.testing.assert_close(stress, bare.stress.detach(), rtol=0, atol=1e-10)
-    config = {key: value for key, value in spin_model.head.config().items() if key != "parallel_reference"}
-    older = SpinBackbone(spin_model.base, SpinHead(**{"parallel_reference": False, **config}))
-    older.head.load_state_dict(spin_model.head.state_dict())
+    config = {**spin_model.head.config(), "local_order": False}
+    coupling = {k: v for k, v in spin_model.head.state_dict().items() if k.startswith(("exchange.", "species."))}
+    newer, older = (SpinBackbone(spin_model.base, SpinHead(**{**config, "parallel_reference": reference}))
+                    for reference in (True, False))
+    for model in (newer, older):
+        model.head.load_state_dict(coupling, strict=False)
     assert abs(float(_run(older, atoms)[0][0] - bare.energy[0])) > 1e-3  # ½ Σ J |m_i||m_j| on a ferromagnet
     afm = _iron(4, [2.2, -2.2] * 2)  # orders differ by the same amount in either form
-    gaps = [float(_run(model, afm)[0][0] - _run(model, atoms)[0][0]) for model in (spin_model, older)]
+    gaps = [float(_run(model, afm)[0][0] - _run(model, atoms)[0][0]) for model in (newer, older)]
     assert gaps[0] == pytest.approx(gaps[1], abs=1e-9)
 
 
@@ -200,11 +210,11 @@ def test_magnitudes_of_iron_start_at_a_probe_that_follows_the_geometry(tmp_path)
         targets = torch.as_tensor(np.concatenate([np.linalg.norm(m, axis=1) for m in moments[rows]]))
         structures = torch.as_tensor(np.concatenate([[k] * len(a) for k, a in enumerate(frames[rows])]))
         parts[name] = features, targets, structures
-    probe = model.head.start_from_probe(parts["train"][0].invariant, *parts["train"][1:])
+    probe = model.head.start_from_probe(model.head.magnitude_inputs(parts["train"][0]), *parts["train"][1:])
     features, targets, _ = parts["test"]
     with torch.no_grad():
         predicted = model.head.magnitudes(features)
-    expected = torch.nn.functional.softplus(torch.as_tensor(probe.predict(features.invariant.numpy())))
+    expected = torch.nn.functional.softplus(torch.as_tensor(probe.predict(model.head.magnitude_inputs(features).numpy())))
     torch.testing.assert_close(predicted, expected)  # the head starts exactly at the probe
     baseline = float((targets - parts["train"][1].mean()).abs().mean())  # every magnitude = the training mean
     assert float((predicted - targets).abs().mean()) < 0.7 * baseline  # held-out atoms follow the geometry

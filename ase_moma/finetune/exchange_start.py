@@ -184,7 +184,7 @@ def _residual_design(spin: Any, graphs: Sequence[Any], forces: bool
 
     def record(features: NodeFeatures, edges: Edges, n_graphs: int) -> tuple[torch.Tensor, torch.Tensor]:
         with torch.no_grad():
-            magnitudes = head.magnitudes(features)
+            magnitudes = head.magnitudes(features, edges, spins)
             moments = magnitudes[:, None] * spins.to(magnitudes.dtype)
             vectors = edges.vectors.detach()
             length = vectors.norm(dim=-1).clamp(min=1e-9)

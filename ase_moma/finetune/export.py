@@ -34,9 +34,9 @@ from ase_moma.training.engine import EngineResult
 from ase_moma.version import CREATED_BY
 
 FINETUNE_JSON = "finetune.json"
-LEGACY_HEAD = {"parallel_reference": False, "exchange_unit": 1.0, "environment": False}
+LEGACY_HEAD = {"parallel_reference": False, "exchange_unit": 1.0, "environment": False, "local_order": False}
 """The spin-head settings of files written before they were recorded: J in eV/μB², exchange ½ Σ J m_i·m_j, J of
-distance and species only."""
+distance and species only, magnitudes of geometry only."""
 MODEL = "model.safetensors"
 MODULE = "module"
 REPORT = "report.json"

@@ -36,6 +36,14 @@ keep ½ Σ J m_i·m_j.) J's network outputs meV/μB² (EXCHANGE_UNIT). The head 
 an energy term: the backbone adds E_spin before differentiating, so forces and
 stress are exact derivatives of the total at a fixed spin configuration.
 
+The magnitudes read the local order as well as the geometry: beside the node
+features x_i, the order features o_ik = Σ_j φ_k(r_ij) (ŝ_i·ŝ_j − |ŝ_i||ŝ_j|)
+(radial Bessel functions φ_k times the cutoff envelope; zero when every
+neighbour is parallel, so a ferromagnet's magnitudes are those of geometry
+alone). In bcc iron at 2.83 Å PBE gives 2.19 μB ferromagnetic and 1.43 μB in
+the B2 order: one geometry, two moments, which no function of geometry alone
+can give (heads saved before this carry ``local_order=False``).
+
 The magnitudes' own weights learn from the DFT moments alone: the energy's
 gradient does not reach them (it still reaches J, the backbone and the
 positions). Otherwise training bends them to absorb energy and force errors
@@ -88,15 +96,17 @@ class SpinHead(torch.nn.Module):
     output (EXCHANGE_UNIT; 1.0 for heads saved before it). environment: J
     also reads the atoms' node features, through a projection that starts at
     zero and is set by :meth:`start_environment` (False: distance and
-    species only, as heads saved before it). The magnitudes are softplus(probe(x) + mlp(x))
-    of the node features x: they start at ``initial_magnitude`` μB, and
-    :meth:`start_from_probe` starts them at a ridge fit to training moments.
+    species only, as heads saved before it). The magnitudes are softplus(probe(z) + mlp(z))
+    of z = x, the node features, or with ``local_order`` (False for heads saved
+    before it) z = [x, o], o the order features (see the module's docstring):
+    they start at ``initial_magnitude`` μB, and :meth:`start_from_probe` starts
+    them at a ridge fit to training moments.
     """
 
     def __init__(self, kind: str, width: int, cutoff: float, hidden: int = 64, n_basis: int = 8,
                  n_elements: int = 119, embedding: int = 16, initial_magnitude: float = 1.0,
                  parallel_reference: bool = True, exchange_unit: float = EXCHANGE_UNIT,
-                 environment: bool = True) -> None:
+                 environment: bool = True, local_order: bool = True) -> None:
         super().__init__()
         if kind not in SPIN_KINDS:
             raise ValueError(f"spin head kind must be one of {', '.join(SPIN_KINDS)}, got {kind!r}")
@@ -109,9 +119,12 @@ class SpinHead(torch.nn.Module):
         self.settings = {"kind": kind, "width": width, "cutoff": float(cutoff), "hidden": hidden,
                          "n_basis": n_basis, "n_elements": n_elements, "embedding": embedding,
                          "initial_magnitude": initial_magnitude, "parallel_reference": bool(parallel_reference),
-                         "exchange_unit": float(exchange_unit), "environment": bool(environment)}
-        self.probe = torch.nn.Linear(width, 1)
-        self.magnitude = torch.nn.Sequential(torch.nn.Linear(width, hidden), torch.nn.SiLU(),
+                         "exchange_unit": float(exchange_unit), "environment": bool(environment),
+                         "local_order": bool(local_order)}
+        self.local_order = bool(local_order)
+        inputs = width + (n_basis if local_order else 0)
+        self.probe = torch.nn.Linear(inputs, 1)
+        self.magnitude = torch.nn.Sequential(torch.nn.Linear(inputs, hidden), torch.nn.SiLU(),
                                              torch.nn.Linear(hidden, 1))
         self.species = torch.nn.Embedding(n_elements, embedding)
         self.environment = torch.nn.Linear(width, embedding) if environment else None
@@ -145,7 +158,8 @@ class SpinHead(torch.nn.Module):
         """Start the magnitudes at the ridge probe of softplus⁻¹(|m_i|) on per-atom features.
 
         features: (N, F) invariant node features of training atoms (the frozen
-        backbone's); magnitudes: (N,) their DFT |m_i| in μB, floored at
+        backbone's), beside their order features with ``local_order`` (N, F + K,
+        :meth:`magnitude_inputs`); magnitudes: (N,) their DFT |m_i| in μB, floored at
         MIN_MAGNITUDE where softplus⁻¹ diverges; structures: (N,) the structure
         each atom belongs to — the ridge strength is chosen by the error on
         |m_i| of whole structures left out, since equivalent atoms of one
@@ -189,10 +203,36 @@ class SpinHead(torch.nn.Module):
         torch.nn.init.zeros_(self.magnitude[-1].weight)
         torch.nn.init.zeros_(self.magnitude[-1].bias)
 
-    def magnitudes(self, features: NodeFeatures, *, frozen_weights: bool = False) -> torch.Tensor:
-        """(N,) |m_i| in μB, ≥ 0, invariant under rotations and inversion of the structure.
+    def order_features(self, edges: Edges, spins: torch.Tensor) -> torch.Tensor:
+        """(N, K) o_ik = Σ_j φ_k(r_ij) (ŝ_i·ŝ_j − |ŝ_i||ŝ_j|): how far each atom's neighbours turn away from it,
+        shell by shell (φ_k: the radial Bessel functions times the cutoff envelope). Zero for parallel
+        neighbours; unchanged by turning or flipping every spin together. spins: (N, 3) unit or zero."""
+        length = edges.vectors.norm(dim=-1).clamp(min=1e-9)
+        centre, neighbour = edges.index
+        spins = spins.to(length.dtype)
+        turn = (spins[centre] * spins[neighbour]).sum(-1) - spins[centre].norm(dim=-1) * spins[neighbour].norm(dim=-1)
+        shells = self._radial(length) * (_envelope(length, self.cutoff) * turn)[:, None]
+        return torch.zeros(len(spins), shells.shape[1], dtype=shells.dtype, device=shells.device).index_add_(
+            0, centre, shells)
 
-        frozen_weights: the same values, but no gradient reaches the head's own
+    def magnitude_inputs(self, features: NodeFeatures, edges: Edges | None = None,
+                         spins: torch.Tensor | None = None) -> torch.Tensor:
+        """(N, F) the node features, or with ``local_order`` (N, F + K) beside the order features of ``spins``
+        on ``edges`` (none given: every spin parallel, the order features zero)."""
+        x = features.invariant
+        if not self.local_order:
+            return x
+        if edges is None or spins is None:
+            return torch.cat([x, x.new_zeros(len(x), len(self.frequencies))], dim=-1)
+        return torch.cat([x, self.order_features(edges, spins).to(x.dtype)], dim=-1)
+
+    def magnitudes(self, features: NodeFeatures, edges: Edges | None = None, spins: torch.Tensor | None = None,
+                   *, frozen_weights: bool = False) -> torch.Tensor:
+        """(N,) |m_i| in μB, ≥ 0, invariant under rotations and inversion of the structure and under turning
+        every spin together.
+
+        edges, spins: (N, 3) the spin directions, read by a head with ``local_order`` (none given: every spin
+        parallel). frozen_weights: the same values, but no gradient reaches the head's own
         weights (it still flows through the features, to positions and backbone).
         """
         linear = torch.nn.functional.linear
@@ -200,7 +240,7 @@ class SpinHead(torch.nn.Module):
         if frozen_weights:
             weights = [(w.detach(), b.detach()) for w, b in weights]
         (probe_w, probe_b), (hidden_w, hidden_b), (out_w, out_b) = weights
-        x = features.invariant
+        x = self.magnitude_inputs(features, edges, spins)
         hidden = torch.nn.functional.silu(linear(x, hidden_w, hidden_b))
         return torch.nn.functional.softplus((linear(x, probe_w, probe_b) + linear(hidden, out_w, out_b)).squeeze(-1))
 
@@ -249,7 +289,7 @@ class SpinHead(torch.nn.Module):
     def _exchange_inputs(self, length: torch.Tensor, edges: Edges, features: torch.Tensor | None) -> torch.Tensor:
         """(E, n_basis + embedding) radial Bessel functions of the lengths beside the pair's embedding: the sum
         over its two atoms of their species' embedding and, with ``environment``, their projected features."""
-        basis = torch.sin(self.frequencies.to(length.dtype) * length[:, None]) / length[:, None]
+        basis = self._radial(length)
         centre, neighbour = edges.index
         atom = self.species(edges.numbers)
         if self.environment is not None:
@@ -259,6 +299,10 @@ class SpinHead(torch.nn.Module):
         pair = atom[centre] + atom[neighbour]
         return torch.cat([basis.to(pair.dtype), pair], dim=-1)
 
+    def _radial(self, length: torch.Tensor) -> torch.Tensor:
+        """(E, n_basis) radial Bessel functions sin(kπr/r_c)/r of the edge lengths (E,) Å."""
+        return torch.sin(self.frequencies.to(length.dtype) * length[:, None]) / length[:, None]
+
     def forward(self, features: NodeFeatures, edges: Edges, n_graphs: int,
                 spins: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """((B,) exchange energy in eV, (N, 3) moments m_i = |m_i| s_i in μB) for one batch.
@@ -267,9 +311,9 @@ class SpinHead(torch.nn.Module):
         atom given no moment (it then carries none).
         """
         spins = spins.to(features.invariant.dtype)
-        moments = self.magnitudes(features)[:, None] * spins
+        moments = self.magnitudes(features, edges, spins)[:, None] * spins
         pair_energy = 0.5 * self.coupling(edges, features.invariant) * self.alignment(
-            self.magnitudes(features, frozen_weights=True), spins, edges).to(edges.vectors.dtype)
+            self.magnitudes(features, edges, spins, frozen_weights=True), spins, edges).to(edges.vectors.dtype)
         per_atom = torch.zeros(features.batch.shape[0], dtype=pair_energy.dtype, device=pair_energy.device)
         per_atom.index_add_(0, edges.index[0], pair_energy)
         energy = torch.zeros(n_graphs, dtype=per_atom.dtype, device=per_atom.device)

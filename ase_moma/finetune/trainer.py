@@ -75,7 +75,8 @@ class FinetuneConfig:
     exchange: whether the spin head carries its exchange energy (False: moments only, J ≡ 0,
     the ablation without it); J starts at its least-squares fit to the training residuals.
     exchange_environment: whether J reads the atoms' environments (their node features) beside
-    distance and species (False: the ablation of J(r, Z_i, Z_j) alone).
+    distance and species (False: the ablation of J(r, Z_i, Z_j) alone). local_order: whether the
+    moments' magnitudes read the local spin order beside the geometry (False: geometry alone).
     loss: the loss (its weights); default 1:10:100 (energy, forces, stress),
     or 1:1:1:1 with moments when a spin head is trained. chunk_atoms: each batch is
     computed in chunks of at most this many atoms, their gradients accumulated
@@ -103,6 +104,7 @@ class FinetuneConfig:
     head_lr: float = 1e-3
     exchange: bool = True
     exchange_environment: bool = True
+    local_order: bool = True
     loss: PotentialLoss | None = None
     chunk_atoms: int | None = None
 
@@ -174,8 +176,8 @@ class Finetuner:
         self.exchange_start: ExchangeFit | None = None
         if config.spin_head is not None:
             torch.manual_seed(config.seed)
-            self.spin = SpinBackbone.for_backbone(backbone, config.spin_head,
-                                                  environment=config.exchange_environment)
+            self.spin = SpinBackbone.for_backbone(backbone, config.spin_head, environment=config.exchange_environment,
+                                                  local_order=config.local_order)
         self.model = self.spin or backbone  # what computes energies, forces (and moments)
 
     def fit(self, train: PotentialSet, valid: PotentialSet, *, progress: bool = True,
@@ -277,14 +279,14 @@ class Finetuner:
     @torch.no_grad()
     def _start_magnitudes(self, graphs: list[Any], train: PotentialSet, batch_size: int = 16) -> None:
         """The spin head's magnitudes start at the ridge probe of the training |m_i| on the frozen
-        backbone's per-atom features (LP-FT, as for property heads), and J's view of the environment
-        along those features' main directions of variation."""
-        base = [g.graph for g in graphs]
-        features = torch.cat([self.backbone.node_features(self.backbone.collate(base[i:i + batch_size])).invariant
-                              for i in range(0, len(base), batch_size)])
+        backbone's per-atom features and the training spins' order features (LP-FT, as for property
+        heads), and J's view of the environment along those features' main directions of variation."""
+        parts = [self.spin.magnitude_inputs(self.spin.collate(graphs[i:i + batch_size]))
+                 for i in range(0, len(graphs), batch_size)]
+        features, inputs = (torch.cat(columns) for columns in zip(*parts))
         magnitudes = torch.as_tensor(np.concatenate([_magnitudes(m) for m in train.magmoms]))
         structures = torch.as_tensor(np.repeat(np.arange(len(train)), train.n_atoms()))
-        self.spin.head.start_from_probe(features, magnitudes, structures)
+        self.spin.head.start_from_probe(inputs, magnitudes, structures)
         self.spin.head.start_environment(features)
 
     def graphs(self, data: PotentialSet) -> list[Any]:
