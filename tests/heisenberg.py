@@ -50,19 +50,24 @@ def orders(magnitude: float = 2.2) -> dict[str, np.ndarray]:
     return {"fm": ferro, "afm": ferro * np.where(corner, 1.0, -1.0)[:, None]}
 
 
+def labelled(reference, atoms: Atoms, moments: np.ndarray) -> Atoms:
+    """``atoms`` labelled with the ``reference`` backbone's energy and forces plus the exchange of ``moments``
+    ((n, 3) μB, kept in ``arrays["magmoms_vector"]``)."""
+    out = reference.forward(reference.collate([reference.graph(atoms)]), stress=False)
+    energy, forces = exchange(atoms, moments)
+    atoms.calc = SinglePointCalculator(atoms, energy=float(out.energy[0].detach()) + energy,
+                                       forces=out.forces.detach().numpy() + forces)
+    atoms.arrays["magmoms_vector"] = moments
+    return atoms
+
+
 def labelled_iron(reference, count: int, seed: int, magnitude: float = 2.2) -> list[Atoms]:
-    """``count`` :func:`iron` frames with random non-collinear moments of one magnitude, labelled with the
-    ``reference`` backbone's energy and forces plus the exchange; moments in ``arrays["magmoms_vector"]``."""
+    """``count`` :func:`iron` frames with random non-collinear moments of one magnitude, :func:`labelled`."""
     rng = np.random.default_rng(seed)
     frames = []
     for _ in range(count):
         atoms = iron()
         directions = rng.normal(size=(len(atoms), 3))
-        moments = magnitude * directions / np.linalg.norm(directions, axis=1, keepdims=True)
-        out = reference.forward(reference.collate([reference.graph(atoms)]), stress=False)
-        energy, forces = exchange(atoms, moments)
-        atoms.calc = SinglePointCalculator(atoms, energy=float(out.energy[0].detach()) + energy,
-                                           forces=out.forces.detach().numpy() + forces)
-        atoms.arrays["magmoms_vector"] = moments
-        frames.append(atoms)
+        frames.append(labelled(reference, atoms, magnitude * directions / np.linalg.norm(directions, axis=1,
+                                                                                         keepdims=True)))
     return frames

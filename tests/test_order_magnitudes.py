@@ -11,9 +11,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
-from ase.calculators.singlepoint import SinglePointCalculator
 from ase.neighborlist import neighbor_list
-from heisenberg import exchange, iron, orders
+from heisenberg import iron, labelled, orders
 
 from ase_moma import load_backbone
 from ase_moma.finetune import FinetuneConfig, Finetuner
@@ -31,7 +30,7 @@ def chosen_magnitudes(atoms, signs: np.ndarray) -> np.ndarray:
     return 2.3 - 0.8 * antiparallel / np.bincount(first, minlength=len(atoms))
 
 
-def labelled(reference, signs_list: list[np.ndarray]) -> list:
+def in_orders(reference, signs_list: list[np.ndarray]) -> list:
     """Frames in the orders ``signs_list`` (±1 per atom) with the chosen magnitudes along z, labelled with
     ``reference``'s energy and forces plus a Heisenberg exchange of those moments."""
     frames = []
@@ -39,12 +38,7 @@ def labelled(reference, signs_list: list[np.ndarray]) -> list:
         atoms = iron()
         moments = np.zeros((len(atoms), 3))
         moments[:, 2] = signs * chosen_magnitudes(atoms, signs)
-        out = reference.forward(reference.collate([reference.graph(atoms)]), stress=False)
-        energy, forces = exchange(atoms, moments)
-        atoms.calc = SinglePointCalculator(atoms, energy=float(out.energy[0].detach()) + energy,
-                                           forces=out.forces.detach().numpy() + forces)
-        atoms.arrays["magmoms_vector"] = moments
-        frames.append(atoms)
+        frames.append(labelled(reference, atoms, moments))
     return frames
 
 
@@ -54,7 +48,7 @@ def order_sets():
     rng = np.random.default_rng(3)
     signs = [rng.choice([-1.0, 1.0], size=16) for _ in range(12)]
     read = lambda part: read_potential_set(part, forces=True, stress=False, magmoms="vector")  # noqa: E731
-    return read(labelled(reference, signs[:8])), read(labelled(reference, signs[8:]))
+    return read(in_orders(reference, signs[:8])), read(in_orders(reference, signs[8:]))
 
 
 def _magnitude_error(order_sets, local_order: bool) -> tuple[float, float, Finetuner]:

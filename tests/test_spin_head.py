@@ -210,11 +210,11 @@ def test_magnitudes_of_iron_start_at_a_probe_that_follows_the_geometry(tmp_path)
         targets = torch.as_tensor(np.concatenate([np.linalg.norm(m, axis=1) for m in moments[rows]]))
         structures = torch.as_tensor(np.concatenate([[k] * len(a) for k, a in enumerate(frames[rows])]))
         parts[name] = features, targets, structures
-    probe = model.head.start_from_probe(model.head.magnitude_inputs(parts["train"][0]), *parts["train"][1:])
+    probe = model.head.start_from_probe(parts["train"][0].invariant, *parts["train"][1:])
     features, targets, _ = parts["test"]
     with torch.no_grad():
         predicted = model.head.magnitudes(features)
-    expected = torch.nn.functional.softplus(torch.as_tensor(probe.predict(model.head.magnitude_inputs(features).numpy())))
+    expected = torch.nn.functional.softplus(torch.as_tensor(probe.predict(features.invariant.numpy())))
     torch.testing.assert_close(predicted, expected)  # the head starts exactly at the probe
     baseline = float((targets - parts["train"][1].mean()).abs().mean())  # every magnitude = the training mean
     assert float((predicted - targets).abs().mean()) < 0.7 * baseline  # held-out atoms follow the geometry

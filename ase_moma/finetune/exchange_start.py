@@ -23,7 +23,14 @@ frame and dropped: it is kept in the fit where it beats no pair term on
 held-out structures (and on generated Heisenberg data, with no such error, it
 is left out). J's ridge strength is chosen by cross-validation over whole
 structures, and J stays zero when no strength beats J = 0 (the per-element
-energies, and φ where kept) on the held-out structures. The start
+energies, and φ where kept) on the held-out structures. A geometry given in
+different orders (a user's FM and AFM frames of one cell) also gets an energy of
+its own in the fit: its orders share the backbone's error there, so J is fitted
+to the differences between them rather than to the backbone's error across
+geometries (bench/RESULTS.md, "The spin-aware head"). A geometry given only as
+one order turned as a whole tells J nothing that way and is left as it was.
+The per-element energies returned are refitted with J fixed and without those
+per-geometry energies, which would otherwise share them. The start
 treats the moments' magnitudes, and the environments J reads, as constants of
 the positions (their slope through the backbone's features is left to
 training, which follows the exact derivative).
@@ -40,6 +47,7 @@ import torch
 from ase_moma.backbone import Edges, NodeFeatures
 from ase_moma.finetune.loss import PotentialLoss
 from ase_moma.finetune.potential_data import PotentialSet
+from ase_moma.finetune.spin_orders import differ_in_order, repeated_geometries
 
 RIDGE_GRID = np.logspace(-8, 0, 9)
 """Ridge strengths, relative to the mean diagonal of the normal matrix: from a plain least-squares fit of
@@ -99,7 +107,9 @@ def fit_exchange(spin: Any, graphs: Sequence[Any], data: PotentialSet, loss: Pot
     elements = sorted({int(z) for atoms in data.frames for z in atoms.numbers})
     column = {z: k for k, z in enumerate(elements)}
     n_coupling = head.exchange[-1].in_features + 1
-    width = 2 * n_coupling + len(elements)  # J's read-out, the pair term's, the per-element energies
+    geometry = ordered_geometries(data.frames, [graph.spins.cpu().numpy() for graph in graphs])
+    # J's read-out, the pair term's, the per-element energies, then one energy per repeated geometry
+    width = 2 * n_coupling + len(elements) + len(set(geometry.values()))
     n_folds = min(FOLDS, len(data))
     folds = np.random.default_rng(seed).permutation(len(data)) % n_folds
     normal = _Normal(n_folds, width)
@@ -116,6 +126,8 @@ def fit_exchange(spin: Any, graphs: Sequence[Any], data: PotentialSet, loss: Pot
             design = np.zeros(width)
             design[:2 * n_coupling] = energy_design[k]
             np.add.at(design, [2 * n_coupling + column[int(z)] for z in data.frames[row].numbers], 1.0)
+            if row in geometry:  # the backbone's error at this geometry, whatever the order: eV per atom
+                design[2 * n_coupling + len(elements) + geometry[row]] = count
             residual = (data.energy[row] - energy[k]) / count
             normal.add(folds[row], design[None] / count, np.array([residual]), energy_weight)
             if use_forces:
@@ -124,20 +136,26 @@ def fit_exchange(spin: Any, graphs: Sequence[Any], data: PotentialSet, loss: Pot
                 rows_design[:, :2 * n_coupling] = force_design[start:start + count].reshape(-1, 2 * n_coupling)
                 normal.add(folds[row], rows_design, target, force_weight)
             start += count
-    fit = _choose_ridge(normal, len(data), n_coupling, elements)
+    fit = _choose_ridge(normal, len(data), n_coupling, elements, n_geometries=len(set(geometry.values())))
     head.set_exchange_readout(torch.as_tensor(fit.coefficients))
     return fit
 
 
-def _choose_ridge(normal: _Normal, structures: int, n_coupling: int, elements: list[int]) -> ExchangeFit:
-    """Fit J beside the nuisances (the pair term φ where it beats none on held-out folds, and the per-element
-    energies of ``elements``; the normal matrix's columns are J's ``n_coupling``, φ's ``n_coupling``, then
-    one per element), J's ridge strength cross-validated over the folds. The baseline is J = 0."""
-    coupling, pair, level = (slice(None, n_coupling), slice(n_coupling, 2 * n_coupling),
-                             slice(2 * n_coupling, None))
+def _choose_ridge(normal: _Normal, structures: int, n_coupling: int, elements: list[int],
+                  n_geometries: int = 0) -> ExchangeFit:
+    """Fit J beside the nuisances (the pair term φ where it beats none on held-out folds, the per-element
+    energies of ``elements`` and one energy per repeated geometry; the normal matrix's columns are J's
+    ``n_coupling``, φ's ``n_coupling``, one per element, then one per geometry), J's ridge strength
+    cross-validated over the folds. The baseline is J = 0. The per-element energies returned are refitted
+    with J fixed and no per-geometry energies, which would otherwise share them."""
+    coupling, pair = slice(None, n_coupling), slice(n_coupling, 2 * n_coupling)
+    level = slice(2 * n_coupling, 2 * n_coupling + len(elements))
+    geometries = slice(level.stop, level.stop + n_geometries)
 
-    def fit(gram: np.ndarray, cross: np.ndarray, with_pair: bool, alpha: float | None) -> np.ndarray:
-        blocks = [(level, LEVEL_RIDGE)] + ([(pair, LEVEL_RIDGE)] if with_pair else [])
+    def fit(gram: np.ndarray, cross: np.ndarray, with_pair: bool, alpha: float | None,
+            per_geometry: bool = True) -> np.ndarray:
+        blocks = [(level, LEVEL_RIDGE)] + ([(geometries, LEVEL_RIDGE)] if per_geometry and n_geometries else [])
+        blocks += [(pair, LEVEL_RIDGE)] if with_pair else []
         blocks += [(coupling, alpha)] if alpha is not None else []
         columns = np.concatenate([np.arange(len(cross))[block] for block, _ in blocks])
         ridge = np.concatenate([strength * _scale(gram[block, block]) for block, strength in blocks])
@@ -158,9 +176,22 @@ def _choose_ridge(normal: _Normal, structures: int, n_coupling: int, elements: l
     alpha, error = min(((float(a), held_out(with_pair, float(a))) for a in RIDGE_GRID), key=lambda trial: trial[1])
     if error >= zero:
         return ExchangeFit(np.zeros(n_coupling), None, zero, zero, structures, {})
-    c = fit(normal.gram.sum(0), normal.cross.sum(0), with_pair, alpha)
+    gram, cross = normal.gram.sum(0), normal.cross.sum(0)
+    c = fit(gram, cross, with_pair, alpha)
+    fixed = np.zeros(len(cross))
+    fixed[coupling] = c[coupling]
+    levels = fit(gram, cross - gram @ fixed, with_pair, None, per_geometry=False)
     return ExchangeFit(c[coupling], alpha, error, zero, structures,
-                       {z: float(v) for z, v in zip(elements, c[level])})
+                       {z: float(v) for z, v in zip(elements, levels[level])})
+
+
+def ordered_geometries(frames: Sequence[Any], spins: Sequence[np.ndarray]) -> dict[int, int]:
+    """{frame position: geometry number} for the frames whose geometry (positions, cell, numbers) is given in
+    different orders (``spins``: each frame's (n, 3) directions): they share the backbone's error there, which
+    a per-geometry energy takes, so J is fitted to the differences between the orders rather than to that
+    error. A geometry given only as one order turned as a whole tells J nothing that way, and is left as it is."""
+    groups = [members for members in repeated_geometries(frames) if differ_in_order([spins[i] for i in members])]
+    return {position: number for number, members in enumerate(groups) for position in members}
 
 
 def _scale(gram: np.ndarray) -> np.ndarray:
@@ -184,7 +215,7 @@ def _residual_design(spin: Any, graphs: Sequence[Any], forces: bool
 
     def record(features: NodeFeatures, edges: Edges, n_graphs: int) -> tuple[torch.Tensor, torch.Tensor]:
         with torch.no_grad():
-            magnitudes = head.magnitudes(features, edges, spins)
+            magnitudes = head.magnitudes(features)  # of the parallel order, as the exchange reads them
             moments = magnitudes[:, None] * spins.to(magnitudes.dtype)
             vectors = edges.vectors.detach()
             length = vectors.norm(dim=-1).clamp(min=1e-9)

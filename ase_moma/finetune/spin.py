@@ -9,7 +9,8 @@ geometry does determine, the magnitudes |m_i| ≥ 0 (what CHGNet predicts),
 from the backbone's invariant node features: m_i = |m_i| · s_i.
 
 The exchange energy sums over directed edges (each pair twice, hence ½):
-E_spin = ½ Σ_ij J(r_ij, Z_i, Z_j, h_i, h_j) · (m_i·m_j − |m_i||m_j|), with J a
+E_spin = ½ Σ_ij J(r_ij, Z_i, Z_j, h_i, h_j) · (m⁰_i·m⁰_j − |m⁰_i||m⁰_j|), with
+m⁰_i = |m⁰_i| s_i the moments at the magnitudes of the parallel order (below), J a
 radial network times a smooth cutoff envelope, so E_spin and its derivatives go
 to zero at the cutoff. J reads the two atoms' environments h (their invariant
 node features, projected onto the main directions in which the training
@@ -36,13 +37,22 @@ keep ½ Σ J m_i·m_j.) J's network outputs meV/μB² (EXCHANGE_UNIT). The head 
 an energy term: the backbone adds E_spin before differentiating, so forces and
 stress are exact derivatives of the total at a fixed spin configuration.
 
-The magnitudes read the local order as well as the geometry: beside the node
-features x_i, the order features o_ik = Σ_j φ_k(r_ij) (ŝ_i·ŝ_j − |ŝ_i||ŝ_j|)
-(radial Bessel functions φ_k times the cutoff envelope; zero when every
-neighbour is parallel, so a ferromagnet's magnitudes are those of geometry
-alone). In bcc iron at 2.83 Å PBE gives 2.19 μB ferromagnetic and 1.43 μB in
-the B2 order: one geometry, two moments, which no function of geometry alone
-can give (heads saved before this carry ``local_order=False``).
+The magnitudes read the local order as well as the geometry. The geometry's
+magnitude |m⁰_i| = softplus(probe(x_i) + mlp(x_i)) of the node features x_i is
+fitted to the training moments of every order given, and an order layer
+corrects it for the configuration at hand: |m_i| = softplus(probe(x_i) +
+mlp(x_i) + order(o_i)), with the order features o_ik = Σ_j φ_k(r_ij)
+(ŝ_i·ŝ_j − |ŝ_i||ŝ_j|) (radial Bessel functions φ_k times the cutoff envelope;
+zero when every neighbour is parallel; unchanged by turning every spin). In bcc
+iron at 2.83 Å PBE gives 2.19 μB ferromagnetic and 1.43 μB in the B2 order: one
+geometry, two moments, which no function of geometry alone can give (heads
+saved before this carry ``local_order=False``). The exchange multiplies the
+geometry's magnitudes m⁰: E_spin is a function of the geometry and the spin
+directions, and the energy the moments' shrinking costs is carried by J. An
+exchange that read the order's own magnitudes needs a J that scales as 1/|m|²
+across lattice constants (B2 iron's moments run from 0.85 to 2.23 μB between
+2.74 and 2.97 Å), and on held-out PBE orders of iron it got the order gaps
+wrong by hundreds of meV/atom (bench/RESULTS.md).
 
 The magnitudes' own weights learn from the DFT moments alone: the energy's
 gradient does not reach them (it still reaches J, the backbone and the
@@ -95,12 +105,12 @@ class SpinHead(torch.nn.Module):
     before it). exchange_unit: eV/μB² per unit of the exchange network's
     output (EXCHANGE_UNIT; 1.0 for heads saved before it). environment: J
     also reads the atoms' node features, through a projection that starts at
-    zero and is set by :meth:`start_environment` (False: distance and
-    species only, as heads saved before it). The magnitudes are softplus(probe(z) + mlp(z))
-    of z = x, the node features, or with ``local_order`` (False for heads saved
-    before it) z = [x, o], o the order features (see the module's docstring):
-    they start at ``initial_magnitude`` μB, and :meth:`start_from_probe` starts
-    them at a ridge fit to training moments.
+    zero, is set by :meth:`start_environment` and is not trained (False: distance and
+    species only, as heads saved before it). The magnitudes are
+    softplus(probe(x) + mlp(x) [+ order(o)]) of the node features x and, with
+    ``local_order`` (False for heads saved before it), the order features o
+    (see the module's docstring): they start at ``initial_magnitude`` μB, and
+    :meth:`start_from_probe` starts them at a ridge fit to training moments.
     """
 
     def __init__(self, kind: str, width: int, cutoff: float, hidden: int = 64, n_basis: int = 8,
@@ -121,11 +131,10 @@ class SpinHead(torch.nn.Module):
                          "initial_magnitude": initial_magnitude, "parallel_reference": bool(parallel_reference),
                          "exchange_unit": float(exchange_unit), "environment": bool(environment),
                          "local_order": bool(local_order)}
-        self.local_order = bool(local_order)
-        inputs = width + (n_basis if local_order else 0)
-        self.probe = torch.nn.Linear(inputs, 1)
-        self.magnitude = torch.nn.Sequential(torch.nn.Linear(inputs, hidden), torch.nn.SiLU(),
+        self.probe = torch.nn.Linear(width, 1)
+        self.magnitude = torch.nn.Sequential(torch.nn.Linear(width, hidden), torch.nn.SiLU(),
                                              torch.nn.Linear(hidden, 1))
+        self.order = torch.nn.Linear(n_basis, 1) if local_order else None
         self.species = torch.nn.Embedding(n_elements, embedding)
         self.environment = torch.nn.Linear(width, embedding) if environment else None
         self.exchange = torch.nn.Sequential(torch.nn.Linear(n_basis + embedding, hidden), torch.nn.SiLU(),
@@ -151,26 +160,39 @@ class SpinHead(torch.nn.Module):
         self._zero_mlp_output()
         self.probe.weight.zero_()
         self.probe.bias.fill_(inverse_softplus(magnitude))
+        if self.order is not None:
+            self.order.weight.zero_()
+            self.order.bias.zero_()
 
     @torch.no_grad()
-    def start_from_probe(self, features: torch.Tensor, magnitudes: torch.Tensor,
-                         structures: torch.Tensor) -> RidgeProbe:
+    def start_from_probe(self, features: torch.Tensor, magnitudes: torch.Tensor, structures: torch.Tensor,
+                         order: torch.Tensor | None = None) -> RidgeProbe:
         """Start the magnitudes at the ridge probe of softplus⁻¹(|m_i|) on per-atom features.
 
         features: (N, F) invariant node features of training atoms (the frozen
-        backbone's), beside their order features with ``local_order`` (N, F + K,
-        :meth:`magnitude_inputs`); magnitudes: (N,) their DFT |m_i| in μB, floored at
+        backbone's); magnitudes: (N,) their DFT |m_i| in μB, floored at
         MIN_MAGNITUDE where softplus⁻¹ diverges; structures: (N,) the structure
         each atom belongs to — the ridge strength is chosen by the error on
         |m_i| of whole structures left out, since equivalent atoms of one
-        structure share features and moment. Returns the probe.
+        structure share features and moment. order: (N, K) their order features
+        (:meth:`order_features`), for a head with ``local_order``: the order layer
+        starts at the ridge fit of what the node features' probe leaves (zero
+        where the training orders do not vary). Returns the node features' probe.
         """
-        targets = inverse_softplus(magnitudes.double().clamp(min=MIN_MAGNITUDE))
-        probe = fit_ridge_probe(features.double().cpu().numpy(), targets.cpu().numpy(),
-                                groups=structures.cpu().numpy(), readout=lambda x: np.logaddexp(0.0, x))
+        targets = inverse_softplus(magnitudes.double().clamp(min=MIN_MAGNITUDE)).cpu().numpy()
+        x, groups = features.double().cpu().numpy(), structures.cpu().numpy()
+        probe = fit_ridge_probe(x, targets, groups=groups, readout=lambda v: np.logaddexp(0.0, v))
         self.probe.weight.copy_(torch.as_tensor(probe.weight)[None].to(self.probe.weight))
         self.probe.bias.fill_(probe.bias)
         self._zero_mlp_output()
+        if self.order is not None:
+            self.order.weight.zero_()
+            self.order.bias.zero_()
+            o = None if order is None else order.double().cpu().numpy()
+            if o is not None and np.ptp(o, axis=0).max() > 0:
+                correction = fit_ridge_probe(o, targets - probe.predict(x), groups=groups)
+                self.order.weight.copy_(torch.as_tensor(correction.weight)[None].to(self.order.weight))
+                self.order.bias.fill_(correction.bias)
         return probe
 
     @torch.no_grad()
@@ -215,34 +237,30 @@ class SpinHead(torch.nn.Module):
         return torch.zeros(len(spins), shells.shape[1], dtype=shells.dtype, device=shells.device).index_add_(
             0, centre, shells)
 
-    def magnitude_inputs(self, features: NodeFeatures, edges: Edges | None = None,
-                         spins: torch.Tensor | None = None) -> torch.Tensor:
-        """(N, F) the node features, or with ``local_order`` (N, F + K) beside the order features of ``spins``
-        on ``edges`` (none given: every spin parallel, the order features zero)."""
-        x = features.invariant
-        if not self.local_order:
-            return x
-        if edges is None or spins is None:
-            return torch.cat([x, x.new_zeros(len(x), len(self.frequencies))], dim=-1)
-        return torch.cat([x, self.order_features(edges, spins).to(x.dtype)], dim=-1)
-
     def magnitudes(self, features: NodeFeatures, edges: Edges | None = None, spins: torch.Tensor | None = None,
                    *, frozen_weights: bool = False) -> torch.Tensor:
         """(N,) |m_i| in μB, ≥ 0, invariant under rotations and inversion of the structure and under turning
         every spin together.
 
-        edges, spins: (N, 3) the spin directions, read by a head with ``local_order`` (none given: every spin
-        parallel). frozen_weights: the same values, but no gradient reaches the head's own
-        weights (it still flows through the features, to positions and backbone).
+        edges, spins: (N, 3) the spin directions, read by the order layer of a head with ``local_order``;
+        none given: the geometry's magnitudes m⁰ (what the exchange reads). frozen_weights: the same
+        values, but no gradient reaches the head's own weights (it still flows through the features, to
+        positions and backbone).
         """
         linear = torch.nn.functional.linear
         weights = [(layer.weight, layer.bias) for layer in (self.probe, self.magnitude[0], self.magnitude[2])]
         if frozen_weights:
             weights = [(w.detach(), b.detach()) for w, b in weights]
         (probe_w, probe_b), (hidden_w, hidden_b), (out_w, out_b) = weights
-        x = self.magnitude_inputs(features, edges, spins)
+        x = features.invariant
         hidden = torch.nn.functional.silu(linear(x, hidden_w, hidden_b))
-        return torch.nn.functional.softplus((linear(x, probe_w, probe_b) + linear(hidden, out_w, out_b)).squeeze(-1))
+        value = linear(x, probe_w, probe_b) + linear(hidden, out_w, out_b)
+        if self.order is not None and edges is not None and spins is not None:
+            order_w, order_b = self.order.weight, self.order.bias
+            if frozen_weights:
+                order_w, order_b = order_w.detach(), order_b.detach()
+            value = value + linear(self.order_features(edges, spins).to(x.dtype), order_w, order_b)
+        return torch.nn.functional.softplus(value.squeeze(-1))
 
     def coupling(self, edges: Edges, features: torch.Tensor | None = None) -> torch.Tensor:
         """(E,) J(r_ij, Z_i, Z_j, h_i, h_j) in eV/μB², zero with zero slope at the cutoff.
@@ -288,14 +306,16 @@ class SpinHead(torch.nn.Module):
 
     def _exchange_inputs(self, length: torch.Tensor, edges: Edges, features: torch.Tensor | None) -> torch.Tensor:
         """(E, n_basis + embedding) radial Bessel functions of the lengths beside the pair's embedding: the sum
-        over its two atoms of their species' embedding and, with ``environment``, their projected features."""
+        over its two atoms of their species' embedding and, with ``environment``, tanh of their projected
+        features (bounded: an environment far outside the training set's, where the projection grows
+        without limit, gets a J of the training range's edge instead of one extrapolated linearly)."""
         basis = self._radial(length)
         centre, neighbour = edges.index
         atom = self.species(edges.numbers)
         if self.environment is not None:
             if features is None:
                 raise ValueError("this spin head's exchange reads the atoms' environments: pass their node features")
-            atom = atom + self.environment(features.to(self.environment.weight.dtype))
+            atom = atom + torch.tanh(self.environment(features.to(self.environment.weight.dtype)))
         pair = atom[centre] + atom[neighbour]
         return torch.cat([basis.to(pair.dtype), pair], dim=-1)
 
@@ -313,7 +333,7 @@ class SpinHead(torch.nn.Module):
         spins = spins.to(features.invariant.dtype)
         moments = self.magnitudes(features, edges, spins)[:, None] * spins
         pair_energy = 0.5 * self.coupling(edges, features.invariant) * self.alignment(
-            self.magnitudes(features, edges, spins, frozen_weights=True), spins, edges).to(edges.vectors.dtype)
+            self.magnitudes(features, frozen_weights=True), spins, edges).to(edges.vectors.dtype)
         per_atom = torch.zeros(features.batch.shape[0], dtype=pair_energy.dtype, device=pair_energy.device)
         per_atom.index_add_(0, edges.index[0], pair_energy)
         energy = torch.zeros(n_graphs, dtype=per_atom.dtype, device=per_atom.device)

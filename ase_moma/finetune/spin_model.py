@@ -102,20 +102,20 @@ class SpinBackbone(Backbone):
             output.magmoms = output.magmoms[:, 2]  # signed along z
         return output
 
-    def magnitude_inputs(self, batch: tuple[Any, torch.Tensor, bool]) -> tuple[torch.Tensor, torch.Tensor]:
-        """For a collated batch, detached: (N, F) the base's invariant node features and (N, F[+K]) what the
-        head's magnitudes read (:meth:`SpinHead.magnitude_inputs`: with the order features of its spins)."""
+    def features_and_order(self, batch: tuple[Any, torch.Tensor, bool]) -> tuple[torch.Tensor, torch.Tensor]:
+        """For a collated batch, detached: (N, F) the base's invariant node features and (N, K) the order
+        features of the batch's spins (:meth:`SpinHead.order_features`)."""
         inner, spins, _ = batch
         captured: dict[str, torch.Tensor] = {}
 
         def capture(features: NodeFeatures, edges: Any, n_graphs: int) -> tuple[torch.Tensor, torch.Tensor]:
             captured["features"] = features.invariant.detach()
-            captured["inputs"] = self.head.magnitude_inputs(features, edges, spins).detach()
+            captured["order"] = self.head.order_features(edges, spins).detach()
             zero = features.invariant.new_zeros(())
             return zero.expand(n_graphs), zero.expand(len(spins), 3)
 
         self.base.forward_with(inner, capture, forces=False, stress=False)
-        return captured["features"], captured["inputs"]
+        return captured["features"], captured["order"]
 
     def energy(self, batch: tuple[Any, torch.Tensor, bool]) -> torch.Tensor:
         return self.forward(batch, forces=False, stress=False).energy

@@ -16,6 +16,9 @@ import numpy as np
 from ase import Atoms
 
 DECIMALS = 6  # Å: positions and cells equal to this many decimals are one geometry (extxyz writes 8)
+ORDER_CHANGE = 0.1
+"""Mean |Δ(s_i·s_j)| over atom pairs above which two spin configurations of one geometry are different orders,
+not one order turned as a whole (which, without spin–orbit coupling, has one energy)."""
 
 
 @dataclass(frozen=True)
@@ -37,6 +40,21 @@ def geometry_key(atoms: Atoms) -> str:
     return digest.hexdigest()
 
 
+def repeated_geometries(frames: Sequence[Atoms]) -> list[list[int]]:
+    """The positions of the frames of each geometry that appears more than once, in order of first appearance."""
+    groups: dict[str, list[int]] = defaultdict(list)
+    for index, atoms in enumerate(frames):
+        groups[geometry_key(atoms)].append(index)
+    return [members for members in groups.values() if len(members) > 1]
+
+
+def differ_in_order(spins: Sequence[np.ndarray]) -> bool:
+    """Whether some two of these spin configurations of one geometry ((n, 3) unit or zero directions each)
+    are different orders: their relative orientations s_i·s_j differ by more than ORDER_CHANGE on average."""
+    products = [np.asarray(s, dtype=np.float64) @ np.asarray(s, dtype=np.float64).T for s in spins]
+    return any(np.abs(a - b).mean() > ORDER_CHANGE for k, a in enumerate(products) for b in products[k + 1:])
+
+
 def rank_orders(frames: Sequence[Atoms], energies: Sequence[float]) -> dict[int, OrderRank]:
     """``{frame index: OrderRank}`` for every frame whose geometry appears more than once.
 
@@ -44,12 +62,8 @@ def rank_orders(frames: Sequence[Atoms], energies: Sequence[float]) -> dict[int,
     """
     if len(frames) != len(energies):
         raise ValueError(f"{len(frames)} frames but {len(energies)} energies")
-    groups: dict[str, list[int]] = defaultdict(list)
-    for index, atoms in enumerate(frames):
-        groups[geometry_key(atoms)].append(index)
     ranks: dict[int, OrderRank] = {}
-    repeated = [members for members in groups.values() if len(members) > 1]
-    for number, members in enumerate(repeated):
+    for number, members in enumerate(repeated_geometries(frames)):
         per_atom = np.array([energies[i] / len(frames[i]) for i in members])
         order = np.argsort(per_atom, kind="stable")
         for rank, position in enumerate(order):

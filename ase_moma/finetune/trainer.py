@@ -28,7 +28,7 @@ import torch
 from ase_moma.backbone import Backbone
 from ase_moma.delta import Delta, apply_delta, state_delta
 from ase_moma.finetune.chunks import atom_chunks, default_chunk_atoms
-from ase_moma.finetune.exchange_start import ExchangeFit, fit_exchange
+from ase_moma.finetune.exchange_start import ExchangeFit, fit_exchange, ordered_geometries
 from ase_moma.finetune.increments import IncrementSet
 from ase_moma.finetune.lora import ALPHA, RANK
 from ase_moma.finetune.loss import PotentialLoss, batch_labels, evaluate
@@ -279,15 +279,21 @@ class Finetuner:
     @torch.no_grad()
     def _start_magnitudes(self, graphs: list[Any], train: PotentialSet, batch_size: int = 16) -> None:
         """The spin head's magnitudes start at the ridge probe of the training |m_i| on the frozen
-        backbone's per-atom features and the training spins' order features (LP-FT, as for property
-        heads), and J's view of the environment along those features' main directions of variation."""
-        parts = [self.spin.magnitude_inputs(self.spin.collate(graphs[i:i + batch_size]))
+        backbone's per-atom features, then of what it leaves on the training spins' order features
+        (LP-FT, as for property heads). J's view of the environment is pointed along those features'
+        main directions of variation where the training set gives some geometry in different orders,
+        and stays shut (J of distance and species) where it gives none: how J changes with the
+        environment is learnt only from differences between orders, and without any it only fitted
+        the backbone's errors (fe_spin, bench/RESULTS.md). The projection is not trained: at the head's
+        learning rate a few steps moved it far enough to make J diverge."""
+        parts = [self.spin.features_and_order(self.spin.collate(graphs[i:i + batch_size]))
                  for i in range(0, len(graphs), batch_size)]
-        features, inputs = (torch.cat(columns) for columns in zip(*parts))
+        features, order = (torch.cat(columns) for columns in zip(*parts))
         magnitudes = torch.as_tensor(np.concatenate([_magnitudes(m) for m in train.magmoms]))
         structures = torch.as_tensor(np.repeat(np.arange(len(train)), train.n_atoms()))
-        self.spin.head.start_from_probe(inputs, magnitudes, structures)
-        self.spin.head.start_environment(features)
+        self.spin.head.start_from_probe(features, magnitudes, structures, order)
+        if ordered_geometries(train.frames, [graph.spins.cpu().numpy() for graph in graphs]):
+            self.spin.head.start_environment(features)
 
     def graphs(self, data: PotentialSet) -> list[Any]:
         """The model's graphs of ``data``'s frames. With a spin head, each frame's spin configuration is
@@ -395,6 +401,8 @@ class Finetuner:
                 for name in [n for n in head if n.startswith(("exchange.", "species.", "environment."))]:
                     head.pop(name).requires_grad_(False)
             tensors.update({f"spin_head.{n}": p for n, p in head.items()})
+            for name in [n for n in head if n.startswith("environment.")]:  # set at the start, not trained
+                head.pop(name).requires_grad_(False)
             groups.append({"params": list(head.values()), "lr": config.head_lr, "weight_decay": config.weight_decay})
         if not tensors:
             return None, {}
