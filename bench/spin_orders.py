@@ -22,11 +22,26 @@ of a training step with the head against a plain one.
 only with the exchange) runs on the 2-core CPU machine in a few minutes; the default (the whole pool,
 batch 64, up to 100 epochs) is for a GPU.
 
-With ``--heldout FILE`` every run is also scored on the pairs of orders of a set none of them trained on
-(``bench/fe_orders_dft.py --heldout`` computes one with GPAW: bcc and fcc iron cells in two or three
-collinear orders at several lattice constants).
+With ``--heldout FILE [FILE ...]`` every run is also scored on the pairs of orders of sets none of them
+trained on: energy and |m| errors, and the order gaps against DFT (``data/magnetic/fe_orders_pbe_heldout``
+and ``_bain.extxyz``, computed with GPAW by ``bench/fe_orders_dft.py``: bcc and fcc iron at lattice constants
+the training set lacks, and body-centred tetragonal iron). Per-element mean |m| and CHGNet's moments sit
+beside each set's moment errors.
 
-    python bench/spin_orders.py --quick [--methods zero_shot sparse] [--seed 0] [--heldout FE.extxyz] [-o bench/out/spin_orders]
+With ``--train FILE`` the heads train on that set instead of fe_spin's pool (``data/magnetic/
+fe_orders_pbe_training.extxyz``: bcc, fcc and hcp iron in pairs of orders), split by geometry into training
+and validation; fe_spin's 9 pairs stay a test (their absolute energies come from another DFT code, so only
+their differences are comparable, and its compressed cells lie outside the PBE set's range), and one more
+row: the baseline a referee would fit first, a Heisenberg model with one J per 0.25 Å distance shell,
+least squares on the training pairs' energy differences with unit spins (:func:`shell_features`).
+
+Either way, two ablations with the backbone frozen: J of distance and species only
+(``exchange_environment=False``) and magnitudes of geometry only (``local_order=False``).
+
+    python bench/spin_orders.py --quick [--methods zero_shot sparse] [--seed 0]
+        [--train data/magnetic/fe_orders_pbe_training.extxyz]
+        [--heldout data/magnetic/fe_orders_pbe_heldout.extxyz data/magnetic/fe_orders_pbe_bain.extxyz]
+        [-o bench/out/spin_orders]
 """
 
 from __future__ import annotations
@@ -38,9 +53,11 @@ import json
 import time
 from collections import defaultdict
 from pathlib import Path
+from typing import Any
 
 import ase.io
 import numpy as np
+from ase.neighborlist import neighbor_list
 from scipy.stats import spearmanr
 from spin_fe import magnitudes, step_times
 
@@ -97,6 +114,46 @@ def split(frames: list, seed: int) -> tuple[dict[str, list], list[list[int]], li
             [[position[i] for i in members] for members in chosen], [(position[a], position[b]) for a, b in pairs])
 
 
+def split_by_geometry(frames: list, seed: int) -> dict[str, list]:
+    """Training and validation frames of a set of order pairs: about a tenth of its geometries (at least one),
+    every order of each, validate."""
+    groups = geometry_groups(frames)
+    rng = np.random.default_rng(seed)
+    chosen = set(rng.permutation(len(groups))[:max(1, len(groups) // 10)].tolist())
+    return {role: [frames[i] for k, members in enumerate(groups) if (k in chosen) == (role == "valid")
+                   for i in members] for role in ("train", "valid")}
+
+
+SHELL_WIDTH, SHELL_CUTOFF = 0.25, 5.0  # Å: the Heisenberg baseline's distance shells, to SevenNet-0's cutoff
+
+
+def shell_features(atoms) -> np.ndarray:
+    """(S,) per atom, ½ Σ_ij (s_i·s_j − 1) over the pairs in each distance shell, with unit spins s_i (the
+    directions of ``magmoms_vector``): the exchange per atom of a Heisenberg model with one J per shell,
+    referenced to the parallel order, is this dotted with J (times |m|²)."""
+    moments = atoms.arrays["magmoms_vector"]
+    units = moments / np.maximum(np.linalg.norm(moments, axis=1, keepdims=True), 1e-9)
+    first, second, distance = neighbor_list("ijd", atoms, SHELL_CUTOFF)
+    shell = np.minimum((distance / SHELL_WIDTH).astype(int), int(SHELL_CUTOFF / SHELL_WIDTH) - 1)
+    product = np.einsum("ij,ij->i", units[first], units[second]) - 1.0
+    return 0.5 * np.bincount(shell, product, minlength=int(SHELL_CUTOFF / SHELL_WIDTH)) / len(atoms)
+
+
+def fit_shells(frames: list, energy: np.ndarray) -> np.ndarray:
+    """J per shell (eV per unit of :func:`shell_features`) by least squares on the energy-per-atom differences
+    of ``frames``' pairs of different orders (``energy``: (B,) eV per frame; minimum-norm where a shell is
+    never seen)."""
+    pairs = different_orders(frames)
+    design = np.array([shell_features(frames[a]) - shell_features(frames[b]) for a, b in pairs])
+    counts = np.array([len(atoms) for atoms in frames])
+    return np.linalg.lstsq(design, order_pairs(np.asarray(energy), counts, pairs), rcond=None)[0]
+
+
+def shell_gaps(frames: list, pairs: list[tuple[int, int]], shells: np.ndarray) -> np.ndarray:
+    """(P,) the shell model's energy-per-atom differences (eV/atom) of ``pairs`` of ``frames``."""
+    return np.array([(shell_features(frames[a]) - shell_features(frames[b])) @ shells for a, b in pairs])
+
+
 def order_pairs(energy: np.ndarray, counts: np.ndarray, pairs: list[tuple[int, int]]) -> np.ndarray:
     """(P,) energy-per-atom differences (eV/atom) of each pair of different orders."""
     per_atom = energy / counts
@@ -112,10 +169,18 @@ def pair_scores(predicted: np.ndarray, reference: np.ndarray) -> dict[str, float
             "pair_sign_agreement": float(np.mean(np.sign(predicted[informative]) == np.sign(reference[informative])))}
 
 
-def heldout_scores(predicted: np.ndarray, reference: np.ndarray) -> dict[str, float]:
-    """:func:`pair_scores` of the held-out set's pairs, keys prefixed ``heldout_``, with the pairs' ΔE (meV/atom)."""
-    scores = {f"heldout_{key}": value for key, value in pair_scores(predicted, reference).items()}
-    return {**scores, "heldout_pairs_meV": [[round(1000 * p, 2), round(1000 * r, 2)] for p, r in zip(predicted, reference)]}
+def heldout_scores(name: str, predicted: np.ndarray, reference: np.ndarray) -> dict[str, float]:
+    """:func:`pair_scores` of held-out set ``name``'s pairs, keys prefixed ``{name}_``, with the pairs' ΔE
+    (meV/atom, predicted and DFT)."""
+    scores = {f"{name}_{key}": value for key, value in pair_scores(predicted, reference).items()}
+    return {**scores, f"{name}_pairs_meV": [[round(1000 * p, 2), round(1000 * r, 2)]
+                                            for p, r in zip(predicted, reference)]}
+
+
+def chgnet_magnitude_mae(calculator, labelled) -> float:
+    """|m| MAE (μB) of CHGNet's own magnitudes on ``labelled``'s frames against their DFT moments."""
+    predicted = np.concatenate([np.abs(row["magmoms"]) for row in calculator.predict(labelled.frames, batch_size=8)])
+    return float(np.mean(np.abs(predicted - np.concatenate([magnitudes(m) for m in labelled.magmoms]))))
 
 
 def predicted_energies(model, graphs: list, batch_size: int = 16) -> np.ndarray:
@@ -126,6 +191,14 @@ def predicted_energies(model, graphs: list, batch_size: int = 16) -> np.ndarray:
     return np.concatenate(out)
 
 
+def read_heldout(path: Path) -> tuple[Any, list, list[tuple[int, int]], np.ndarray]:
+    """A held-out set: its PotentialSet, frames, pairs of different orders and their DFT ΔE (eV/atom)."""
+    frames = ase.io.read(path, ":")
+    labelled = read_potential_set(frames, forces=True, stress=True, magmoms="vector", what=str(path))
+    pairs = different_orders(frames)
+    return labelled, frames, pairs, order_pairs(labelled.energy, labelled.n_atoms(), pairs)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="capped training set, batch 16, 2 epochs (CPU)")
@@ -134,15 +207,19 @@ def main() -> None:
     parser.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
     parser.add_argument("--head-lr", type=float, default=1e-2,
                         help="the head's learning rate (it trains from its start, unlike the backbone)")
-    parser.add_argument("--heldout", type=Path, help="a spin-configuration set no run has seen (extxyz with "
-                        "magmoms_vector; bench/fe_orders_dft.py --heldout makes one): its pairs of orders are scored too")
+    parser.add_argument("--train", type=Path, help="train on this set of order pairs (extxyz with magmoms_vector; "
+                        "bench/fe_orders_dft.py --set training makes one) instead of fe_spin's pool")
+    parser.add_argument("--heldout", type=Path, nargs="+", default=[],
+                        help="spin-configuration sets no run has seen (extxyz with magmoms_vector; "
+                        "bench/fe_orders_dft.py --frames makes them): their pairs of orders are scored too")
     parser.add_argument("-o", "--output", default="bench/out/spin_orders")
     args = parser.parse_args()
-    if not DATA.is_file():
-        parser.error(f"real data not found at {DATA}")
-    if args.heldout and not args.heldout.is_file():
-        parser.error(f"no held-out set at {args.heldout}")
+    for path in [DATA, args.train, *args.heldout]:
+        if path is not None and not path.is_file():
+            parser.error(f"no data at {path}")
     parts, groups, pairs = split(ase.io.read(DATA, ":"), args.seed)
+    if args.train:
+        parts.update(split_by_geometry(ase.io.read(args.train, ":"), args.seed))
     if args.quick:
         rng = np.random.default_rng(args.seed)
         for role, cap in (("train", 96), ("valid", 16)):
@@ -152,18 +229,14 @@ def main() -> None:
             for role, frames in parts.items()}
     counts = data["test"].n_atoms()
     reference = order_pairs(data["test"].energy, counts, pairs)
-    print(f"{', '.join(f'{len(v)} {k}' for k, v in data.items())} frames; {len(groups)} test geometries, "
-          f"{len(reference)} pairs of different orders (|ΔE| median {1000 * np.median(np.abs(reference)):.1f} "
-          "meV/atom)", flush=True)
-    heldout = None
-    if args.heldout:
-        frames = ase.io.read(args.heldout, ":")
-        heldout_set = read_potential_set(frames, forces=True, stress=True, magmoms="vector", what=str(args.heldout))
-        heldout_pairs = different_orders(frames)
-        heldout = (heldout_set, heldout_pairs,
-                   order_pairs(heldout_set.energy, heldout_set.n_atoms(), heldout_pairs))
-        print(f"held out: {len(frames)} frames, {len(heldout_pairs)} pairs of different orders (|ΔE| median "
-              f"{1000 * np.median(np.abs(heldout[2])):.1f} meV/atom)", flush=True)
+    print(f"{', '.join(f'{len(v)} {k}' for k, v in data.items())} frames"
+          f"{f' (training and validation from {args.train})' if args.train else ''}; {len(groups)} fe_spin test "
+          f"geometries, {len(reference)} pairs of different orders (|ΔE| median "
+          f"{1000 * np.median(np.abs(reference)):.1f} meV/atom)", flush=True)
+    heldout = {path.stem: read_heldout(path) for path in args.heldout}
+    for name, (_, frames, held_pairs, gaps) in heldout.items():
+        print(f"held out {name}: {len(frames)} frames, {len(held_pairs)} pairs of different orders (|ΔE| median "
+              f"{1000 * np.median(np.abs(gaps)):.1f} meV/atom)", flush=True)
     config = (FinetuneConfig(spin_head="vector", batch_size=16, epochs=2, patience=2, head_lr=args.head_lr)
               if args.quick else FinetuneConfig(spin_head="vector", head_lr=args.head_lr))
 
@@ -173,10 +246,19 @@ def main() -> None:
     bare_metrics = evaluate(bare, [bare.graph(a) for a in unlabelled.frames], unlabelled, config.loss)
     rows.append({"run": "bare SevenNet-0 (no head: one energy per geometry)", **bare_metrics,
                  **pair_scores(np.zeros_like(reference), reference),
-                 **({} if heldout is None else heldout_scores(np.zeros_like(heldout[2]), heldout[2]))})
+                 **{k: v for name, held in heldout.items() for k, v in heldout_scores(name, 0 * held[3], held[3]).items()}})
+    if args.train:
+        shells = fit_shells(parts["train"], data["train"].energy)
+        rows.append({"run": "Heisenberg model, one J per 0.25 Å shell, fitted to the training pairs",
+                     **pair_scores(shell_gaps(parts["test"], pairs, shells), reference),
+                     **{k: v for name, held in heldout.items()
+                        for k, v in heldout_scores(name, shell_gaps(held[1], held[2], shells), held[3]).items()}})
     runs = [("start (untrained head)", "zero_shot", {"epochs": 0}, (True, False))]
     runs += [(f"{method} + head", method, {}, (True,) if args.quick and method != "zero_shot" else (True, False))
              for method in args.methods]
+    runs += [(f"zero_shot + head, {what}", "zero_shot", {option: False}, (True,))  # what J and |m| read
+             for what, option in (("J of distance and species only", "exchange_environment"),
+                                  ("magnitudes of geometry only", "local_order"))]
     for label, method, options, exchanges in runs:
         for exchange in exchanges:
             backbone = load_backbone("sevennet", device=args.device)
@@ -188,30 +270,40 @@ def main() -> None:
             metrics = evaluate(tuner.model, graphs, data["test"], config.loss)
             predicted = (order_pairs(predicted_energies(tuner.model, graphs), counts, pairs) if exchange
                          else np.zeros_like(reference))  # without J the spin order cannot change the energy
-            if heldout is not None:
-                held_graphs = tuner.graphs(heldout[0])
-                held_predicted = (order_pairs(predicted_energies(tuner.model, held_graphs), heldout[0].n_atoms(),
-                                              heldout[1]) if exchange else np.zeros_like(heldout[2]))
+            held_scores = {}
+            for name, (held_set, _, held_pairs, gaps) in heldout.items():
+                held_graphs = tuner.graphs(held_set)
+                held_predicted = (order_pairs(predicted_energies(tuner.model, held_graphs),
+                                              held_set.n_atoms(), held_pairs) if exchange else np.zeros_like(gaps))
+                held_scores.update(heldout_scores(name, held_predicted, gaps))
+                held_scores.update({f"{name}_{key}": value for key, value in
+                                    evaluate(tuner.model, held_graphs, held_set, config.loss).items()})
             row = {"run": f"{label}, {'with' if exchange else 'without'} exchange", **metrics,
-                   **pair_scores(predicted, reference),
-                   **({} if heldout is None else heldout_scores(held_predicted, heldout[2])),
+                   **pair_scores(predicted, reference), **held_scores,
                    "steps": result.steps, "kept_start": result.kept_start,
                    "seconds": time.perf_counter() - start,
                    "exchange_start": tuner.exchange_start.record() if tuner.exchange_start else None}
             rows.append(row)
             print(f"  {row['run']:45s} E {row['energy_mae']:6.2f} meV/atom  F {row['forces_mae']:6.1f} meV/Å  "
                   f"|m| {row['magmom_magnitude_mae']:.3f} μB  ΔE pairs: MAE {row['pair_mae']:.1f} meV/atom  "
-                  f"ρ {row['pair_spearman']:+.2f}  sign {row['pair_sign_agreement']:.2f}  ({result.steps} steps)",
-                  flush=True)
+                  f"ρ {row['pair_spearman']:+.2f}  sign {row['pair_sign_agreement']:.2f}  ({result.steps} steps)"
+                  + "".join(f"; {name}: MAE {row[f'{name}_pair_mae']:.1f} ρ {row[f'{name}_pair_spearman']:+.2f} "
+                            f"sign {row[f'{name}_pair_sign_agreement']:.2f}" for name in heldout), flush=True)
 
     truth = np.concatenate([magnitudes(m) for m in data["test"].magmoms])
+    baselines: dict[str, dict[str, float]] = {}
     train_mean = float(np.mean(np.concatenate([magnitudes(m) for m in data["train"].magmoms])))
-    chgnet = load_calculator("chgnet", device=args.device).predict(data["test"].frames, batch_size=8)
-    chgnet_mae = float(np.mean(np.abs(np.concatenate([np.abs(row["magmoms"]) for row in chgnet]) - truth)))
+    chgnet_calculator = load_calculator("chgnet", device=args.device)
+    chgnet_mae = chgnet_magnitude_mae(chgnet_calculator, data["test"])
+    for name, (held_set, *_) in heldout.items():
+        held_truth = np.concatenate([magnitudes(m) for m in held_set.magmoms])
+        baselines[name] = {"mean": float(np.mean(np.abs(held_truth - train_mean))),
+                           "chgnet": chgnet_magnitude_mae(chgnet_calculator, held_set)}
     head_step, plain_step = step_times(data["train"], config, args.device)
-    report = {"quick": args.quick, "seed": args.seed, "sizes": {k: len(v) for k, v in data.items()},
+    report = {"quick": args.quick, "seed": args.seed, "train": str(args.train) if args.train else "fe_spin",
+              "heldout": [str(path) for path in args.heldout], "sizes": {k: len(v) for k, v in data.items()},
               "pairs": len(reference), "rows": rows, "per_element_mean_magnitude_mae": float(np.mean(np.abs(truth - train_mean))),
-              "chgnet_0.3.0_magnitude_mae": chgnet_mae,
+              "chgnet_0.3.0_magnitude_mae": chgnet_mae, "heldout_magnitude_baselines": baselines,
               "step_seconds": {"with_head": head_step, "plain": plain_step, "ratio": head_step / plain_step},
               "config": dataclasses.asdict(config)}
     out = Path(args.output)
@@ -223,17 +315,22 @@ def main() -> None:
     for row in rows:
         moment = f"{row['magmom_magnitude_mae']:.3f}" if "magmom_magnitude_mae" in row else "–"
         rho = "–" if np.isnan(row["pair_spearman"]) else f"{row['pair_spearman']:+.2f}"
-        print(f"| {row['run']} | {row['energy_mae']:.2f} | {row['forces_mae']:.1f} | {moment} | "
-              f"{row['pair_mae']:.1f} | {rho} | {row['pair_sign_agreement']:.2f} |")
+        energy = f"{row['energy_mae']:.2f} | {row['forces_mae']:.1f}" if "energy_mae" in row else "– | –"
+        print(f"| {row['run']} | {energy} | {moment} | {row['pair_mae']:.1f} | {rho} | {row['pair_sign_agreement']:.2f} |")
     print(f"| Fe's mean training |m| ({train_mean:.2f} μB) for every atom | – | – | "
           f"{report['per_element_mean_magnitude_mae']:.3f} | – | – | – |")
     print(f"| CHGNet 0.3.0 (own magnitudes) | – | – | {chgnet_mae:.3f} | – | – | – |")
-    if heldout is not None:
-        print(f"\nheld out ({args.heldout}, {len(heldout[1])} pairs of orders):\n"
-              "| run | ΔE pairs MAE (meV/atom) | ΔE pairs Spearman | pairs ordered as DFT |\n|---|---|---|---|")
+    for name, (_, frames, held_pairs, _) in heldout.items():
+        print(f"\nheld out {name} ({len(held_pairs)} pairs of orders):\n| run | energy MAE (meV/atom) | "
+              "|m| MAE (μB) | ΔE pairs MAE (meV/atom) | ΔE pairs Spearman | pairs ordered as DFT |\n|---|---|---|---|---|---|")
         for row in rows:
-            rho = "–" if np.isnan(row["heldout_pair_spearman"]) else f"{row['heldout_pair_spearman']:+.2f}"
-            print(f"| {row['run']} | {row['heldout_pair_mae']:.1f} | {rho} | {row['heldout_pair_sign_agreement']:.2f} |")
+            rho = "–" if np.isnan(row[f"{name}_pair_spearman"]) else f"{row[f'{name}_pair_spearman']:+.2f}"
+            energy = f"{row[f'{name}_energy_mae']:.1f}" if f"{name}_energy_mae" in row else "–"
+            moment = f"{row[f'{name}_magmom_magnitude_mae']:.3f}" if f"{name}_magmom_magnitude_mae" in row else "–"
+            print(f"| {row['run']} | {energy} | {moment} | {row[f'{name}_pair_mae']:.1f} | {rho} | "
+                  f"{row[f'{name}_pair_sign_agreement']:.2f} |")
+        print(f"| Fe's mean training |m| for every atom | – | {baselines[name]['mean']:.3f} | – | – | – |")
+        print(f"| CHGNet 0.3.0 (own magnitudes) | – | {baselines[name]['chgnet']:.3f} | – | – | – |")
     print(f"\ntraining step (forward + backward, all weights, one batch): with the head {head_step:.2f} s, "
           f"plain {plain_step:.2f} s, ratio {head_step / plain_step:.2f} (goal ≤ 2)")
 
