@@ -1,10 +1,13 @@
 """Train a spin-aware head on iron, then print the predicted magnetic moments along an MD run.
 
 A spin-polarised iron set (``--data``: extended XYZ with per-atom moment vectors in
-``arrays["magmoms_vector"]``, e.g. FitSNAP's fe_spin; by default, generated bcc/fcc/hcp iron cells
-labelled by CHGNet 0.3.0 as the tests label them) trains a spin head on SevenNet-0, sparse-tuning the
-backbone beside it; each frame's moment directions are its spin configuration, and the head learns
-the magnitudes.
+``arrays["magmoms_vector"]``, e.g. FitSNAP's fe_spin; by default ``data/magnetic/fe_orders_pbe_training.extxyz``, 28 PBE
+frames of bcc, fcc and hcp iron, each geometry in two or three collinear orders, computed with GPAW by
+``bench/fe_orders_dft.py --set training`` at lattice constants the held-out sets do not use) trains a
+spin head on SevenNet-0 (by default with the backbone frozen: 28 frames of ideal cells carry energies but
+no forces, too little to move the backbone; ``--method sparse`` tunes it beside the head); each frame's
+moment directions are its spin configuration, and the head learns the magnitudes and the exchange
+between orders.
 The result is saved, loaded back as an ASE calculator, and drives Langevin MD of a 16-atom bcc
 iron cell at 600 K, once ferromagnetic and once antiferromagnetic (alternating (001) layers, the B2
 order), set with ``set_initial_magnetic_moments`` as for a DFT code. The energy difference of the two
@@ -12,7 +15,7 @@ orders is printed beside its PBE value at the same lattice constant (``fe_bcc_or
 by ``bench/fe_orders_dft.py`` with GPAW), then the mean moment magnitude and the total moment along MD.
 
     python examples/spin_iron_md.py [--data FE.extxyz] [--head collinear|vector] [--frames 48] [--epochs 2]
-        [--method sparse] [--head-lr 1e-2] [--steps 40] [-o OUT/]
+        [--method zero_shot] [--head-lr 1e-2] [--steps 40] [-o OUT/]
 """
 
 from __future__ import annotations
@@ -34,26 +37,17 @@ from ase_moma import load_calculator
 from ase_moma.finetune import METHODS, FinetuneConfig, finetune_potential
 from ase_moma.finetune.potential_data import split_frames
 
-TESTS = Path(__file__).resolve().parents[1] / "tests"  # the CHGNet-labelled iron generator the tests use
+TRAINING = Path(__file__).resolve().parents[1] / "data" / "magnetic" / "fe_orders_pbe_training.extxyz"
 REFERENCE = Path(__file__).with_name("fe_bcc_orders_pbe.json")  # bench/fe_orders_dft.py's PBE energies of the orders
-
-
-def generated(count: int) -> list:
-    """``count`` iron cells labelled by CHGNet (energy, forces, stress, moments), as the tests make them."""
-    import sys
-
-    sys.path.insert(0, str(TESTS))
-    from potential_fixtures import iron_frames
-
-    return iron_frames(count)
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--data", type=Path, help="spin-polarised iron (default: generated, CHGNet-labelled)")
+    parser.add_argument("--data", type=Path, default=TRAINING, help="spin-polarised iron (extxyz with magmoms_vector; "
+                        "default: the shipped PBE orders of bcc, fcc and hcp iron)")
     parser.add_argument("--frames", type=int, default=48, help="training + validation frames (≤ 32 atoms each)")
     parser.add_argument("--epochs", type=int, default=2)
-    parser.add_argument("--method", default="sparse", choices=METHODS, help="how the backbone moves "
+    parser.add_argument("--method", default="zero_shot", choices=METHODS, help="how the backbone moves "
                         "(zero_shot: frozen, only the head trains)")
     parser.add_argument("--head", default="collinear", choices=["collinear", "vector"])
     parser.add_argument("--head-lr", type=float, default=1e-2, help="the spin head's learning rate")
@@ -61,9 +55,9 @@ def main() -> None:
     parser.add_argument("--device", default="auto")
     parser.add_argument("-o", "--output", type=Path, help="where to keep the model (default: a temp dir)")
     args = parser.parse_args()
-    if args.data is not None and not args.data.is_file():
+    if not args.data.is_file():
         parser.error(f"no iron data at {args.data}")
-    frames = [atoms for atoms in ase.io.read(args.data, ":") if len(atoms) <= 32] if args.data else generated(args.frames)
+    frames = [atoms for atoms in ase.io.read(args.data, ":") if len(atoms) <= 32]
     frames = [frames[i] for i in sorted(np.random.default_rng(0).permutation(len(frames))[:args.frames])]
     train, valid, _ = split_frames(frames, (0.8, 0.2, 0.0), seed=0)
     config = FinetuneConfig(method=args.method, spin_head=args.head, head_lr=args.head_lr, epochs=args.epochs,
