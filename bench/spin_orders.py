@@ -65,21 +65,15 @@ from ase_moma import load_backbone, load_calculator
 from ase_moma.finetune import FinetuneConfig, Finetuner
 from ase_moma.finetune.loss import evaluate
 from ase_moma.finetune.potential_data import read_potential_set
-from ase_moma.finetune.spin_orders import geometry_key
+from ase_moma.finetune.spin_orders import differ_in_order, geometry_key
 
 DATA = Path(__file__).resolve().parents[2] / "shared" / "data" / "magnetic" / "fe_spin.extxyz"
 
 
-ORDER_CHANGE = 0.1  # mean |Δ(s_i·s_j)| over atom pairs above which two configurations are different orders
-
-
-def relative_change(first, second) -> float:
-    """Mean |Δ(s_i·s_j)| between two configurations of one geometry: 0 when one is the other turned as a whole."""
-    units = []
-    for atoms in (first, second):
-        moments = atoms.arrays["magmoms_vector"]
-        units.append(moments / np.maximum(np.linalg.norm(moments, axis=1, keepdims=True), 1e-9))
-    return float(np.abs(units[0] @ units[0].T - units[1] @ units[1].T).mean())
+def directions(atoms) -> np.ndarray:
+    """(n, 3) unit directions of ``atoms``' DFT moments (zero where a moment is zero)."""
+    moments = atoms.arrays["magmoms_vector"]
+    return moments / np.maximum(np.linalg.norm(moments, axis=1, keepdims=True), 1e-9)
 
 
 def geometry_groups(frames: list) -> list[list[int]]:
@@ -93,7 +87,7 @@ def geometry_groups(frames: list) -> list[list[int]]:
 def different_orders(frames: list) -> list[tuple[int, int]]:
     """Every pair of frames (positions in ``frames``) at one geometry in different orders, geometry by geometry."""
     return [(a, b) for members in geometry_groups(frames) for a, b in itertools.combinations(members, 2)
-            if relative_change(frames[a], frames[b]) > ORDER_CHANGE]
+            if differ_in_order([directions(frames[a]), directions(frames[b])])]
 
 
 def split(frames: list, seed: int) -> tuple[dict[str, list], list[list[int]], list[tuple[int, int]]]:
@@ -131,8 +125,7 @@ def shell_features(atoms) -> np.ndarray:
     """(S,) per atom, ½ Σ_ij (s_i·s_j − 1) over the pairs in each distance shell, with unit spins s_i (the
     directions of ``magmoms_vector``): the exchange per atom of a Heisenberg model with one J per shell,
     referenced to the parallel order, is this dotted with J (times |m|²)."""
-    moments = atoms.arrays["magmoms_vector"]
-    units = moments / np.maximum(np.linalg.norm(moments, axis=1, keepdims=True), 1e-9)
+    units = directions(atoms)
     first, second, distance = neighbor_list("ijd", atoms, SHELL_CUTOFF)
     shell = np.minimum((distance / SHELL_WIDTH).astype(int), int(SHELL_CUTOFF / SHELL_WIDTH) - 1)
     product = np.einsum("ij,ij->i", units[first], units[second]) - 1.0
