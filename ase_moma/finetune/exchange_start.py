@@ -95,21 +95,22 @@ class _Normal:
 
 
 def fit_exchange(spin: Any, graphs: Sequence[Any], data: PotentialSet, loss: PotentialLoss, *,
-                 batch_size: int = 16, seed: int = 0) -> ExchangeFit:
+                 geometries: dict[int, int], batch_size: int = 16, seed: int = 0) -> ExchangeFit:
     """Fit J's last layer to ``data``'s energy and force residuals and set it on ``spin.head``.
 
     spin: a :class:`~ase_moma.finetune.spin_model.SpinBackbone` (residuals are taken from its base
     alone, so whatever J it holds now is replaced); graphs: its graphs of ``data``'s frames (with
-    their spin configurations); loss: its weights of energy per atom and forces set the rows' weights.
+    their spin configurations); loss: its weights of energy per atom and forces set the rows' weights;
+    geometries: :func:`ordered_geometries` of the frames, each of which gets an energy of its own.
     The per-element energies fitted beside J are returned, not applied.
     """
     head = spin.head
     elements = sorted({int(z) for atoms in data.frames for z in atoms.numbers})
     column = {z: k for k, z in enumerate(elements)}
     n_coupling = head.exchange[-1].in_features + 1
-    geometry = ordered_geometries(data.frames, [graph.spins.cpu().numpy() for graph in graphs])
+    geometry, n_geometries = geometries, len(set(geometries.values()))
     # J's read-out, the pair term's, the per-element energies, then one energy per repeated geometry
-    width = 2 * n_coupling + len(elements) + len(set(geometry.values()))
+    width = 2 * n_coupling + len(elements) + n_geometries
     n_folds = min(FOLDS, len(data))
     folds = np.random.default_rng(seed).permutation(len(data)) % n_folds
     normal = _Normal(n_folds, width)
@@ -136,7 +137,7 @@ def fit_exchange(spin: Any, graphs: Sequence[Any], data: PotentialSet, loss: Pot
                 rows_design[:, :2 * n_coupling] = force_design[start:start + count].reshape(-1, 2 * n_coupling)
                 normal.add(folds[row], rows_design, target, force_weight)
             start += count
-    fit = _choose_ridge(normal, len(data), n_coupling, elements, n_geometries=len(set(geometry.values())))
+    fit = _choose_ridge(normal, len(data), n_coupling, elements, n_geometries=n_geometries)
     head.set_exchange_readout(torch.as_tensor(fit.coefficients))
     return fit
 

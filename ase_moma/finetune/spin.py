@@ -157,12 +157,9 @@ class SpinHead(torch.nn.Module):
         """Make every predicted magnitude ``magnitude`` μB (the training mean: the trivial baseline)."""
         if not magnitude > 0:
             raise ValueError(f"the starting magnitude must be positive, got {magnitude}")
-        self._zero_mlp_output()
+        self._zero_corrections()
         self.probe.weight.zero_()
         self.probe.bias.fill_(inverse_softplus(magnitude))
-        if self.order is not None:
-            self.order.weight.zero_()
-            self.order.bias.zero_()
 
     @torch.no_grad()
     def start_from_probe(self, features: torch.Tensor, magnitudes: torch.Tensor, structures: torch.Tensor,
@@ -184,12 +181,10 @@ class SpinHead(torch.nn.Module):
         probe = fit_ridge_probe(x, targets, groups=groups, readout=lambda v: np.logaddexp(0.0, v))
         self.probe.weight.copy_(torch.as_tensor(probe.weight)[None].to(self.probe.weight))
         self.probe.bias.fill_(probe.bias)
-        self._zero_mlp_output()
-        if self.order is not None:
-            self.order.weight.zero_()
-            self.order.bias.zero_()
-            o = None if order is None else order.double().cpu().numpy()
-            if o is not None and np.ptp(o, axis=0).max() > 0:
+        self._zero_corrections()
+        if self.order is not None and order is not None:
+            o = order.double().cpu().numpy()
+            if np.ptp(o, axis=0).max() > 0:
                 correction = fit_ridge_probe(o, targets - probe.predict(x), groups=groups)
                 self.order.weight.copy_(torch.as_tensor(correction.weight)[None].to(self.order.weight))
                 self.order.bias.fill_(correction.bias)
@@ -221,9 +216,12 @@ class SpinHead(torch.nn.Module):
         self.environment.weight.copy_(weight.to(self.environment.weight))
         self.environment.bias.copy_((-weight @ centre).to(self.environment.bias))
 
-    def _zero_mlp_output(self) -> None:
-        torch.nn.init.zeros_(self.magnitude[-1].weight)
-        torch.nn.init.zeros_(self.magnitude[-1].bias)
+    def _zero_corrections(self) -> None:
+        """Zero the MLP's output and the order layer: the magnitudes become the probe's alone."""
+        for layer in (self.magnitude[-1], self.order):
+            if layer is not None:
+                torch.nn.init.zeros_(layer.weight)
+                torch.nn.init.zeros_(layer.bias)
 
     def order_features(self, edges: Edges, spins: torch.Tensor) -> torch.Tensor:
         """(N, K) o_ik = Σ_j φ_k(r_ij) (ŝ_i·ŝ_j − |ŝ_i||ŝ_j|): how far each atom's neighbours turn away from it,

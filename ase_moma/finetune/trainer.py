@@ -195,14 +195,16 @@ class Finetuner:
                              f"magmoms={config.spin_head!r}")
         train_graphs, valid_graphs = self.graphs(train), self.graphs(valid)
         if self.spin is not None:
-            self._start_magnitudes(train_graphs, train)
+            ordered = ordered_geometries(train.frames, [graph.spins.cpu().numpy() for graph in train_graphs])
+            self._start_magnitudes(train_graphs, train, open_environment=bool(ordered))
         if config.refit_references:
             base_graphs = [g.graph for g in train_graphs] if self.spin is not None else train_graphs
             reference = fit_reference_energies(backbone, base_graphs, train.frames, train.energy)
             self.reference_shifts = shifts_of(reference, train.frames)
             backbone.add_reference_energies(self.reference_shifts)
         if self.spin is not None and config.exchange:
-            self.exchange_start = fit_exchange(self.spin, train_graphs, train, config.loss, seed=config.seed)
+            self.exchange_start = fit_exchange(self.spin, train_graphs, train, config.loss, geometries=ordered,
+                                               seed=config.seed)
             if config.refit_references and self.exchange_start.reference_shifts:
                 backbone.add_reference_energies(self.exchange_start.reference_shifts)
                 for z, shift in self.exchange_start.reference_shifts.items():
@@ -277,12 +279,13 @@ class Finetuner:
         return loss(predicted, batch_labels(data, rows, self.backbone.device), **shares)
 
     @torch.no_grad()
-    def _start_magnitudes(self, graphs: list[Any], train: PotentialSet, batch_size: int = 16) -> None:
+    def _start_magnitudes(self, graphs: list[Any], train: PotentialSet, *, open_environment: bool,
+                          batch_size: int = 16) -> None:
         """The spin head's magnitudes start at the ridge probe of the training |m_i| on the frozen
         backbone's per-atom features, then of what it leaves on the training spins' order features
         (LP-FT, as for property heads). J's view of the environment is pointed along those features'
-        main directions of variation where the training set gives some geometry in different orders,
-        and stays shut (J of distance and species) where it gives none: how J changes with the
+        main directions of variation where the training set gives some geometry in different orders
+        (``open_environment``), and stays shut (J of distance and species) where it gives none: how J changes with the
         environment is learnt only from differences between orders, and without any it only fitted
         the backbone's errors (fe_spin, bench/RESULTS.md). The projection is not trained: at the head's
         learning rate a few steps moved it far enough to make J diverge."""
@@ -292,7 +295,7 @@ class Finetuner:
         magnitudes = torch.as_tensor(np.concatenate([_magnitudes(m) for m in train.magmoms]))
         structures = torch.as_tensor(np.repeat(np.arange(len(train)), train.n_atoms()))
         self.spin.head.start_from_probe(features, magnitudes, structures, order)
-        if ordered_geometries(train.frames, [graph.spins.cpu().numpy() for graph in graphs]):
+        if open_environment:
             self.spin.head.start_environment(features)
 
     def graphs(self, data: PotentialSet) -> list[Any]:
@@ -398,7 +401,7 @@ class Finetuner:
         if self.spin is not None:
             head = dict(self.spin.head.named_parameters())
             if not config.exchange:  # J ≡ 0: its network stays at its zero output, untrained
-                for name in [n for n in head if n.startswith(("exchange.", "species.", "environment."))]:
+                for name in [n for n in head if n.startswith(("exchange.", "species."))]:
                     head.pop(name).requires_grad_(False)
             tensors.update({f"spin_head.{n}": p for n, p in head.items()})
             for name in [n for n in head if n.startswith("environment.")]:  # set at the start, not trained
