@@ -8,6 +8,8 @@ plain model with its original weights.
 
 from __future__ import annotations
 
+import math
+
 import torch
 from torch.nn.utils import parametrize
 
@@ -121,13 +123,22 @@ class IncrementSet(torch.nn.Module):
         With margins m = |ΔW| − sigmoid(τ_ℓ) over every entry, c is the (k+1)-th
         largest margin for k = round(fraction · N): the k entries with the largest
         margins stay (those of them with m > 0 move), the rest are pruned.
+        Entries tied with the (k+1)-th margin stay too: the increments start at
+        one size σ, so a gradient tied at the budget's edge (float32 rounding;
+        it happened on mlearn Si with one thread) tied the k-th and (k+1)-th
+        margins, and a cut equal to both moved no entry at all.
         """
-        margins = torch.cat([inc.margins().reshape(-1).double() for inc in self.increments.values()])
+        parts = [inc.margins().reshape(-1) for inc in self.increments.values()]
+        margins = torch.cat([part.double() for part in parts])
         keep = min(max(round(fraction * margins.numel()), 0), margins.numel())
         if keep >= margins.numel():
             self.offset.value.fill_(float(margins.min()) - 1e-12)
             return
-        self.offset.value.fill_(float(torch.topk(margins, keep + 1).values[-1]))
+        largest = torch.topk(margins, keep + 1).values
+        cut = largest[-1].to(parts[0].dtype)
+        if keep and largest[-2] == largest[-1]:  # a tie at the edge: a cut equal to it would move none of them
+            cut = torch.nextafter(cut, torch.full_like(cut, -math.inf))
+        self.offset.value.fill_(float(cut))
 
     def state_tensors(self) -> dict[str, torch.Tensor]:
         """Everything training changes here: ΔW or the LoRA factors, τ, and the offset c."""
