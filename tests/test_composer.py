@@ -17,7 +17,7 @@ from ase_moma.cli import main
 from ase_moma.compose import (STRATEGIES, compose, finetune_composed, knn_proxy, module_embeddings, replay,
                               strategy_weights)
 from ase_moma.compose import composer as composer_module
-from ase_moma.compose.composer import read_recipe
+from ase_moma.compose.recipe import read_recipe
 from ase_moma.fitting import TrainConfig
 from ase_moma.hub import Hub, HubIntegrityError
 from ase_moma.labelled_data import load_task_data

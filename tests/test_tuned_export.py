@@ -14,6 +14,7 @@ from safetensors.torch import load_file
 from ase_moma import load_backbone, load_calculator
 from ase_moma.cli import main
 from ase_moma.compose import compose
+from ase_moma.compose.potential import compose_potential
 from ase_moma.delta import apply_delta, read_delta
 from ase_moma.finetune.export import FINETUNE_JSON, MODEL, MODULE
 from ase_moma.hub import Hub
@@ -80,11 +81,12 @@ def test_existing_output_is_not_overwritten(tuned, tmp_path, capsys):
     assert "--backbone" in capsys.readouterr().err
 
 
-def test_delta_modules_join_a_hub_and_compose_with_each_other(tuned, tmp_path):
+def test_delta_modules_join_a_hub_and_compose_as_potentials(tuned, tmp_path):
     other = _tune(tmp_path, 1)
     hub = Hub.create(tmp_path / "hub", load_backbone("sevennet", device="cpu"))
     assert hub.add(tuned / MODULE) == "cu0" and hub.add(other / MODULE) == "cu1"
     assert [e["kind"] for e in hub.modules] == ["delta", "delta"]
+    assert [e["elements"] for e in hub.modules] == [["Cu"], ["Cu"]]
 
     module = hub.load_module("cu0", device="cpu")
     probe = emt_copper(1, 42)[0]
@@ -95,10 +97,13 @@ def test_delta_modules_join_a_hub_and_compose_with_each_other(tuned, tmp_path):
     frames = emt_copper(8, 50)
     for atoms in frames:
         atoms.info["energy_per_atom"] = atoms.get_potential_energy() / len(atoms)
-    ase.io.write(tmp_path / "cu_property.extxyz", frames)
+    ase.io.write(tmp_path / "cu_frames.extxyz", frames)
+    with pytest.raises(ValueError, match="potential modules compose with --potential"):
+        compose(hub, tmp_path / "cu_frames.extxyz", "energy_per_atom", tmp_path / "property", device="cpu",
+                progress=False)
     out = tmp_path / "composed"
-    recipe = compose(hub, tmp_path / "cu_property.extxyz", "energy_per_atom", out, strategy="all_average",
-                     k=3, device="cpu", progress=False)
+    recipe = compose_potential(hub, tmp_path / "cu_frames.extxyz", out, strategy="all_average",
+                               refit_references=False, device="cpu")
     assert recipe["kind"] == "full" and [m["weight"] for m in recipe["modules"]] == [0.5, 0.5]
     merged = load_file(str(out / "merged.safetensors"))
     first, second = load_file(str(tuned / MODEL)), load_file(str(other / MODEL))

@@ -1,7 +1,8 @@
 """MoMa adaptive module composition: embed, kNN proxy, simplex weights, merge, fine-tune."""
 
 from ase_moma.compose.composed import load_composed_backbone, load_composed_model
-from ase_moma.compose.composer import compose, read_recipe, replay
+from ase_moma.compose.composer import compose, replay
+from ase_moma.compose.recipe import read_recipe
 from ase_moma.compose.embeddings import module_embeddings
 from ase_moma.compose.finetune import DOWNSTREAM, finetune_composed
 from ase_moma.compose.knn import knn_proxy, spearman

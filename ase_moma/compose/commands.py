@@ -14,8 +14,22 @@ def add_compose_commands(commands: argparse._SubParsersAction) -> None:
                                   parents=[output_flag("folder to write (recipe, merged model, chart)"),
                                            shared_flags("n_train", "device", "overwrite")])
     compose.add_argument("--hub", help="hub directory")
-    compose.add_argument("--data", help="extxyz file with the target in atoms.info")
+    compose.add_argument("--data", help="extxyz file with the target in atoms.info (with --potential: frames "
+                         "with energies, and forces and stress where every frame has them)")
     compose.add_argument("--target", help="atoms.info key of the target")
+    compose.add_argument("--potential", action="store_true",
+                         help="compose a potential from the hub's potential modules (kind delta) for the "
+                              "labelled frames of --data; OUT/ loads as a backbone (load_calculator, relax, "
+                              "screen, finetune --backbone OUT)")
+    compose.add_argument("--proxy", choices=["errors", "knn"], default="errors",
+                         help="--potential: score candidates by their own errors on the frames (amc fits the "
+                              "loss of their weighted predictions) or by MoMa's kNN proxy of per-atom energies")
+    compose.add_argument("--merge", choices=["sum", "sign_consensus"], default="sum",
+                         help="--potential: add the weighted deltas, or merge them by sign consensus "
+                              "(TIES-style: per entry, the changes that agree with the elected sign)")
+    compose.add_argument("--no-refit-references", action="store_true",
+                         help="--potential: keep the per-element reference energies instead of refitting "
+                              "them to the frames")
     compose.add_argument("--recipe", help="replay this recipe.json instead of composing afresh")
     compose.add_argument("--split", help="split file {task: {train, val, test}} (default: random split)")
     compose.add_argument("--task", help="key in --split (default: the data file's stem)")
@@ -24,7 +38,8 @@ def add_compose_commands(commands: argparse._SubParsersAction) -> None:
     compose.add_argument("--unit", default="", help="unit of the target, for reports")
     compose.add_argument("--strategy", default="amc", choices=STRATEGIES,
                          help="amc, or a baseline: model soup, AMC support averaged, random pick, "
-                              "softmax of proxy MAE, best single module, no hub")
+                              "softmax of proxy MAE, best single module, no hub (--potential: amc, "
+                              "all_average, best_single, no_hub)")
     compose.add_argument("--kind", choices=["full", "adapter"], help="which modules to compose "
                          "(default: full ones when the hub has any)")
     compose.add_argument("--modules", nargs="+", help="restrict to these modules")
@@ -39,6 +54,8 @@ def add_compose_commands(commands: argparse._SubParsersAction) -> None:
 def _compose(args: argparse.Namespace) -> int:
     from ase_moma.compose.composer import compose, replay
 
+    if args.potential and not args.recipe:
+        return _compose_potential(args)
     if args.recipe:
         recipe = replay(args.recipe, args.output, hub=args.hub, overwrite=args.overwrite)
     else:
@@ -59,6 +76,43 @@ def _compose(args: argparse.Namespace) -> int:
               f"Spearman {module['spearman']:+.3f}")
     timings = recipe["timings"]
     print("  time: " + ", ".join(f"{key[:-2]} {value:.2f} s" for key, value in timings.items()))
+    return 0
+
+
+def _compose_potential(args: argparse.Namespace) -> int:
+    from ase_moma.compose.potential import compose_potential
+    from ase_moma.errors import UsageError
+
+    missing = [flag for flag, value in (("--hub", args.hub), ("--data", args.data)) if value is None]
+    if missing:
+        raise UsageError(f"compose --potential needs {', '.join(missing)}")
+    if args.target is not None or args.split is not None or args.kind is not None:
+        raise UsageError("compose --potential scores potentials on every frame of --data: it takes no "
+                         "--target, --split or --kind")
+    recipe = compose_potential(args.hub, args.data, args.output, strategy=args.strategy, proxy=args.proxy,
+                               merge=args.merge, modules=args.modules,
+                               refit_references=not args.no_refit_references, k=args.k,
+                               temperature=args.knn_temperature, solver=args.solver, device=args.device,
+                               overwrite=args.overwrite)
+    potential = recipe["potential"]
+    print(f"{recipe['strategy']} potential for {recipe['task']['task']} ({recipe['task']['train_size']} frames, "
+          f"{', '.join(recipe['task']['elements'])}; proxy {potential['proxy']}, merge {potential['merge']}) "
+          f"-> {args.output}")
+
+    def shown(errors: dict) -> str:
+        return ", ".join(f"{label} {errors[key]:.4g}" for key, label in (
+            ("energy_mae", "E"), ("forces_mae", "F"), ("stress_mae", "S")) if key in errors)
+
+    print(f"  {'pretrained':<32} weight {potential['pretrained']['weight']:.4f}  "
+          f"{shown(potential['pretrained']['errors'])}")
+    for module in recipe["modules"]:
+        note = "" if module["covers_frames"] else "  (fitted to other elements)"
+        print(f"  {module['name']:<32} weight {module['weight']:.4f}  {shown(module['errors'])}{note}")
+    print(f"  {'composed':<32} {'':13} {shown(potential['composed_errors'])}  "
+          "(meV/atom with references refitted, meV/Å, GPa)")
+    if potential["fallback"]:
+        print(f"  {potential['fallback']}")
+    print("  time: " + ", ".join(f"{key[:-2]} {value:.2f} s" for key, value in recipe["timings"].items()))
     return 0
 
 

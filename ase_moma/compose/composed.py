@@ -13,7 +13,7 @@ import torch
 
 from ase_moma.adapters import AdapterSet
 from ase_moma.backbone import Backbone
-from ase_moma.compose.composer import MERGED, RECIPE, read_recipe
+from ase_moma.compose.recipe import MERGED, RECIPE, read_recipe
 from ase_moma.module_files import check_module_folder, load_state, load_tensors, verify_files
 from ase_moma.module_model import module_from_folder
 from ase_moma.property_model import PropertyModel

@@ -10,8 +10,6 @@ Step 5, fine-tuning, is :func:`ase_moma.compose.finetune.finetune_composed`.
 
 from __future__ import annotations
 
-import copy
-import os
 import time
 from pathlib import Path
 from typing import Any, Sequence
@@ -22,19 +20,15 @@ from ase_moma.atomic_io import atomic_directory
 from ase_moma.compose.embeddings import module_embeddings
 from ase_moma.compose.knn import knn_proxy, spearman
 from ase_moma.compose.merge import merge_safetensors
+from ase_moma.compose.recipe import CHART, MERGED, RECIPE, SCHEMA, relative_paths, resolve_paths
 from ase_moma.compose.report import weights_chart
 from ase_moma.compose.strategies import STRATEGIES, strategy_weights
 from ase_moma.devices import resolve_device
 from ase_moma.hub.store import Hub
 from ase_moma.labelled_data import load_task_data
-from ase_moma.module_files import (MODULE_KINDS, TRAINED_KINDS, read_folder_record, read_record, save_tensors,
-                                   weights_file, write_json)
+from ase_moma.module_files import TRAINED_KINDS, read_record, save_tensors, weights_file, write_json
 from ase_moma.version import CREATED_BY
 
-RECIPE = "recipe.json"
-MERGED = "merged.safetensors"
-CHART = "weights.png"
-SCHEMA = "ase-moma.composition/1"
 
 
 def compose(hub: Hub | str | Path, data: str | Path, target: str, out: str | Path, *,
@@ -134,8 +128,12 @@ def replay(recipe_path: str | Path, out: str | Path, *, hub: Hub | str | Path | 
             if sha != entry["sha256"]:
                 raise ValueError(f"module {entry['name']} in {hub.path} changed since the recipe was written "
                                  f"(sha256 {sha[:16]}…, recipe {entry['sha256'][:16]}…)")
-    return write_composition(hub, dict(recipe, replayed_from=str(Path(recipe_path).resolve())), Path(out),
-                             overwrite=overwrite)
+    recipe = dict(recipe, replayed_from=str(Path(recipe_path).resolve()))
+    if recipe.get("potential") is not None:
+        from ase_moma.compose.potential import write_potential_composition
+
+        return write_potential_composition(hub, recipe, Path(out), overwrite=overwrite)
+    return write_composition(hub, recipe, Path(out), overwrite=overwrite)
 
 
 def write_composition(hub: Hub, recipe: dict[str, Any], out: Path, overwrite: bool = False) -> dict[str, Any]:
@@ -160,38 +158,6 @@ def write_composition(hub: Hub, recipe: dict[str, Any], out: Path, overwrite: bo
     return recipe
 
 
-def read_recipe(out: str | Path) -> dict[str, Any]:
-    """The recipe of a composition folder, its paths absolute; a clear error when ``out`` is not one."""
-    return resolve_paths(read_folder_record(out, RECIPE, "composition recipe", SCHEMA, "a composed model"), Path(out))
-
-
-PATHS = (("hub",), ("task", "data"), ("task", "split"), ("replayed_from",))
-"""Where a recipe names files: stored relative to the recipe's folder, so that a project folder holding the
-hub, the data and the composition can move as a whole."""
-
-
-def relative_paths(recipe: dict[str, Any], folder: Path) -> dict[str, Any]:
-    """``recipe`` with every path of PATHS relative to ``folder`` (as written into its recipe.json)."""
-    return _map_paths(recipe, lambda path: os.path.relpath(Path(path).resolve(), Path(folder).resolve()))
-
-
-def resolve_paths(recipe: dict[str, Any], folder: Path) -> dict[str, Any]:
-    """``recipe`` (as read from ``folder``/recipe.json) with every path of PATHS absolute; an absolute path
-    (a recipe written before paths were stored relative) stays as it is."""
-    return _map_paths(recipe, lambda path: str((Path(folder) / path).resolve()))
-
-
-def _map_paths(recipe: dict[str, Any], convert) -> dict[str, Any]:
-    result = copy.deepcopy(recipe)
-    for keys in PATHS:
-        holder = result
-        for key in keys[:-1]:
-            holder = holder.get(key) or {}
-        if holder.get(keys[-1]) is not None:
-            holder[keys[-1]] = convert(holder[keys[-1]])
-    return result
-
-
 def _candidates(hub: Hub, kind: str | None, modules: Sequence[str] | None,
                 task: str) -> tuple[list[str], str, list[str]]:
     """The modules to compose, their kind, and the ones left out because they were trained on ``task``."""
@@ -206,13 +172,14 @@ def _candidates(hub: Hub, kind: str | None, modules: Sequence[str] | None,
         entries = [e for e in entries if e["name"] in set(modules)]
     kinds = {e["kind"] for e in entries}
     if kind is None:
-        kind = "adapter" if kinds == {"adapter"} else "full"
+        kind = "full" if "full" in kinds or "adapter" not in kinds else "adapter"
     if kind not in TRAINED_KINDS:
         raise ValueError(f"module kind must be one of {', '.join(TRAINED_KINDS)}, got {kind!r}")
-    names = [e["name"] for e in entries if MODULE_KINDS[e["kind"]] == kind]
+    names = [e["name"] for e in entries if e["kind"] == kind]
     if not names:
-        raise ValueError(f"hub {hub.path} has no {kind} modules to compose (it has: "
-                         f"{', '.join(sorted(kinds)) or 'none'})")
+        potentials = " (potential modules compose with --potential)" if "delta" in kinds else ""
+        raise ValueError(f"hub {hub.path} has no {kind} property modules to compose (it has: "
+                         f"{', '.join(sorted(kinds)) or 'none'}){potentials}")
     excluded = [e["name"] for e in entries if e["name"] in names and e.get("task") == task]
     names = [name for name in names if name not in excluded]
     if not names:

@@ -24,7 +24,7 @@ from typing import Any
 
 from ase_moma.atomic_io import atomic_directory
 from ase_moma.compose.composed import FINETUNED, apply_merged, base_backbone
-from ase_moma.compose.composer import read_recipe
+from ase_moma.compose.recipe import read_recipe
 from ase_moma.fitting import TrainConfig, build_property_model, evaluate, fit, module_record, trained_module_files
 from ase_moma.module_files import write_module_folder
 from ase_moma.labelled_data import load_task_data
@@ -45,6 +45,9 @@ def finetune_composed(out: str | Path, config: TrainConfig | None = None, *, dev
     """
     out = Path(out)
     recipe = read_recipe(out)
+    if recipe.get("potential") is not None:
+        raise ValueError(f"{out} is a composed potential, not a property model's composition: adapt it to DFT "
+                         f"data with `ase-moma finetune --backbone {out} --train T --valid V -o OUT`")
     config = dataclasses.replace(config or DOWNSTREAM, kind=recipe["kind"])
     config.check()
     task = recipe["task"]

@@ -7,7 +7,8 @@ from typing import Any
 
 
 def weights_chart(recipe: dict[str, Any], path: str | Path) -> None:
-    """Write a PNG: one bar per module (its weight), its kNN proxy MAE on a second axis."""
+    """Write a PNG: one bar per module (its weight), its proxy MAE on a second axis (the kNN proxy's, or
+    what the recipe's ``proxy_label`` names)."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -27,7 +28,7 @@ def weights_chart(recipe: dict[str, Any], path: str | Path) -> None:
         mae = axes.twinx()
         mae.plot(positions, [m["proxy_mae"] for m in modules], "o", color="tab:red")
         unit = f" ({task['unit']})" if task.get("unit") else ""
-        mae.set_ylabel(f"kNN proxy MAE{unit}", color="tab:red")
+        mae.set_ylabel(recipe.get("proxy_label", f"kNN proxy MAE{unit}"), color="tab:red")
         mae.set_ylim(bottom=0)
     else:
         axes.text(0.5, 0.5, "no modules (no_hub baseline)", ha="center", va="center",

@@ -76,6 +76,7 @@ def write_tuned(out: str | Path, backbone: Backbone, base: dict[str, Any], delta
         write_module_folder(tmp / MODULE, {
             "name": name, "task": name, "kind": "delta", "target": "energy_per_atom", "unit": "eV/atom",
             "readout": "energy_per_atom", "n_train": len(data["train"]), "n_val": len(data["valid"]),
+            "elements": data["train"].elements(),
             "metrics": {"val_mae": valid.get("energy_mae", float("nan")) / 1000, **{
                 f"{role}_{k}": v for role, values in metrics.items() for k, v in values.items()}},
             "training": settings, "data": data_record, **summary}, {DELTA: delta_tensors(delta)}, base)

@@ -53,6 +53,13 @@ class PotentialSet:
         """(B,) atoms per frame."""
         return np.array([len(atoms) for atoms in self.frames])
 
+    def elements(self) -> list[str]:
+        """The chemical symbols present in any frame, in order of atomic number."""
+        from ase.data import chemical_symbols
+
+        numbers = sorted({int(z) for atoms in self.frames for z in atoms.numbers})
+        return [chemical_symbols[z] for z in numbers]
+
     def data_hash(self) -> str:
         """sha256 of the structures and every label used, in order."""
         digest = hashlib.sha256(structures_hash(self.frames).encode())

@@ -152,16 +152,37 @@ def _list(args: argparse.Namespace) -> int:
 
     hub = Hub(args.hub)
     record = hub.backbone
+    potentials = [m if "valid_errors" in m else hub.index_entry_of(m["name"]) for m in hub.modules
+                  if m["kind"] == "delta"]  # entries written before potential modules were listed: re-read
+    properties = [m for m in hub.modules if m["kind"] != "delta"]
     print(f"hub {hub.path}: backbone {record['name']} ({record['version']}), "
-          f"fingerprint {record['fingerprint'][:16]}…, {len(hub.modules)} modules")
-    rows = [(m["name"], str(m["task"]), m["kind"], str(m["n_train"]),
+          f"fingerprint {record['fingerprint'][:16]}…, {len(properties)} property and {len(potentials)} "
+          "potential modules")
+    if properties:
+        _table(("name", "task", "kind", "n_train", "val MAE", "size"), [
+            (m["name"], str(m["task"]), m["kind"], str(m["n_train"]),
              "" if m["val_mae"] is None else f"{m['val_mae']:.4g} {m['unit'] or ''}".rstrip(),
-             f"{m['size_bytes'] / 1e6:.2f} MB") for m in hub.modules]
-    header = ("name", "task", "kind", "n_train", "val MAE", "size")
+             f"{m['size_bytes'] / 1e6:.2f} MB") for m in properties])
+    if potentials:
+        if properties:
+            print()
+        _table(("potential", "elements", "method", "moved", "n_train", "val E meV/atom", "val F meV/Å",
+                "val S GPa", "size"), [
+            (m["name"], ",".join(m.get("elements") or ["?"]), str(m.get("method") or "?"),
+             "" if m.get("moved_fraction") is None else f"{100 * m['moved_fraction']:.1f} %", str(m["n_train"]),
+             *(_value((m.get("valid_errors") or {}).get(key)) for key in ("energy_mae", "forces_mae", "stress_mae")),
+             f"{m['size_bytes'] / 1e6:.2f} MB") for m in potentials])
+    return 0
+
+
+def _table(header: tuple[str, ...], rows: list[tuple[str, ...]]) -> None:
     widths = [max(len(r[i]) for r in rows + [header]) for i in range(len(header))]
     for row in [header] + rows:
         print("  ".join(cell.ljust(width) for cell, width in zip(row, widths)).rstrip())
-    return 0
+
+
+def _value(number: float | None) -> str:
+    return "" if number is None else f"{number:.4g}"
 
 
 def _show(args: argparse.Namespace) -> int:

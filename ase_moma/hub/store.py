@@ -100,6 +100,12 @@ class Hub:
         self._check_compatible(meta, folder)
         return meta
 
+    def index_entry_of(self, name: str) -> dict[str, Any]:
+        """Module ``name``'s index entry rebuilt from its module.json (not verified: for listings)."""
+        folder = self.folder(name)
+        return index_entry(dict(read_json(folder / MODULE_JSON, "module metadata"), name=name),
+                           sum(p.stat().st_size for p in folder.iterdir()))
+
     def verify(self) -> dict[str, str | None]:
         """``{module: None if it verifies, else the problem}`` for every module."""
         problems: dict[str, str | None] = {}
@@ -216,8 +222,16 @@ class Hub:
 
 
 def index_entry(meta: dict[str, Any], size_bytes: int) -> dict[str, Any]:
-    """The hub.json row of a module: what ``hub list`` shows without opening the module."""
+    """The hub.json row of a module: what ``hub list`` shows without opening the module. A potential
+    module (kind ``delta``) adds its elements, method, fraction of path weights moved and validation
+    errors (energy meV/atom, forces meV/Å, stress GPa)."""
     metrics = meta.get("metrics", {})
-    return {"name": meta["name"], "task": meta.get("task"), "kind": meta["kind"],
-            "target": meta.get("target"), "unit": meta.get("unit"), "n_train": meta.get("n_train"),
-            "val_mae": metrics.get("val_mae"), "size_bytes": size_bytes}
+    entry = {"name": meta["name"], "task": meta.get("task"), "kind": meta["kind"],
+             "target": meta.get("target"), "unit": meta.get("unit"), "n_train": meta.get("n_train"),
+             "val_mae": metrics.get("val_mae"), "size_bytes": size_bytes}
+    if meta["kind"] == "delta":
+        entry.update(elements=meta.get("elements"), method=meta.get("method"),
+                     moved_fraction=(meta.get("path_weights_updated") or {}).get("fraction"),
+                     valid_errors={key: metrics[f"valid_{key}"] for key in ("energy_mae", "forces_mae", "stress_mae")
+                                   if f"valid_{key}" in metrics})
+    return entry

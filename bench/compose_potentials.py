@@ -1,0 +1,259 @@
+"""Composable potentials, measured: a hub of sparse potential modules, composed for a set none of them saw.
+
+Stages (each writes under ``--output``, default bench/out/compose_potentials, and later stages reuse
+what earlier ones wrote):
+
+``modules``  fine-tunes SevenNet-0 on each DFT set of ../shared/data/mlip with ``ase-moma finetune``'s
+             own code (``finetune_potential``) and adds each ``OUT/module`` to one hub. Per set: at most
+             ``MODULE_FRAMES`` training frames (seeded), ``MODULE_VALID`` validation frames,
+             batch 8, ``--module-steps`` optimiser steps.
+``loo``      leave one set out: for each held-out set, compose a start from the other sets' modules
+             (``amc`` with each proxy, ``all_average``, ``best_single``) and from nothing (``no_hub``,
+             the pretrained potential); measure each start's zero-shot error on the set's test frames,
+             then fine-tune each start with ``sparse`` on 10 and 40 of the set's frames for the same
+             number of steps, 3 seeds, and measure the test error again.
+``merge``    merged skills: two modules of one method trained on different chemistries merged with weight
+             ½ each (plain sum and sign consensus), each chemistry's test error against its own module
+             alone and against one model fine-tuned on the union of both training sets.
+``tables``   prints the Markdown tables of every report found.
+
+Splits: mlearn sets use their own test file and split the training file 90/10 (seed 0); InP and
+alexandria_val (the alloy set: relaxation snapshots over 84 elements) are split 80/10/10 (seed 0).
+Every test set is capped at ``TEST_FRAMES`` frames (seeded), the same frames for every start.
+
+    python bench/compose_potentials.py modules [--sets ...] [--methods sparse-L ...]
+    python bench/compose_potentials.py loo [--sets ...] [--sizes 10 40] [--seeds 0 1 2] [--steps 20]
+    python bench/compose_potentials.py merge [--pairs mlearn_Si:mlearn_Ge ...] [--methods ...]
+    python bench/compose_potentials.py tables
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shutil
+import time
+from pathlib import Path
+
+import ase.io
+import numpy as np
+
+DATA = Path(__file__).resolve().parents[2] / "shared" / "data" / "mlip"
+SETS = ("mlearn_Si", "mlearn_Ge", "mlearn_Li", "mlearn_Mo", "InP", "alexandria_val")
+METHODS = {"sparse-L": ("sparse", "L"), "sparse-H": ("sparse", "H"), "lora": ("lora", "L"), "full": ("full", "L")}
+MODULE_FRAMES, MODULE_VALID, TEST_FRAMES, FEW_VALID = 120, 10, 25, 5
+
+
+def set_parts(name: str) -> dict[str, list]:
+    """train/valid/test frames of one set (fixed split, seed 0; the test part capped at TEST_FRAMES)."""
+    from ase_moma.finetune.potential_data import split_frames
+
+    if name.startswith("mlearn_"):
+        train, valid, _ = split_frames(ase.io.read(DATA / f"{name}_training.extxyz", ":"), (0.9, 0.1, 0.0), seed=0)
+        test = ase.io.read(DATA / f"{name}_test.extxyz", ":")
+    else:
+        train, valid, test = split_frames(ase.io.read(DATA / f"{name}.extxyz", ":"), (0.8, 0.1, 0.1), seed=0)
+    return {"train": train, "valid": valid, "test": _sample(test, TEST_FRAMES, seed=0)}
+
+
+def _sample(frames: list, count: int, seed: int) -> list:
+    """``count`` frames of ``frames`` drawn without replacement (seeded), in their original order."""
+    if len(frames) <= count:
+        return list(frames)
+    keep = np.sort(np.random.default_rng(seed).permutation(len(frames))[:count])
+    return [frames[i] for i in keep]
+
+
+def module_name(set_name: str, method: str) -> str:
+    return f"{set_name}-{method}"
+
+
+def train_modules(out: Path, sets: list[str], methods: list[str], steps: int, union: list[str] | None = None) -> None:
+    """Fine-tune a module per (set, method) and add it to ``out/hub``; modules already there are kept.
+
+    union: also train on the union of these sets' module frames (the merged-skills baseline), named
+    ``A+B-method``."""
+    from ase_moma.finetune import FinetuneConfig
+    from ase_moma.finetune.pipeline import finetune_potential
+    from ase_moma.hub import Hub
+    from ase_moma.loading import load_backbone
+
+    hub_path = out / "hub"
+    hub = Hub(hub_path) if (hub_path / "hub.json").is_file() else Hub.create(hub_path, load_backbone("sevennet"))
+    jobs = [(s,) for s in sets] + ([tuple(union)] if union else [])
+    for names in jobs:
+        parts = [set_parts(name) for name in names]
+        train = [a for p in parts for a in _sample(p["train"], MODULE_FRAMES // len(names), seed=0)]
+        valid = [a for p in parts for a in _sample(p["valid"], MODULE_VALID // len(names), seed=0)]
+        test = [a for p in parts for a in p["test"]]
+        for label in methods:
+            name = module_name("+".join(names), label)
+            if name in hub.names():
+                print(f"{name}: in the hub already", flush=True)
+                continue
+            method, preset = METHODS[label]
+            config = FinetuneConfig(method=method, preset=preset, batch_size=8, epochs=1000, patience=1000,
+                                    max_steps=steps, seed=0)
+            start = time.perf_counter()
+            tuned = out / "tuned" / name
+            record = finetune_potential("sevennet", train, valid, tuned, config, test=test, name=name,
+                                        progress=False, overwrite=True)
+            hub.add(tuned / "module", name=name, overwrite=True)
+            test_metrics = record["metrics"]["test"]
+            print(f"{name}: {len(train)} frames, {record['result']['steps']} steps in "
+                  f"{time.perf_counter() - start:.0f} s; test E {test_metrics['energy_mae']:.2f} meV/atom, "
+                  f"F {test_metrics['forces_mae']:.1f} meV/Å, S {test_metrics['stress_mae']:.3f} GPa; "
+                  f"{100 * record['path_weights_updated']['fraction']:.2f} % of path weights moved", flush=True)
+
+
+STARTS = (("no_hub", "errors"), ("amc", "errors"), ("amc", "knn"), ("all_average", "errors"),
+          ("best_single", "errors"))
+TUNED_STARTS = ("no_hub", "amc", "all_average", "best_single")
+"""Starts fine-tuned after composing (the kNN-weighted AMC start is scored zero-shot only: its weights are
+the proxy comparison, and fine-tuning it would cost a fifth more)."""
+
+
+def start_label(strategy: str, proxy: str) -> str:
+    return strategy if proxy == "errors" else f"{strategy}-{proxy}"
+
+
+def leave_one_out(out: Path, sets: list[str], sizes: list[int], seeds: list[int], steps: int,
+                  merge: str) -> None:
+    """For each held-out set: compose starts from the other sets' sparse-L modules on n of its frames, score
+    them zero-shot on its test frames, fine-tune each for ``steps`` steps, score again. One JSON row per
+    (set, n, seed, start) is appended to ``out/loo.jsonl`` as it finishes; rows already there are skipped."""
+    from ase_moma.compose.potential import compose_potential
+    from ase_moma.finetune import FinetuneConfig
+    from ase_moma.finetune.pipeline import finetune_potential
+    from ase_moma.hub import Hub
+
+    hub = Hub(out / "hub")
+    rows_path = out / f"loo_{merge}.jsonl"
+    done = {(r["set"], r["n"], r["seed"], r["start"]) for r in _rows(rows_path)}
+    for held_out in sets:
+        modules = [module_name(s, "sparse-L") for s in SETS if s != held_out
+                   and module_name(s, "sparse-L") in hub.names()]
+        parts = set_parts(held_out)
+        valid, test = parts["valid"][:FEW_VALID], parts["test"]
+        single = _single_candidates(hub, modules, held_out, parts, out)
+        for n, seed in [(n, seed) for n in sizes for seed in seeds]:
+            train = _sample(parts["train"], n, seed=seed)
+            composed = {}
+            for strategy, proxy in STARTS:
+                label = start_label(strategy, proxy)
+                if (held_out, n, seed, label) in done:
+                    continue
+                folder = out / "starts" / f"{held_out}-n{n}-s{seed}-{label}-{merge}"
+                start = time.perf_counter()
+                recipe = compose_potential(hub, train, folder, strategy=strategy, proxy=proxy, merge=merge,
+                                           modules=modules, device="cpu", overwrite=True)
+                compose_s = time.perf_counter() - start
+                zero_shot = _test_errors(folder, test)
+                weights = {m["name"]: m["weight"] for m in recipe["modules"] if m["weight"] > 0}
+                row = {"set": held_out, "n": n, "seed": seed, "start": label, "merge": merge, "weights": weights,
+                       "fallback": recipe["potential"]["fallback"], "compose_s": compose_s,
+                       "train_errors": recipe["potential"]["composed_errors"], "zero_shot": zero_shot,
+                       "single": single}
+                if strategy in TUNED_STARTS:
+                    same = next((k for k, w in composed.items() if w == weights), None)
+                    if same is not None:
+                        row["tuned"], row["same_start_as"] = composed[same]["tuned"], same
+                    else:
+                        config = FinetuneConfig(method="sparse", preset="L", batch_size=5, epochs=10_000,
+                                                patience=10_000, max_steps=steps, seed=seed)
+                        start = time.perf_counter()
+                        tuned = out / "runs" / folder.name
+                        record = finetune_potential(str(folder), train, valid, tuned, config, test=test,
+                                                    progress=False, overwrite=True)
+                        row["tuned"] = record["metrics"]["test"]
+                        row["tune_s"] = time.perf_counter() - start
+                        row["kept_start"] = record["result"].get("kept_start", False)
+                        shutil.rmtree(tuned)
+                    composed[label] = dict(row, weights=weights)
+                shutil.rmtree(folder)
+                with open(rows_path, "a") as handle:
+                    handle.write(json.dumps(row) + "\n")
+                print(f"{held_out} n={n} seed {seed} {label:13s} zero-shot F {zero_shot['forces_mae']:6.1f} "
+                      f"E {zero_shot['energy_mae']:7.2f}" + (f"  tuned F {row['tuned']['forces_mae']:6.1f} "
+                                                             f"E {row['tuned']['energy_mae']:7.2f}"
+                                                             if "tuned" in row else "")
+                      + f"  weights {json.dumps({k: round(v, 3) for k, v in weights.items()})}", flush=True)
+
+
+def _rows(path: Path) -> list[dict]:
+    return [json.loads(line) for line in path.read_text().splitlines()] if path.is_file() else []
+
+
+def _test_errors(model: Path, frames: list) -> dict[str, float]:
+    """Energy (meV/atom), force (meV/Å) and stress (GPa) MAE of a saved model on labelled ``frames``."""
+    from ase_moma.finetune.loss import PotentialLoss, evaluate
+    from ase_moma.finetune.potential_data import read_potential_set
+    from ase_moma.loading import load_backbone
+
+    backbone = load_backbone(str(model), device="cpu")
+    data = read_potential_set(frames, forces=True, stress=True)
+    return evaluate(backbone, [backbone.graph(a) for a in data.frames], data, PotentialLoss())
+
+
+def _single_candidates(hub, modules: list[str], held_out: str, parts: dict, out: Path) -> dict:
+    """Each candidate alone (the pretrained potential and every module) on the held-out set's test frames: the
+    error a proxy should predict. Cached in ``out/single_<set>.json``."""
+    from ase_moma.compose.potential_scores import frame_errors, predict_frames
+    from ase_moma.delta import apply_delta, read_delta
+    from ase_moma.finetune.loss import PotentialLoss
+    from ase_moma.finetune.potential_data import read_potential_set
+    from ase_moma.module_files import DELTA, load_tensors
+
+    path = out / f"single_{held_out}.json"
+    if path.is_file():
+        return json.loads(path.read_text())
+    data = read_potential_set(parts["test"], forces=True, stress=True)
+    backbone = hub.load_backbone(device="cpu")
+    base = {k: v.clone() for k, v in backbone.model.state_dict().items()}
+    graphs = [backbone.graph(a) for a in data.frames]
+    result = {}
+    for name in ["pretrained", *modules]:
+        backbone.model.load_state_dict(base)
+        if name != "pretrained":
+            apply_delta(backbone.model, read_delta(load_tensors(hub.folder(name) / DELTA)))
+        result[name] = frame_errors(predict_frames(backbone, graphs, forces=True, stress=True), data, PotentialLoss())
+    path.write_text(json.dumps(result, indent=1))
+    return result
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    stages = parser.add_subparsers(dest="stage", required=True)
+    modules = stages.add_parser("modules")
+    modules.add_argument("--sets", nargs="+", default=list(SETS), choices=SETS)
+    modules.add_argument("--methods", nargs="+", default=["sparse-L"], choices=list(METHODS))
+    modules.add_argument("--module-steps", type=int, default=100)
+    modules.add_argument("--union", nargs=2, metavar="SET", choices=SETS,
+                         help="also train on the union of two sets (the merged-skills baseline)")
+    loo = stages.add_parser("loo")
+    loo.add_argument("--sets", nargs="+", default=list(SETS), choices=SETS)
+    loo.add_argument("--sizes", nargs="+", type=int, default=[10, 40])
+    loo.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
+    loo.add_argument("--steps", type=int, default=20)
+    loo.add_argument("--merge", default="sum", choices=["sum", "sign_consensus"])
+    loo.add_argument("--threads", type=int, help="torch threads (two processes of one thread each use two "
+                     "cores better than one of two)")
+    for stage in stages.choices.values():
+        stage.add_argument("-o", "--output", default="bench/out/compose_potentials")
+    args = parser.parse_args()
+    if not DATA.is_dir():
+        parser.error(f"real data not found at {DATA}")
+    out = Path(args.output)
+    out.mkdir(parents=True, exist_ok=True)
+    if getattr(args, "threads", None):
+        import torch
+
+        torch.set_num_threads(args.threads)
+    if args.stage == "modules":
+        train_modules(out, [] if args.union else args.sets, args.methods, args.module_steps, args.union)
+    elif args.stage == "loo":
+        leave_one_out(out, args.sets, args.sizes, args.seeds, args.steps, args.merge)
+
+
+if __name__ == "__main__":
+    main()
