@@ -9,7 +9,7 @@ from typing import Sequence
 
 from ase_moma.cli_options import output_flag, shared_flags
 from ase_moma.compose.commands import add_compose_commands
-from ase_moma.errors import EXPECTED, UsageError
+from ase_moma.errors import EXIT_REFUSED, EXIT_USAGE, EXPECTED, UsageError
 from ase_moma.finetune.commands import add_finetune_command
 from ase_moma.hub.commands import add_hub_commands
 from ase_moma.screen.commands import add_screen_command
@@ -25,10 +25,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     except UsageError as error:
         parser.print_usage(sys.stderr)
         print(f"ase-moma: error: {error}", file=sys.stderr)
-        return 2
+        return EXIT_USAGE
     except EXPECTED as error:  # refused input: one line; anything else is a bug and shows its traceback
         print(f"ase-moma: error: {error}", file=sys.stderr)
-        return 1
+        return EXIT_REFUSED
 
 
 def _parser() -> argparse.ArgumentParser:

@@ -10,15 +10,18 @@ from __future__ import annotations
 import argparse
 from typing import Iterator
 
+from ase_moma.errors import EXIT_REFUSED, EXIT_USAGE
+
 WIDTH = 100  # columns of the rendered help, fixed so the file does not depend on the terminal
 
-HEADER = """# `ase-moma` command reference
+HEADER = f"""# `ase-moma` command reference
 
 Rendered from the argument parsers by `python -m ase_moma.cli_reference > docs/cli.md`; a test
 checks that this file matches them. `ase-moma COMMAND --help` prints the same text.
 
-Exit status: 0 on success; 2 for a usage error or a failure the message explains (a missing file,
-bad input, an existing output without `--overwrite`).
+Exit status: 0 on success; {EXIT_REFUSED} for input the command refuses, with one line saying why (a
+missing file, bad input, an existing output without `--overwrite`); {EXIT_USAGE} for a command line that
+cannot work (a missing or conflicting flag).
 """
 
 

@@ -17,6 +17,11 @@ class UsageError(AseMomaError, ValueError):
     """A command line that cannot work: a flag missing, or two that exclude each other."""
 
 
+EXIT_REFUSED = 1
+"""The CLI's exit status for refused input (an expected failure, one line on stderr)."""
+EXIT_USAGE = 2
+"""The CLI's exit status for a command line that cannot work (argparse's own status)."""
+
 EXPECTED = (AseMomaError, ValueError, FileNotFoundError, FileExistsError, NotADirectoryError, IsADirectoryError,
             PermissionError)
 """What the CLI reports as one line (exit 1) rather than as a bug."""

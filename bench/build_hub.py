@@ -27,6 +27,7 @@ deviation and the MAE of predicting the training mean.
     python bench/build_hub.py --quick [-o bench/out/hub] [--kind full|adapter] [--matminer]
     python bench/build_hub.py --kind full --matminer --epochs E --max-train N   # a mid-sized GPU hub
     python bench/build_hub.py --starter
+    python bench/build_hub.py --starter-potentials   # then the four mlearn potential modules beside them
 """
 
 from __future__ import annotations
@@ -90,6 +91,23 @@ def plan(args: argparse.Namespace) -> list[dict]:
     return jobs
 
 
+def add_starter_potentials(work: Path) -> None:
+    """Train (or reuse) a sparse-L potential module per mlearn set and add it to the starter hub as
+    ``mlearn_<element>_potential``."""
+    from compose_potentials import module_name, train_modules
+
+    sets = [f"mlearn_{element}" for element in MLEARN]
+    train_modules(work, sets, ["sparse-L"], steps=100)
+    source, starter = Hub(work / "hub"), Hub(STARTER)
+    for name in sets:
+        added = starter.add(source.folder(module_name(name, "sparse-L")), name=f"{name}_potential", overwrite=True)
+        print(f"added {added} to {STARTER}", flush=True)
+    size_mb = sum(f.stat().st_size for f in STARTER.rglob("*") if f.is_file()) / 1e6
+    print(f"starter hub size {size_mb:.1f} MB")
+    if size_mb > STARTER_LIMIT_MB:
+        raise SystemExit(f"the starter hub is {size_mb:.1f} MB, over the {STARTER_LIMIT_MB} MB it may take")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("-o", "--output", help="hub directory, created if absent (default: bench/out/hub, "
@@ -97,6 +115,11 @@ def main() -> None:
     parser.add_argument("--quick", action="store_true", help="subsample, few epochs (CPU, < 30 min)")
     parser.add_argument("--starter", action="store_true",
                         help="build the shipped starter hub (adapters, CPU schedule) in ase_moma/hub/starter")
+    parser.add_argument("--starter-potentials", action="store_true",
+                        help="add the starter hub's potential modules: SevenNet-0 sparse-L fine-tuned on each "
+                        "mlearn set (BSD-3-Clause), trained by bench/compose_potentials.py's modules stage in "
+                        "--potentials-work (modules already there are reused)")
+    parser.add_argument("--potentials-work", default="bench/out/compose_potentials")
     parser.add_argument("--kind", default="full", choices=["full", "adapter"])
     parser.add_argument("--matminer", action="store_true", help="also one module per matminer task")
     parser.add_argument("--backbone", default="sevennet")
@@ -109,6 +132,9 @@ def main() -> None:
     args = parser.parse_args()
     if not DATA.is_dir():
         raise SystemExit(f"real data not found at {DATA}")
+    if args.starter_potentials:
+        add_starter_potentials(Path(args.potentials_work))
+        return
     if args.starter and (args.epochs is not None or args.max_train is not None):
         parser.error("--starter builds the recorded starter schedule; --epochs and --max-train do not apply")
     if args.starter:

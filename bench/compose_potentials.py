@@ -130,13 +130,13 @@ def leave_one_out(out: Path, sets: list[str], sizes: list[int], seeds: list[int]
     hub = Hub(out / "hub")
     rows_path = out / f"loo_{merge}.jsonl"
     done = {(r["set"], r["n"], r["seed"], r["start"]) for r in _rows(rows_path)}
-    for held_out in sets:
+    for n, held_out in [(n, held_out) for n in sizes for held_out in sets]:  # the smallest size first, every set
         modules = [module_name(s, "sparse-L") for s in SETS if s != held_out
                    and module_name(s, "sparse-L") in hub.names()]
         parts = set_parts(held_out)
         valid, test = parts["valid"][:FEW_VALID], parts["test"]
         single = _single_candidates(hub, modules, held_out, parts, out)
-        for n, seed in [(n, seed) for n in sizes for seed in seeds]:
+        for seed in seeds:
             train = _sample(parts["train"], n, seed=seed)
             composed = {}
             for strategy, proxy in STARTS:
@@ -153,7 +153,11 @@ def leave_one_out(out: Path, sets: list[str], sizes: list[int], seeds: list[int]
                 row = {"set": held_out, "n": n, "seed": seed, "start": label, "merge": merge, "weights": weights,
                        "fallback": recipe["potential"]["fallback"], "compose_s": compose_s,
                        "train_errors": recipe["potential"]["composed_errors"], "zero_shot": zero_shot,
-                       "single": single}
+                       "single": single,
+                       "candidates": {"pretrained": {"errors": recipe["potential"]["pretrained"]["errors"],
+                                                     "knn_mae": recipe["potential"]["pretrained"].get("knn_mae")},
+                                      **{m["name"]: {"errors": m["errors"], "proxy_mae": m["proxy_mae"]}
+                                         for m in recipe["modules"]}}}
                 if strategy in TUNED_STARTS:
                     same = next((k for k, w in composed.items() if w == weights), None)
                     if same is not None:
@@ -221,6 +225,61 @@ def _single_candidates(hub, modules: list[str], held_out: str, parts: dict, out:
     return result
 
 
+def merged_skills(out: Path, pairs: list[tuple[str, str]], methods: list[str]) -> None:
+    """Merge the two modules of each pair (one method) with weight ½ each, by plain sum and by sign consensus;
+    score every model on both chemistries' test frames beside each module alone, the union-trained model
+    and the pretrained potential. Writes ``out/merge.json``."""
+    from ase_moma.compose.delta_merge import merge_deltas
+    from ase_moma.compose.potential_scores import frame_errors, predict_frames
+    from ase_moma.delta import apply_delta, read_delta
+    from ase_moma.finetune.loss import PotentialLoss
+    from ase_moma.finetune.potential_data import read_potential_set
+    from ase_moma.hub import Hub
+    from ase_moma.module_files import DELTA, load_tensors
+
+    hub = Hub(out / "hub")
+    backbone = hub.load_backbone(device="cpu")
+    base = {k: v.clone() for k, v in backbone.model.state_dict().items()}
+    shapes = {k: v.shape for k, v in base.items()}
+    report_path = out / "merge.json"
+    report = json.loads(report_path.read_text()) if report_path.is_file() else {}
+    for a, b in pairs:
+        tests = {name: read_potential_set(set_parts(name)["test"], forces=True, stress=True) for name in (a, b)}
+        graphs = {name: [backbone.graph(atoms) for atoms in data.frames] for name, data in tests.items()}
+
+        def score(delta) -> dict:
+            backbone.model.load_state_dict(base)
+            if delta is not None:
+                apply_delta(backbone.model, delta)
+            return {name: frame_errors(predict_frames(backbone, graphs[name], forces=True, stress=True), data,
+                                       PotentialLoss()) for name, data in tests.items()}
+
+        pretrained = score(None)
+        for method in methods:
+            key = f"{a}+{b}:{method}"
+            names = [module_name(a, method), module_name(b, method), module_name(f"{a}+{b}", method)]
+            missing = [name for name in names if name not in hub.names()]
+            if key in report or missing:
+                print(f"{key}: {'done' if key in report else 'missing ' + ', '.join(missing)}", flush=True)
+                continue
+            deltas = {name: read_delta(load_tensors(hub.folder(name) / DELTA)) for name in names}
+            first, second = deltas[names[0]], deltas[names[1]]
+            moved = [{(n, int(i)) for n, (indices, _) in d.items() for i in indices} for d in (first, second)]
+            row = {"pretrained": pretrained, "alone": {a: score(first), b: score(second)}, "union": score(deltas[names[2]]),
+                   "merged": {merge: score(merge_deltas([first, second], [0.5, 0.5], shapes, merge))
+                              for merge in ("sum", "sign_consensus")},
+                   "moved_entries": [len(m) for m in moved],
+                   "overlap": len(moved[0] & moved[1]) / max(1, len(moved[0] | moved[1]))}
+            report[key] = row
+            report_path.write_text(json.dumps(report, indent=1))
+            own = {name: row["alone"][name][name]["forces_mae"] for name in (a, b)}
+            print(f"{key}: overlap of moved entries {100 * row['overlap']:.1f} %; force MAE " + "; ".join(
+                f"{name}: own module {own[name]:.1f}, sum {row['merged']['sum'][name]['forces_mae']:.1f}, "
+                f"sign consensus {row['merged']['sign_consensus'][name]['forces_mae']:.1f}, union "
+                f"{row['union'][name]['forces_mae']:.1f}, pretrained {pretrained[name]['forces_mae']:.1f}"
+                for name in (a, b)), flush=True)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     stages = parser.add_subparsers(dest="stage", required=True)
@@ -230,6 +289,9 @@ def main() -> None:
     modules.add_argument("--module-steps", type=int, default=100)
     modules.add_argument("--union", nargs=2, metavar="SET", choices=SETS,
                          help="also train on the union of two sets (the merged-skills baseline)")
+    merge = stages.add_parser("merge")
+    merge.add_argument("--pairs", nargs="+", default=["mlearn_Si:mlearn_Ge", "mlearn_Mo:mlearn_Li"])
+    merge.add_argument("--methods", nargs="+", default=list(METHODS), choices=list(METHODS))
     loo = stages.add_parser("loo")
     loo.add_argument("--sets", nargs="+", default=list(SETS), choices=SETS)
     loo.add_argument("--sizes", nargs="+", type=int, default=[10, 40])
@@ -251,6 +313,8 @@ def main() -> None:
         torch.set_num_threads(args.threads)
     if args.stage == "modules":
         train_modules(out, [] if args.union else args.sets, args.methods, args.module_steps, args.union)
+    elif args.stage == "merge":
+        merged_skills(out, [tuple(pair.split(":")) for pair in args.pairs], args.methods)
     elif args.stage == "loo":
         leave_one_out(out, args.sets, args.sizes, args.seeds, args.steps, args.merge)
 

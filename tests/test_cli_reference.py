@@ -31,3 +31,15 @@ def test_every_verb_and_flag_is_in_the_reference():
             if action.help and not isinstance(action, argparse._SubParsersAction):
                 first = " ".join(action.help.split()[:4])  # wrapped lines: compare the first words
                 assert first in " ".join(sections[command].split()), (command, first)
+
+
+def test_the_documented_exit_statuses_are_what_the_commands_return(tmp_path, capsys):
+    from ase_moma.cli import main
+    from ase_moma.errors import EXIT_REFUSED, EXIT_USAGE
+
+    text = " ".join(REFERENCE.read_text().split())
+    assert f"{EXIT_REFUSED} for input the command refuses" in text
+    assert f"{EXIT_USAGE} for a command line that cannot work" in text
+    assert main(["hub", "list", str(tmp_path / "no_such_hub")]) == EXIT_REFUSED
+    assert main(["finetune", "--backbone", "sevennet"]) == EXIT_USAGE
+    assert "needs --train" in capsys.readouterr().err

@@ -195,6 +195,13 @@ def test_bad_input_is_refused_in_one_line(pair_hub, tmp_path, capsys):
                  "-o", str(tmp_path / "property"), "--device", "cpu"]) == 1
     assert "potential modules compose with --potential" in capsys.readouterr().err
 
+    assert main(["compose", "--hub", str(pair_hub.hub.path), "--data", str(pair_hub.mix), "--potential",
+                 "--target", "energy", "--n-train", "4", "-o", str(tmp_path / "flags")]) == 2
+    assert "does not use --n-train, --target" in capsys.readouterr().err
+    assert main(["compose", "--hub", str(pair_hub.hub.path), "--data", str(pair_hub.mix), "--target", "energy",
+                 "--proxy", "knn", "-o", str(tmp_path / "flags")]) == 2
+    assert "--proxy apply to compose --potential only" in capsys.readouterr().err
+
     other = Hub.create(tmp_path / "chgnet_hub", load_backbone("chgnet", device="cpu"))
     with pytest.raises(HubIntegrityError, match="trained on backbone 'sevennet'"):
         other.add(pair_hub.hub.folder("pair_A"))

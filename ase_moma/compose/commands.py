@@ -6,6 +6,7 @@ import argparse
 
 from ase_moma.cli_options import output_flag, shared_flags
 from ase_moma.compose.strategies import STRATEGIES
+from ase_moma.errors import UsageError
 
 
 def add_compose_commands(commands: argparse._SubParsersAction) -> None:
@@ -48,7 +49,22 @@ def add_compose_commands(commands: argparse._SubParsersAction) -> None:
     compose.add_argument("--similarity", default="cosine", choices=["cosine", "dot", "euclidean"])
     compose.add_argument("--solver", help="cvxpy solver (default: CLARABEL, else OSQP)")
     compose.add_argument("--softmax-temperature", type=float, default=1.0)
-    compose.set_defaults(run=_compose)
+    defaults = {action.dest: (max(action.option_strings, key=len), action.default) for action in compose._actions
+                if action.option_strings and action.dest != "help"}
+    compose.set_defaults(run=_compose, flag_defaults=defaults)
+
+
+POTENTIAL_USES = ("hub", "data", "output", "potential", "proxy", "merge", "no_refit_references", "strategy",
+                  "modules", "k", "knn_temperature", "solver", "device", "overwrite")
+"""The flags ``compose --potential`` reads; it refuses the others rather than ignore them."""
+POTENTIAL_ONLY = ("proxy", "merge", "no_refit_references")
+"""The flags only ``compose --potential`` reads."""
+
+
+def _given(args: argparse.Namespace, dests) -> list[str]:
+    """The flags among ``dests`` that the command line set to something other than their default."""
+    return sorted(flag for dest, (flag, default) in args.flag_defaults.items()
+                  if dest in dests and getattr(args, dest) != default)
 
 
 def _compose(args: argparse.Namespace) -> int:
@@ -56,6 +72,9 @@ def _compose(args: argparse.Namespace) -> int:
 
     if args.potential and not args.recipe:
         return _compose_potential(args)
+    stray = _given(args, POTENTIAL_ONLY)
+    if stray:
+        raise UsageError(f"{', '.join(stray)} apply to compose --potential only")
     if args.recipe:
         recipe = replay(args.recipe, args.output, hub=args.hub, overwrite=args.overwrite)
     else:
@@ -81,14 +100,14 @@ def _compose(args: argparse.Namespace) -> int:
 
 def _compose_potential(args: argparse.Namespace) -> int:
     from ase_moma.compose.potential import compose_potential
-    from ase_moma.errors import UsageError
 
     missing = [flag for flag, value in (("--hub", args.hub), ("--data", args.data)) if value is None]
     if missing:
         raise UsageError(f"compose --potential needs {', '.join(missing)}")
-    if args.target is not None or args.split is not None or args.kind is not None:
-        raise UsageError("compose --potential scores potentials on every frame of --data: it takes no "
-                         "--target, --split or --kind")
+    unused = _given(args, set(args.flag_defaults) - set(POTENTIAL_USES))
+    if unused:
+        raise UsageError(f"compose --potential scores potentials on every frame of --data; it does not use "
+                         f"{', '.join(unused)}")
     recipe = compose_potential(args.hub, args.data, args.output, strategy=args.strategy, proxy=args.proxy,
                                merge=args.merge, modules=args.modules,
                                refit_references=not args.no_refit_references, k=args.k,
