@@ -19,10 +19,11 @@ what earlier ones wrote):
 
 Splits: mlearn sets use their own test file and split the training file 90/10 (seed 0); InP and
 alexandria_val (the alloy set: relaxation snapshots over 84 elements) are split 80/10/10 (seed 0).
-Every test set is capped at ``TEST_FRAMES`` frames (seeded), the same frames for every start.
+Every test set is capped at ``TEST_FRAMES`` frames (seeded) for the modules; the leave-one-out runs score
+a seeded ``FEW_TEST`` of them, the same frames for every start, and validate on ``FEW_VALID`` frames.
 
     python bench/compose_potentials.py modules [--sets ...] [--methods sparse-L ...]
-    python bench/compose_potentials.py loo [--sets ...] [--sizes 10 40] [--seeds 0 1 2] [--steps 20]
+    python bench/compose_potentials.py loo [--sets ...] [--sizes 10 40] [--seeds 0 1 2] [--steps 15] [--threads 1]
     python bench/compose_potentials.py merge [--pairs mlearn_Si:mlearn_Ge ...] [--methods ...]
     python bench/compose_potentials.py tables
 """
@@ -41,7 +42,7 @@ import numpy as np
 DATA = Path(__file__).resolve().parents[2] / "shared" / "data" / "mlip"
 SETS = ("mlearn_Si", "mlearn_Ge", "mlearn_Li", "mlearn_Mo", "InP", "alexandria_val")
 METHODS = {"sparse-L": ("sparse", "L"), "sparse-H": ("sparse", "H"), "lora": ("lora", "L"), "full": ("full", "L")}
-MODULE_FRAMES, MODULE_VALID, TEST_FRAMES, FEW_VALID = 120, 10, 25, 5
+MODULE_FRAMES, MODULE_VALID, TEST_FRAMES, FEW_VALID, FEW_TEST = 120, 10, 25, 5, 15
 
 
 def set_parts(name: str) -> dict[str, list]:
@@ -118,10 +119,11 @@ def start_label(strategy: str, proxy: str) -> str:
 
 
 def leave_one_out(out: Path, sets: list[str], sizes: list[int], seeds: list[int], steps: int,
-                  merge: str) -> None:
+                  merge: str, tune: bool = True, starts: tuple = STARTS) -> None:
     """For each held-out set: compose starts from the other sets' sparse-L modules on n of its frames, score
     them zero-shot on its test frames, fine-tune each for ``steps`` steps, score again. One JSON row per
-    (set, n, seed, start) is appended to ``out/loo.jsonl`` as it finishes; rows already there are skipped."""
+    (set, n, seed, start) is appended to ``out/loo_<merge>.jsonl`` as it finishes; rows already there are
+    skipped. tune: fine-tune the starts (False: zero-shot only, e.g. to compare merges)."""
     from ase_moma.compose.potential import compose_potential
     from ase_moma.finetune import FinetuneConfig
     from ase_moma.finetune.pipeline import finetune_potential
@@ -134,12 +136,12 @@ def leave_one_out(out: Path, sets: list[str], sizes: list[int], seeds: list[int]
         modules = [module_name(s, "sparse-L") for s in SETS if s != held_out
                    and module_name(s, "sparse-L") in hub.names()]
         parts = set_parts(held_out)
-        valid, test = parts["valid"][:FEW_VALID], parts["test"]
-        single = _single_candidates(hub, modules, held_out, parts, out)
+        valid, test = parts["valid"][:FEW_VALID], _sample(parts["test"], FEW_TEST, seed=1)
+        single = _single_candidates(hub, modules, held_out, test, out)
         for seed in seeds:
             train = _sample(parts["train"], n, seed=seed)
             composed = {}
-            for strategy, proxy in STARTS:
+            for strategy, proxy in starts:
                 label = start_label(strategy, proxy)
                 if (held_out, n, seed, label) in done:
                     continue
@@ -155,10 +157,10 @@ def leave_one_out(out: Path, sets: list[str], sizes: list[int], seeds: list[int]
                        "train_errors": recipe["potential"]["composed_errors"], "zero_shot": zero_shot,
                        "single": single,
                        "candidates": {"pretrained": {"errors": recipe["potential"]["pretrained"]["errors"],
-                                                     "knn_mae": recipe["potential"]["pretrained"].get("knn_mae")},
+                                                     "proxy_mae": recipe["potential"]["pretrained"]["proxy_mae"]},
                                       **{m["name"]: {"errors": m["errors"], "proxy_mae": m["proxy_mae"]}
                                          for m in recipe["modules"]}}}
-                if strategy in TUNED_STARTS:
+                if tune and strategy in TUNED_STARTS:
                     same = next((k for k, w in composed.items() if w == weights), None)
                     if same is not None:
                         row["tuned"], row["same_start_as"] = composed[same]["tuned"], same
@@ -199,7 +201,7 @@ def _test_errors(model: Path, frames: list) -> dict[str, float]:
     return evaluate(backbone, [backbone.graph(a) for a in data.frames], data, PotentialLoss())
 
 
-def _single_candidates(hub, modules: list[str], held_out: str, parts: dict, out: Path) -> dict:
+def _single_candidates(hub, modules: list[str], held_out: str, test: list, out: Path) -> dict:
     """Each candidate alone (the pretrained potential and every module) on the held-out set's test frames: the
     error a proxy should predict. Cached in ``out/single_<set>.json``."""
     from ase_moma.compose.potential_scores import frame_errors, predict_frames
@@ -211,7 +213,7 @@ def _single_candidates(hub, modules: list[str], held_out: str, parts: dict, out:
     path = out / f"single_{held_out}.json"
     if path.is_file():
         return json.loads(path.read_text())
-    data = read_potential_set(parts["test"], forces=True, stress=True)
+    data = read_potential_set(test, forces=True, stress=True)
     backbone = hub.load_backbone(device="cpu")
     base = {k: v.clone() for k, v in backbone.model.state_dict().items()}
     graphs = [backbone.graph(a) for a in data.frames]
@@ -280,6 +282,85 @@ def merged_skills(out: Path, pairs: list[tuple[str, str]], methods: list[str]) -
                 for name in (a, b)), flush=True)
 
 
+def print_tables(out: Path) -> None:
+    """Markdown tables of every report in ``out``: the leave-one-out starts, the proxies, merged skills."""
+    from scipy.stats import spearmanr
+
+    for path in sorted(out.glob("loo_*.jsonl")):
+        rows = _rows(path)
+        print(f"\n### Leave one set out ({path.name}): test MAE after sparse-L fine-tuning from each "
+              "start, mean ± std over seeds (zero-shot in brackets); F meV/Å, E meV/atom\n")
+        starts = [start_label(*s) for s in STARTS]
+        print("| held-out set | n | " + " | ".join(starts) + " | AMC − pretrained, F (paired) |")
+        print("|---|---|" + "---|" * len(starts) + "---|")
+        for held_out, n in sorted({(r["set"], r["n"]) for r in rows}, key=lambda k: (k[1], SETS.index(k[0]))):
+            group = [r for r in rows if r["set"] == held_out and r["n"] == n]
+            cells = []
+            for label in starts:
+                mine = [r for r in group if r["start"] == label]
+                zero = [r["zero_shot"]["forces_mae"] for r in mine]
+                tuned = [r["tuned"]["forces_mae"] for r in mine if "tuned" in r]
+                energy = [r["tuned"]["energy_mae"] for r in mine if "tuned" in r]
+                cells.append((f"F {_ms(tuned)}, E {_ms(energy)} " if tuned else "") + f"({_ms(zero)})"
+                             if mine else "–")
+            by_seed = {r["seed"]: r for r in group if r["start"] == "no_hub" and "tuned" in r}
+            paired = [r["tuned"]["forces_mae"] - by_seed[r["seed"]]["tuned"]["forces_mae"] for r in group
+                      if r["start"] == "amc" and "tuned" in r and r["seed"] in by_seed]
+            print(f"| {held_out} | {n} | " + " | ".join(cells) + f" | {_ms(paired, signed=True)} |")
+        print("\nAMC's weights (mean over seeds; the rest is the pretrained potential's):\n")
+        for held_out, n in sorted({(r["set"], r["n"]) for r in rows}, key=lambda k: (k[1], SETS.index(k[0]))):
+            amc = [r for r in rows if r["set"] == held_out and r["n"] == n and r["start"] == "amc"]
+            names = sorted({name for r in amc for name in r["weights"]})
+            mean = {name: np.mean([r["weights"].get(name, 0.0) for r in amc]) for name in names}
+            fallbacks = sum(bool(r["fallback"]) for r in amc)
+            print(f"- {held_out}, n = {n}: " + (", ".join(f"{k} {v:.2f}" for k, v in mean.items()) or "none")
+                  + (f" ({fallbacks} of {len(amc)} fell back to the pretrained weights)" if fallbacks else ""))
+        print("\nWhich proxy ranks the candidates as their test force error does (Spearman over the pretrained "
+              "potential and each module, mean over seeds):\n")
+        print("| held-out set | n | own errors on the n frames (loss) | kNN proxy MAE | AMC (errors) zero-shot F | "
+              "AMC (kNN) zero-shot F |")
+        print("|---|---|---|---|---|---|")
+        for held_out, n in sorted({(r["set"], r["n"]) for r in rows}, key=lambda k: (k[1], SETS.index(k[0]))):
+            knn_rows = [r for r in rows if r["set"] == held_out and r["n"] == n and r["start"] == "amc-knn"]
+            direct, knn = [], []
+            for r in knn_rows:
+                names = list(r["single"])
+                truth = [r["single"][name]["forces_mae"] for name in names]
+                candidates = r["candidates"]
+                direct.append(spearmanr([candidates[name]["errors"]["loss"] for name in names], truth)[0])
+                knn.append(spearmanr([candidates[name]["proxy_mae"] for name in names], truth)[0])
+            amc = [r["zero_shot"]["forces_mae"] for r in rows if r["set"] == held_out and r["n"] == n
+                   and r["start"] == "amc"]
+            amc_knn = [r["zero_shot"]["forces_mae"] for r in knn_rows]
+            print(f"| {held_out} | {n} | {_ms(direct, signed=True)} | {_ms(knn, signed=True)} | {_ms(amc)} | "
+                  f"{_ms(amc_knn)} |")
+    merge_path = out / "merge.json"
+    if merge_path.is_file():
+        report = json.loads(merge_path.read_text())
+        print("\n### Merged skills: test force MAE (meV/Å) on each chemistry; interference = merged ÷ own module\n")
+        print("| pair, method | moved entries (overlap) | chemistry | pretrained | own module | other module | "
+              "union | sum (½, ½) | sign consensus | interference sum / sign consensus |")
+        print("|---|---|---|---|---|---|---|---|---|---|")
+        for key, row in report.items():
+            pair = key.split(":")[0].split("+")
+            for name, other in (pair, pair[::-1]):
+                own = row["alone"][name][name]["forces_mae"]
+                merged = {merge: row["merged"][merge][name]["forces_mae"] for merge in ("sum", "sign_consensus")}
+                print(f"| {key} | {'/'.join(map(str, row['moved_entries']))} ({100 * row['overlap']:.1f} %) | {name} | "
+                      f"{row['pretrained'][name]['forces_mae']:.1f} | {own:.1f} | "
+                      f"{row['alone'][other][name]['forces_mae']:.1f} | {row['union'][name]['forces_mae']:.1f} | "
+                      f"{merged['sum']:.1f} | {merged['sign_consensus']:.1f} | "
+                      f"{merged['sum'] / own:.2f} / {merged['sign_consensus'] / own:.2f} |")
+
+
+def _ms(values: list[float], signed: bool = False) -> str:
+    values = [v for v in values if v is not None and np.isfinite(v)]
+    if not values:
+        return "–"
+    sign = "+" if signed else ""
+    return f"{np.mean(values):{sign}.1f} ± {np.std(values):.1f}" if len(values) > 1 else f"{values[0]:{sign}.1f}"
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     stages = parser.add_subparsers(dest="stage", required=True)
@@ -292,12 +373,16 @@ def main() -> None:
     merge = stages.add_parser("merge")
     merge.add_argument("--pairs", nargs="+", default=["mlearn_Si:mlearn_Ge", "mlearn_Mo:mlearn_Li"])
     merge.add_argument("--methods", nargs="+", default=list(METHODS), choices=list(METHODS))
+    stages.add_parser("tables")
     loo = stages.add_parser("loo")
     loo.add_argument("--sets", nargs="+", default=list(SETS), choices=SETS)
     loo.add_argument("--sizes", nargs="+", type=int, default=[10, 40])
     loo.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
-    loo.add_argument("--steps", type=int, default=20)
+    loo.add_argument("--steps", type=int, default=15)
     loo.add_argument("--merge", default="sum", choices=["sum", "sign_consensus"])
+    loo.add_argument("--no-tune", action="store_true", help="score the starts zero-shot only")
+    loo.add_argument("--starts", nargs="+", choices=[start_label(*s) for s in STARTS],
+                     help="only these starts (default: all)")
     loo.add_argument("--threads", type=int, help="torch threads (two processes of one thread each use two "
                      "cores better than one of two)")
     for stage in stages.choices.values():
@@ -316,7 +401,10 @@ def main() -> None:
     elif args.stage == "merge":
         merged_skills(out, [tuple(pair.split(":")) for pair in args.pairs], args.methods)
     elif args.stage == "loo":
-        leave_one_out(out, args.sets, args.sizes, args.seeds, args.steps, args.merge)
+        starts = tuple(s for s in STARTS if args.starts is None or start_label(*s) in args.starts)
+        leave_one_out(out, args.sets, args.sizes, args.seeds, args.steps, args.merge, not args.no_tune, starts)
+    else:
+        print_tables(out)
 
 
 if __name__ == "__main__":

@@ -94,6 +94,9 @@ def compose_potential(hub: Hub | str | Path, data: str | Path | Sequence[Atoms],
     timings: dict[str, float] = {}
     start = time.perf_counter()
     backbone = hub.load_backbone(device=device, dtype="float32")
+    if refit_references:
+        backbone.require("refitting reference energies (pass refit_references=False / --no-refit-references to "
+                         "keep them)", "reference_energies")
     pretrained_state = {key: value.detach().clone() for key, value in backbone.model.state_dict().items()}
     graphs = [backbone.graph(atoms) for atoms in labelled.frames]
     deltas = {name: read_delta(load_tensors(hub.folder(name) / DELTA), hub.folder(name) / DELTA) for name in names}
@@ -143,7 +146,8 @@ def compose_potential(hub: Hub | str | Path, data: str | Path | Sequence[Atoms],
         "solver": None if solution is None else {"name": solution.solver, "status": solution.status,
                                                  "seconds": solution.seconds, "proxy_error": solution.proxy_error},
         "excluded_same_task": [],
-        "proxy_label": "force MAE on the frames (meV/Å)" if proxy == "errors" else "kNN proxy MAE (meV/atom)",
+        "proxy_label": ("kNN proxy MAE (meV/atom)" if proxy == "knn" else "force MAE on the frames (meV/Å)"
+                        if ask["forces"] else "energy MAE on the frames (meV/atom)"),
         "modules": [_module_entry(name, metas[name], weights[name], errors[name], labelled,
                                   None if knn is None else knn[name]) for name in names],
         "potential": {
@@ -151,7 +155,7 @@ def compose_potential(hub: Hub | str | Path, data: str | Path | Sequence[Atoms],
                                                      ("energy", "forces", "stress", "huber_delta")},
             "labels": ["energy"] + [key for key, used in ask.items() if used],
             "pretrained": {"weight": 1.0 - sum(weights.values()), "errors": errors[None],
-                           **({"knn_mae": knn[None]["mae"]} if knn is not None else {})},
+                           "proxy_mae": _proxy_value(errors[None], None if knn is None else knn[None])},
             "composed_errors": composed["errors"], "fallback": fallback,
             "refit_references": refit_references,
             "reference_shifts": {chemical_symbols[z]: value for z, value in shifts.items()}},
@@ -236,11 +240,16 @@ def _covered(meta: dict[str, Any], data: PotentialSet) -> int:
 
 def _module_entry(name: str, meta: dict[str, Any], weight: float, errors: dict[str, float], data: PotentialSet,
                   knn: dict[str, Any] | None) -> dict[str, Any]:
-    proxy = knn["mae"] if knn is not None else errors.get("forces_mae", errors["energy_mae"])
     return {"name": name, "task": meta.get("task"), "kind": "delta", "file": DELTA, "sha256": meta["files"][DELTA],
-            "weight": weight, "proxy_mae": proxy, "errors": errors, "elements": meta.get("elements"),
+            "weight": weight, "proxy_mae": _proxy_value(errors, knn), "errors": errors, "elements": meta.get("elements"),
             "covers_frames": _covered(meta, data), "method": meta.get("method"),
             **({"spearman": knn["spearman"]} if knn is not None else {})}
+
+
+def _proxy_value(errors: dict[str, float], knn: dict[str, Any] | None) -> float:
+    """What the weights chart shows of a candidate: its kNN proxy MAE (meV/atom), else its force MAE on the
+    frames (meV/Å; energy MAE where the frames have no forces)."""
+    return knn["mae"] if knn is not None else errors.get("forces_mae", errors["energy_mae"])
 
 
 def _weights(strategy: str, proxy: str, names: list[str], predictions: dict[str | None, FramePredictions],

@@ -18,13 +18,12 @@ there. The merged model's actual error is measured afterwards, not assumed.
 
 from __future__ import annotations
 
-import time
 from typing import Sequence
 
 import numpy as np
 
 from ase_moma.compose.potential_scores import FramePredictions, composition_matrix
-from ase_moma.compose.weights import DEFAULT_SOLVERS, WeightSolution
+from ase_moma.compose.weights import WeightSolution, pick_solver, solve_for_weights
 from ase_moma.finetune.loss import PotentialLoss
 from ase_moma.finetune.potential_data import PotentialSet
 
@@ -39,10 +38,7 @@ def solve_potential_weights(candidates: Sequence[FramePredictions], data: Potent
 
     if not candidates:
         raise ValueError("no candidates to weigh")
-    installed = cp.installed_solvers()
-    solver = (solver or next((s for s in DEFAULT_SOLVERS if s in installed), "")).upper()
-    if solver not in installed:
-        raise ValueError(f"solver {solver or 'CLARABEL/OSQP'!r} is not installed; installed: {', '.join(installed)}")
+    solver = pick_solver(solver)
     n_atoms = data.n_atoms().astype(np.float64)
     counts, _ = composition_matrix(data.frames)
     w = cp.Variable(len(candidates))
@@ -62,12 +58,4 @@ def solve_potential_weights(candidates: Sequence[FramePredictions], data: Potent
                                         np.concatenate(data.forces).reshape(-1))
     if loss.stress > 0 and data.stress is not None and all(c.stress is not None for c in candidates):
         objective += loss.stress * term([c.stress.reshape(-1) for c in candidates], data.stress.reshape(-1))
-    problem = cp.Problem(cp.Minimize(objective), [cp.sum(w) == 1, w >= 0])
-    start = time.perf_counter()
-    problem.solve(solver=solver)
-    seconds = time.perf_counter() - start
-    if w.value is None:
-        raise RuntimeError(f"solver {solver} found no weights (status {problem.status})")
-    weights = np.clip(np.asarray(w.value, dtype=np.float64), 0.0, None)
-    weights /= weights.sum()
-    return WeightSolution(weights, float(problem.value), str(problem.status), solver, seconds)
+    return solve_for_weights(cp.Problem(cp.Minimize(objective), [cp.sum(w) == 1, w >= 0]), w, solver)

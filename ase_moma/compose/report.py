@@ -15,6 +15,10 @@ def weights_chart(recipe: dict[str, Any], path: str | Path) -> None:
     from matplotlib.figure import Figure
 
     modules = recipe["modules"]
+    if recipe.get("potential"):  # the pretrained potential is a candidate beside the modules
+        pretrained = recipe["potential"]["pretrained"]
+        modules = [{"name": "pretrained", "weight": pretrained["weight"],
+                    "proxy_mae": pretrained["proxy_mae"]}, *modules]
     task = recipe["task"]
     figure = Figure(figsize=(max(4.0, 0.7 * len(modules) + 2.5), 3.6), layout="constrained")
     axes = figure.add_subplot()

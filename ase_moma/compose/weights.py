@@ -41,13 +41,7 @@ def solve_weights(predictions: np.ndarray, targets: np.ndarray, solver: str | No
     if not (np.isfinite(p).all() and np.isfinite(y).all()):
         raise ValueError("predictions and targets must be finite")
     installed = cp.installed_solvers()
-    if solver is None:
-        solver = next((s for s in DEFAULT_SOLVERS if s in installed), None)
-        if solver is None:
-            raise RuntimeError(f"no QP solver for the weights: install clarabel or osqp (have {installed})")
-    elif solver.upper() not in installed:
-        raise ValueError(f"solver {solver!r} is not installed; installed: {', '.join(installed)}")
-    solver = solver.upper()
+    solver = pick_solver(solver)
     n, m = p.shape
     w = cp.Variable(n)
     constraints = [cp.sum(w) == 1, w >= 0]
@@ -63,6 +57,28 @@ def solve_weights(predictions: np.ndarray, targets: np.ndarray, solver: str | No
         chosen = cp.Variable(n, boolean=True)
         constraints += [w <= chosen, cp.sum(chosen) <= max_modules]
     problem = cp.Problem(cp.Minimize(cp.sum_squares(p.T @ w - y) / m), constraints)
+    solution = solve_for_weights(problem, w, solver)
+    solution.proxy_error = float(np.mean((p.T @ solution.weights - y) ** 2))
+    return solution
+
+
+def pick_solver(solver: str | None) -> str:
+    """``solver`` upper-cased if cvxpy has it, else a clear error; None picks Clarabel, else OSQP."""
+    import cvxpy as cp
+
+    installed = cp.installed_solvers()
+    if solver is None:
+        solver = next((s for s in DEFAULT_SOLVERS if s in installed), None)
+        if solver is None:
+            raise RuntimeError(f"no QP solver for the weights: install clarabel or osqp (have {installed})")
+    elif solver.upper() not in installed:
+        raise ValueError(f"solver {solver!r} is not installed; installed: {', '.join(installed)}")
+    return solver.upper()
+
+
+def solve_for_weights(problem, w, solver: str) -> WeightSolution:
+    """Solve ``problem`` (a cvxpy problem over simplex weights ``w``); the weights clipped at 0 and
+    renormalised, with the objective's value as the proxy error."""
     start = time.perf_counter()
     problem.solve(solver=solver)
     seconds = time.perf_counter() - start
@@ -70,5 +86,4 @@ def solve_weights(predictions: np.ndarray, targets: np.ndarray, solver: str | No
         raise RuntimeError(f"solver {solver} found no solution (status {problem.status})")
     weights = np.clip(np.asarray(w.value, dtype=np.float64), 0.0, None)
     weights /= weights.sum()
-    proxy_error = float(np.mean((p.T @ weights - y) ** 2))
-    return WeightSolution(weights, proxy_error, str(problem.status), solver, seconds)
+    return WeightSolution(weights, float(problem.value), str(problem.status), solver, seconds)
