@@ -49,8 +49,8 @@ def add_compose_commands(commands: argparse._SubParsersAction) -> None:
     compose.add_argument("--similarity", default="cosine", choices=["cosine", "dot", "euclidean"])
     compose.add_argument("--solver", help="cvxpy solver (default: CLARABEL, else OSQP)")
     compose.add_argument("--softmax-temperature", type=float, default=1.0)
-    defaults = {action.dest: (max(action.option_strings, key=len), action.default) for action in compose._actions
-                if action.option_strings and action.dest != "help"}
+    defaults = {action.dest: (next(flag for flag in action.option_strings if flag.startswith("--")), action.default)
+                for action in compose._actions if action.option_strings and action.dest != "help"}
     compose.set_defaults(run=_compose, flag_defaults=defaults)
 
 

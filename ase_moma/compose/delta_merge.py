@@ -13,7 +13,8 @@ and weights w₀ + Σ_j w_j = 1, two merges are offered:
                     Σ_j w_j = 1 − w₀. A change only one module makes keeps its
                     full size (times 1 − w₀), so modules that move different
                     entries do not dilute each other; opposing changes do not
-                    cancel into a value neither module chose.
+                    cancel into a value neither module chose (an exact tie of
+                    weighted changes elects no sign, and the entry stays put).
 
 Both read one tensor name at a time from every delta, so memory is about one
 dense tensor per module of the largest tensor changed.

@@ -88,7 +88,7 @@ def compose_potential(hub: Hub | str | Path, data: str | Path | Sequence[Atoms],
     names = potential_candidates(hub, modules, labelled)
     metas = {name: hub.read_module(name) for name in names}
     if proxy == "knn" and strategy != "no_hub" and len(labelled) < k + 1:
-        raise ValueError(f"the kNN proxy with K={k} needs at least K+1={k + 1} frames; {_name(data)} has "
+        raise ValueError(f"the kNN proxy with K={k} needs at least K+1={k + 1} frames; {labelled.source} has "
                          f"{len(labelled)} (use --proxy errors)")
 
     timings: dict[str, float] = {}
@@ -351,7 +351,8 @@ def _frames(data: str | Path | Sequence[Atoms]) -> list[Atoms]:
 
 
 def _name(data: Any) -> str:
-    return str(data) if isinstance(data, (str, Path)) else "the frames"
+    """What read_potential_set calls the frames: a file's path, else ``the frames``."""
+    return str(data) if isinstance(data, (str, Path)) else "frames"
 
 
 def _task_name(data: Any) -> str:
