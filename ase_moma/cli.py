@@ -10,7 +10,7 @@ from typing import Sequence
 from ase_moma.cli_options import output_flag, shared_flags
 from ase_moma.compose.commands import add_compose_commands
 from ase_moma.errors import EXIT_REFUSED, EXIT_USAGE, EXPECTED, UsageError
-from ase_moma.finetune.commands import add_finetune_command
+from ase_moma.finetune.commands import add_finetune_command, add_inspect_command
 from ase_moma.hub.commands import add_hub_commands
 from ase_moma.screen.commands import add_screen_command
 from ase_moma.version import CREATED_BY
@@ -84,6 +84,7 @@ def _parser() -> argparse.ArgumentParser:
     add_hub_commands(commands)
     add_compose_commands(commands)
     add_finetune_command(commands)
+    add_inspect_command(commands)
     add_screen_command(commands)
     return parser
 

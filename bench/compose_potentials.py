@@ -234,6 +234,7 @@ def merged_skills(out: Path, pairs: list[tuple[str, str]], methods: list[str]) -
     from ase_moma.compose.delta_merge import merge_deltas
     from ase_moma.compose.potential_scores import frame_errors, predict_frames
     from ase_moma.delta import apply_delta, read_delta
+    from ase_moma.finetune.inspect import compare_moved
     from ase_moma.finetune.loss import PotentialLoss
     from ase_moma.finetune.potential_data import read_potential_set
     from ase_moma.hub import Hub
@@ -266,19 +267,17 @@ def merged_skills(out: Path, pairs: list[tuple[str, str]], methods: list[str]) -
                 continue
             deltas = {name: read_delta(load_tensors(hub.folder(name) / DELTA)) for name in names}
             first, second = deltas[names[0]], deltas[names[1]]
-            moved = [{(n, int(i)) for n, (indices, _) in d.items() for i in indices} for d in (first, second)]
-            chance = sum(len(first[n][0]) * len(second[n][0]) / shapes[n].numel() for n in first if n in second)
+            overlap = compare_moved(hub.folder(names[0]), hub.folder(names[1]))
             row = {"pretrained": pretrained, "alone": {a: score(first), b: score(second)}, "union": score(deltas[names[2]]),
                    "merged": {merge: score(merge_deltas([first, second], [0.5, 0.5], shapes, merge))
                               for merge in ("sum", "sign_consensus")},
-                   "moved_entries": [len(m) for m in moved],
-                   "shared_entries": len(moved[0] & moved[1]), "shared_by_chance": chance,
-                   "overlap": len(moved[0] & moved[1]) / max(1, len(moved[0] | moved[1]))}
+                   "moved_entries": overlap["moved"], "shared_entries": overlap["shared"],
+                   "shared_by_chance": overlap["by_chance"], "overlap": overlap["jaccard"]}
             report[key] = row
             report_path.write_text(json.dumps(report, indent=1))
             own = {name: row["alone"][name][name]["forces_mae"] for name in (a, b)}
             print(f"{key}: overlap of moved entries {100 * row['overlap']:.1f} % ({row['shared_entries']} shared, "
-                  f"{chance:.0f} by chance); force MAE " + "; ".join(
+                  f"{row['shared_by_chance']:.0f} by chance); force MAE " + "; ".join(
                 f"{name}: own module {own[name]:.1f}, sum {row['merged']['sum'][name]['forces_mae']:.1f}, "
                 f"sign consensus {row['merged']['sign_consensus'][name]['forces_mae']:.1f}, union "
                 f"{row['union'][name]['forces_mae']:.1f}, pretrained {pretrained[name]['forces_mae']:.1f}"

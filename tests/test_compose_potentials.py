@@ -205,3 +205,22 @@ def test_bad_input_is_refused_in_one_line(pair_hub, tmp_path, capsys):
     other = Hub.create(tmp_path / "chgnet_hub", load_backbone("chgnet", device="cpu"))
     with pytest.raises(HubIntegrityError, match="trained on backbone 'sevennet'"):
         other.add(pair_hub.hub.folder("pair_A"))
+
+
+def test_inspect_names_what_moved_and_how_two_modules_overlap(pair_hub, tmp_path, capsys):
+    folders = [pair_hub.hub.folder(name) for name in ("pair_A", "pair_B")]
+    assert main(["inspect", str(pair_hub.root / "pair_A"), "--chart", str(tmp_path / "moved.png")]) == 0
+    out = capsys.readouterr().out
+    assert "path weights moved (10.00 %)" in out and "per irrep degree l:" in out and "largest changes" in out
+    assert (tmp_path / "moved.png").stat().st_size > 0
+    assert main(["inspect", *map(str, folders)]) == 0
+    assert "random choices of the same sizes would share" in capsys.readouterr().out
+
+    from ase_moma.finetune.inspect import compare_moved
+
+    overlap = compare_moved(*folders)
+    deltas = [read_delta(load_file(str(folder / DELTA))) for folder in folders]
+    assert overlap["moved"] == [sum(len(i) for i, _ in d.values()) for d in deltas]
+    shared = sum(len(set(deltas[0][n][0].tolist()) & set(deltas[1][n][0].tolist())) for n in deltas[0]
+                 if n in deltas[1])
+    assert overlap["shared"] == shared and 0 < overlap["by_chance"] and 0 < overlap["jaccard"] < 1

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+from pathlib import Path
 
 from ase_moma.cli_options import output_flag, shared_flags
 from ase_moma.errors import UsageError
@@ -137,4 +138,57 @@ def _finetune_potential(args: argparse.Namespace) -> int:
           f"{updated['size']} path weights updated. {errors} (energy meV/atom, forces meV/Å, stress GPa, "
           "moments μB). "
           f"Wrote {args.output}")
+    return 0
+
+
+def add_inspect_command(commands: argparse._SubParsersAction) -> None:
+    """Register ``inspect`` on the top-level parser's sub-parsers."""
+    inspect = commands.add_parser("inspect", help="what a tuned potential moved (per layer, irrep degree l, "
+                                  "element, largest paths), or how two tuned potentials' moved entries overlap")
+    inspect.add_argument("tuned", help="a folder written by `ase-moma finetune --backbone ... -o` (or a hub's "
+                         "potential module)")
+    inspect.add_argument("other", nargs="?", help="a second one of the same base: print the overlap of the two")
+    inspect.add_argument("--chart", help="write the picture of what moved here (PNG)")
+    inspect.add_argument("--top", type=int, default=10, help="how many of the largest paths to list")
+    inspect.set_defaults(run=_inspect)
+
+
+def _inspect(args: argparse.Namespace) -> int:
+    from ase_moma.finetune.inspect import compare_moved, inspect_moved
+    from ase_moma.finetune.report import sparsity_chart
+
+    if args.other is not None:
+        if args.chart is not None:
+            raise UsageError("--chart draws one tuned potential; compare two without it")
+        overlap = compare_moved(args.tuned, args.other)
+        first, second = overlap["moved"]
+        print(f"{args.tuned}: {first} entries moved; {args.other}: {second}")
+        print(f"shared: {overlap['shared']} ({100 * overlap['jaccard']:.2f} % of the entries either moved); two "
+              f"random choices of the same sizes would share {overlap['by_chance']:.0f}")
+        for name, shared in sorted(overlap["per_tensor"].items(), key=lambda item: -item[1])[:args.top]:
+            print(f"  {name:<60} {shared} shared")
+        return 0
+    report = inspect_moved(args.tuned, top=args.top)
+    total = report["total"]
+    print(f"{args.tuned}: {total['updated']} of {total['size']} path weights moved "
+          f"({100 * total['fraction']:.2f} %)")
+    moved_elements = {symbol: row for symbol, row in report["per_element"].items() if row["updated"]}
+    for title, part in (("per layer", report["per_layer"]), ("per irrep degree l", report["per_l"]),
+                        ("per element (species embedding; the others did not move)", moved_elements)):
+        if part:
+            print(f"{title}:")
+            for key, row in part.items():
+                print(f"  {key:<32} {100 * row['fraction']:6.2f} % of {row['size']}")
+    if report["other_changed"]:
+        print("outside the path weights: " + ", ".join(f"{name} ({count})"
+                                                       for name, count in report["other_changed"].items()))
+    print("largest changes (L2 norm):")
+    for path in report["largest"]:
+        where = "" if path["path"] is None else f" path {path['path']}"
+        degree = "" if path["l"] is None else f", l={path['l']}"
+        print(f"  {path['weight']}{where} ({path['kind']}{degree}): {path['moved']} of {path['size']} moved, "
+              f"norm {path['norm']:.3g}")
+    if args.chart:
+        sparsity_chart(report, Path(args.tuned).name, args.chart)
+        print(f"wrote {args.chart}")
     return 0
