@@ -16,6 +16,8 @@ from ase_moma.module_files import MODULE_JSON, WEIGHTS
 
 from hub_fixtures import MATMINER
 
+DATA = MATMINER.parent  # the small real sets shipped in data/
+
 UPSTREAM_TASKS = {"perov_5", "carbon_24"}
 MLEARN_TASKS = {"mlearn_Si", "mlearn_Ge", "mlearn_Li", "mlearn_Mo"}
 
@@ -31,8 +33,29 @@ def test_the_starter_hub_covers_every_task_and_fits_in_the_repository(starter):
     tasks = {m["task"] for m in starter.modules}
     assert UPSTREAM_TASKS | MLEARN_TASKS <= tasks
     assert set(json.loads((MATMINER / "tasks.json").read_text())) <= tasks
-    assert {m["kind"] for m in starter.modules} == {"adapter"}
+    assert {m["kind"] for m in starter.modules} == {"adapter", "delta"}
     assert all(problem is None for problem in starter.verify().values())
+
+
+def test_the_starter_hub_holds_a_potential_module_per_mlearn_element(starter):
+    potentials = {m["name"]: m for m in starter.modules if m["kind"] == "delta"}
+    assert set(potentials) == {f"{task}_potential" for task in MLEARN_TASKS}
+    for name, entry in potentials.items():
+        meta = starter.read_module(name)
+        assert entry["elements"] == [name.split("_")[1]] and meta["method"] == "sparse"
+        assert entry["moved_fraction"] == pytest.approx(0.10, abs=1e-4)
+        assert {"energy_mae", "forces_mae", "stress_mae"} <= set(entry["valid_errors"])
+        assert len(meta["data"]["train"]["sha256"]) == 64 and meta["training"]["seed"] == 0
+
+
+def test_composing_shipped_silicon_frames_weighs_the_silicon_module_most(starter, tmp_path):
+    from ase_moma.compose.potential import compose_potential
+
+    recipe = compose_potential(starter, DATA / "mlip" / "mlearn_Si_test.extxyz", tmp_path / "si", device="cpu")
+    weights = {m["name"]: m["weight"] for m in recipe["modules"]}
+    assert max(weights, key=weights.get) == "mlearn_Si_potential", weights
+    assert recipe["potential"]["composed_errors"]["forces_mae"] < recipe["potential"]["pretrained"]["errors"][
+        "forces_mae"]
 
 
 def test_every_module_records_its_seed_and_data_hashes(starter):
