@@ -58,8 +58,8 @@ def test_composing_shipped_silicon_frames_weighs_the_silicon_module_most(starter
         "forces_mae"]
 
 
-def test_every_module_records_its_seed_and_data_hashes(starter):
-    for entry in starter.modules:
+def test_every_property_module_records_its_seed_and_data_hashes(starter):
+    for entry in [m for m in starter.modules if m["kind"] != "delta"]:  # potential modules: the test below
         meta = starter.read_module(entry["name"])
         assert isinstance(meta["training"]["seed"], int)
         assert len(meta["data"]["train_hash"]) == len(meta["data"]["val_hash"]) == 64

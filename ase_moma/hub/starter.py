@@ -1,10 +1,14 @@
-"""The starter hub that ships with the package: SevenNet-0 adapter modules, one per public task.
+"""The starter hub that ships with the package: SevenNet-0 modules built from public data.
 
-Built by ``bench/build_hub.py --starter`` (every module.json records its seed
-and the sha256 of the data it was trained and validated on) and copied out
-with :func:`write_starter_hub` / ``ase-moma hub starter PATH``. The copy is
-verified like any hub before it appears: every file's sha256 and the
-backbone fingerprint.
+Property modules: adapters, one per public task, built by ``bench/build_hub.py
+--starter``. Potential modules: ``mlearn_<element>_potential``, SevenNet-0
+fine-tuned with sparse-L on each mlearn set (BSD-3-Clause; 120 frames of the
+training file's 90 % split, both drawn with seed 0, 10 validation frames, 25
+test frames of the element's test file; batch 8, 100 steps), built by
+``bench/build_hub.py --starter-potentials``. Every module.json records its seed
+and the sha256 of the data it was trained and validated on. The hub is copied
+out with :func:`write_starter_hub` / ``ase-moma hub starter PATH`` and verified
+like any hub before it appears: every file's sha256 and the backbone fingerprint.
 """
 
 from __future__ import annotations
