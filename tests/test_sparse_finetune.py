@@ -257,6 +257,11 @@ def test_stress_units_are_declared_checked_against_the_model_and_bounded():
     check_stress_unit(predicted, declared, "GPa")
     with pytest.raises(ValueError, match="declared GPa.*--stress-unit eV/A\\^3"):
         check_stress_unit(predicted, read_potential_set(frames, forces=True, stress=True, stress_unit="GPa"), "GPa")
+    small = [atoms.copy() for atoms in frames]  # eV/Å³ labels 1/160 of the model's: nearly relaxed, not mislabelled
+    for copy, atoms in zip(small, frames):
+        copy.calc = type(atoms.calc)(copy, energy=atoms.get_potential_energy(), forces=atoms.get_forces(),
+                                     stress=atoms.get_stress() * GPa)
+    check_stress_unit(predicted, read_potential_set(small, forces=True, stress=True))
     largest = np.abs(declared.stress).max(axis=(1, 2))
     bounded = read_potential_set(in_gpa, forces=True, stress=True, stress_unit="GPa",
                                  max_stress=float(np.median(largest)))

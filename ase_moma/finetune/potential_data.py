@@ -117,9 +117,11 @@ def check_stress_unit(predicted: np.ndarray, data: PotentialSet, stress_unit: st
     predicted: (B, 3, 3) a backbone's stresses (eV/Å³) for ``data``'s frames.
     A foundation potential's stress is rarely off by more than a few times, so
     labels about 160× (or 1600×) the predictions were written in GPa (or kbar)
-    though declared eV/Å³, and labels about 1/160 of them were eV/Å³ declared
-    as GPa. Frames whose predicted stress is below 1e-3 eV/Å³ (0.16 GPa) say
-    nothing about the unit and are not used.
+    though declared eV/Å³, and labels about 1/160 (1/1600) of them were eV/Å³
+    declared as GPa (kbar). Only the mistakes the declared unit allows are
+    looked for: labels in eV/Å³ that are small beside the predictions (a set of
+    nearly relaxed cells) are not taken for a unit error. Frames whose predicted
+    stress is below 1e-3 eV/Å³ (0.16 GPa) say nothing about the unit and are not used.
     """
     if data.stress is None:
         return
@@ -128,16 +130,16 @@ def check_stress_unit(predicted: np.ndarray, data: PotentialSet, stress_unit: st
         return
     ratios = {i: float(np.sum(data.stress[i] * predicted[i]) / np.sum(predicted[i] ** 2)) for i in informative}
     overall = float(np.median(list(ratios.values())))
-    for factor, looks_like in ((1 / units.GPa, "GPa"), (10 / units.GPa, "kbar"), (units.GPa, "eV/Å³ (declared GPa)"),
-                               (units.GPa / 10, "eV/Å³ (declared kbar)")):
+    suspects = {"eV/A^3": ((1 / units.GPa, "GPa"), (10 / units.GPa, "kbar")),  # the scale a mislabelled unit gives
+                "GPa": ((units.GPa, "eV/Å³"),), "kbar": ((units.GPa / 10, "eV/Å³"),)}[stress_unit]
+    for factor, looks_like in suspects:
         if factor / 2 < overall < factor * 2:
             frames = [i for i, r in ratios.items() if factor / 2 < r < factor * 2]
-            hint = {"GPa": "--stress-unit GPa", "kbar": "--stress-unit kbar"}.get(
-                looks_like, "--stress-unit eV/A^3")
+            hint = {"GPa": "--stress-unit GPa", "kbar": "--stress-unit kbar"}.get(looks_like, "--stress-unit eV/A^3")
             raise ValueError(
                 f"the stress labels of {data.source} are about {overall:.4g}× what the backbone predicts "
                 f"(frames {', '.join(map(str, frames[:8]))}{' …' if len(frames) > 8 else ''}), though declared "
-                f"{_declared(stress_unit)}: they look like {looks_like.split(' ')[0]}. If so, pass {hint}; if the "
+                f"{_declared(stress_unit)}: they look like {looks_like}. If so, pass {hint}; if the "
                 "unit is right, pass --no-stress-check to train on them as they are")
 
 
