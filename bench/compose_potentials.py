@@ -124,14 +124,16 @@ def leave_one_out(out: Path, sets: list[str], sizes: list[int], seeds: list[int]
     them zero-shot on its test frames, fine-tune each for ``steps`` steps, score again. One JSON row per
     (set, n, seed, start) is appended to ``out/loo_<merge>.jsonl`` as it finishes; rows already there are
     skipped. tune: fine-tune the starts (False: zero-shot only, e.g. to compare merges)."""
-    from ase_moma.compose.potential import compose_potential
+    from ase_moma.compose.potential import compose_potential, potential_candidates
     from ase_moma.finetune import FinetuneConfig
     from ase_moma.finetune.pipeline import finetune_potential
+    from ase_moma.finetune.potential_data import read_potential_set
     from ase_moma.hub import Hub
 
     hub = Hub(out / "hub")
     rows_path = out / f"loo_{merge}.jsonl"
-    done = {(r["set"], r["n"], r["seed"], r["start"]) for r in _rows(rows_path)}
+    done = {(r["set"], r["n"], r["seed"], r["start"]) for r in _rows(rows_path)
+            if not tune or "tuned" in r or r["start"] not in TUNED_STARTS}
     for n, held_out in [(n, held_out) for n in sizes for held_out in sets]:  # the smallest size first, every set
         modules = [module_name(s, "sparse-L") for s in SETS if s != held_out
                    and module_name(s, "sparse-L") in hub.names()]
@@ -140,6 +142,15 @@ def leave_one_out(out: Path, sets: list[str], sizes: list[int], seeds: list[int]
         single = _single_candidates(hub, modules, held_out, test, out)
         for seed in seeds:
             train = _sample(parts["train"], n, seed=seed)
+            try:
+                potential_candidates(hub, modules, read_potential_set(train, forces=True, stress=True))
+            except ValueError as error:
+                if (held_out, n, seed, "none") not in done:
+                    with open(rows_path, "a") as handle:
+                        handle.write(json.dumps({"set": held_out, "n": n, "seed": seed, "start": "none",
+                                                 "refused": str(error)}) + "\n")
+                print(f"{held_out} n={n} seed {seed}: compose refuses it: {error}", flush=True)
+                continue
             composed = {}
             for strategy, proxy in starts:
                 label = start_label(strategy, proxy)
@@ -177,8 +188,9 @@ def leave_one_out(out: Path, sets: list[str], sizes: list[int], seeds: list[int]
                         shutil.rmtree(tuned)
                     composed[label] = dict(row, weights=weights)
                 shutil.rmtree(folder)
-                with open(rows_path, "a") as handle:
-                    handle.write(json.dumps(row) + "\n")
+                key = (held_out, n, seed, label)
+                kept = [r for r in _rows(rows_path) if (r["set"], r["n"], r["seed"], r["start"]) != key]
+                rows_path.write_text("".join(json.dumps(r) + "\n" for r in [*kept, row]))
                 print(f"{held_out} n={n} seed {seed} {label:13s} zero-shot F {zero_shot['forces_mae']:6.1f} "
                       f"E {zero_shot['energy_mae']:7.2f}" + (f"  tuned F {row['tuned']['forces_mae']:6.1f} "
                                                              f"E {row['tuned']['energy_mae']:7.2f}"
@@ -230,7 +242,8 @@ def _single_candidates(hub, modules: list[str], held_out: str, test: list, out: 
 def merged_skills(out: Path, pairs: list[tuple[str, str]], methods: list[str]) -> None:
     """Merge the two modules of each pair (one method) with weight ½ each, by plain sum and by sign consensus;
     score every model on both chemistries' test frames beside each module alone, the union-trained model
-    and the pretrained potential. Writes ``out/merge.json``."""
+    (where it has been trained; a later run fills it in) and the pretrained potential. Writes
+    ``out/merge.json``."""
     from ase_moma.compose.delta_merge import merge_deltas
     from ase_moma.compose.potential_scores import frame_errors, predict_frames
     from ase_moma.delta import apply_delta, read_delta
@@ -260,15 +273,20 @@ def merged_skills(out: Path, pairs: list[tuple[str, str]], methods: list[str]) -
         pretrained = score(None)
         for method in methods:
             key = f"{a}+{b}:{method}"
-            names = [module_name(a, method), module_name(b, method), module_name(f"{a}+{b}", method)]
+            names = [module_name(a, method), module_name(b, method)]
+            union = module_name(f"{a}+{b}", method)
+            union_ready = union in hub.names()
             missing = [name for name in names if name not in hub.names()]
+            if key in report and report[key]["union"] is None and union_ready:
+                report[key]["union"] = score(read_delta(load_tensors(hub.folder(union) / DELTA)))
+                report_path.write_text(json.dumps(report, indent=1))
             if key in report or missing:
                 print(f"{key}: {'done' if key in report else 'missing ' + ', '.join(missing)}", flush=True)
                 continue
-            deltas = {name: read_delta(load_tensors(hub.folder(name) / DELTA)) for name in names}
-            first, second = deltas[names[0]], deltas[names[1]]
+            first, second = (read_delta(load_tensors(hub.folder(name) / DELTA)) for name in names)
             overlap = compare_moved(hub.folder(names[0]), hub.folder(names[1]))
-            row = {"pretrained": pretrained, "alone": {a: score(first), b: score(second)}, "union": score(deltas[names[2]]),
+            row = {"pretrained": pretrained, "alone": {a: score(first), b: score(second)},
+                   "union": score(read_delta(load_tensors(hub.folder(union) / DELTA))) if union_ready else None,
                    "merged": {merge: score(merge_deltas([first, second], [0.5, 0.5], shapes, merge))
                               for merge in ("sum", "sign_consensus")},
                    "moved_entries": overlap["moved"], "shared_entries": overlap["shared"],
@@ -280,7 +298,7 @@ def merged_skills(out: Path, pairs: list[tuple[str, str]], methods: list[str]) -
                   f"{row['shared_by_chance']:.0f} by chance); force MAE " + "; ".join(
                 f"{name}: own module {own[name]:.1f}, sum {row['merged']['sum'][name]['forces_mae']:.1f}, "
                 f"sign consensus {row['merged']['sign_consensus'][name]['forces_mae']:.1f}, union "
-                f"{row['union'][name]['forces_mae']:.1f}, pretrained {pretrained[name]['forces_mae']:.1f}"
+                f"{_union_f(row, name)}, pretrained {pretrained[name]['forces_mae']:.1f}"
                 for name in (a, b)), flush=True)
 
 
@@ -289,7 +307,11 @@ def print_tables(out: Path) -> None:
     from scipy.stats import spearmanr
 
     for path in sorted(out.glob("loo_*.jsonl")):
-        rows = _rows(path)
+        rows = [r for r in _rows(path) if "refused" not in r]
+        if not any(r["start"] == "no_hub" for r in rows):  # the pretrained start has no merge: borrow it
+            rows += [r for r in _rows(out / "loo_sum.jsonl") if r["start"] == "no_hub"
+                     and (r["set"], r["n"], r["seed"]) in {(q["set"], q["n"], q["seed"]) for q in rows}]
+        refused = {(r["set"], r["n"]): r["refused"] for r in _rows(path) if "refused" in r}
         print(f"\n### Leave one set out ({path.name}): test MAE after sparse-L fine-tuning from each "
               "start, mean ± std over seeds (zero-shot in brackets); F meV/Å, E meV/atom\n")
         starts = [start_label(*s) for s in STARTS]
@@ -309,6 +331,15 @@ def print_tables(out: Path) -> None:
             paired = [r["tuned"]["forces_mae"] - by_seed[r["seed"]]["tuned"]["forces_mae"] for r in group
                       if r["start"] == "amc" and "tuned" in r and r["seed"] in by_seed]
             print(f"| {held_out} | {n} | " + " | ".join(cells) + f" | {_ms(paired, signed=True)} |")
+        for n in sorted({r["n"] for r in rows}):
+            verdicts = [_amc_verdict([r for r in rows if r["set"] == held_out and r["n"] == n])
+                        for held_out in SETS]
+            verdicts = [v for v in verdicts if v is not None]
+            print(f"\nn = {n}: the AMC start below the pretrained start (tuned force MAE, mean over seeds) on "
+                  f"{sum(v == 'below' for v in verdicts)} of {len(verdicts)} held-out sets; above it by more "
+                  f"than the pretrained start's seed spread on {sum(v == 'worse' for v in verdicts)}.")
+        for (held_out, n), reason in sorted(refused.items()):
+            print(f"\n{held_out}, n = {n}: no start composed; `compose --potential` refuses it: {reason}")
         print("\nAMC's weights (mean over seeds; the rest is the pretrained potential's):\n")
         for held_out, n in sorted({(r["set"], r["n"]) for r in rows}, key=lambda k: (k[1], SETS.index(k[0]))):
             amc = [r for r in rows if r["set"] == held_out and r["n"] == n and r["start"] == "amc"]
@@ -350,9 +381,27 @@ def print_tables(out: Path) -> None:
                 merged = {merge: row["merged"][merge][name]["forces_mae"] for merge in ("sum", "sign_consensus")}
                 print(f"| {key} | {'/'.join(map(str, row['moved_entries']))} ({100 * row['overlap']:.1f} %) | {name} | "
                       f"{row['pretrained'][name]['forces_mae']:.1f} | {own:.1f} | "
-                      f"{row['alone'][other][name]['forces_mae']:.1f} | {row['union'][name]['forces_mae']:.1f} | "
+                      f"{row['alone'][other][name]['forces_mae']:.1f} | {_union_f(row, name)} | "
                       f"{merged['sum']:.1f} | {merged['sign_consensus']:.1f} | "
                       f"{merged['sum'] / own:.2f} / {merged['sign_consensus'] / own:.2f} |")
+
+
+def _amc_verdict(group: list[dict]) -> str | None:
+    """'below' where the AMC start's tuned force MAE (mean over seeds) is below the pretrained start's,
+    'worse' where it is above by more than the pretrained start's spread over seeds (its std, or 1 % of its
+    mean where one seed ran), 'within' otherwise; None without both."""
+    amc = [r["tuned"]["forces_mae"] for r in group if r["start"] == "amc" and "tuned" in r]
+    pretrained = [r["tuned"]["forces_mae"] for r in group if r["start"] == "no_hub" and "tuned" in r]
+    if not amc or not pretrained:
+        return None
+    noise = float(np.std(pretrained)) if len(pretrained) > 1 else 0.01 * float(np.mean(pretrained))
+    difference = float(np.mean(amc) - np.mean(pretrained))
+    return "below" if difference < 0 else "worse" if difference > noise else "within"
+
+
+def _union_f(row: dict, name: str) -> str:
+    """The union-trained module's force MAE on one chemistry, or a dash where it was not trained."""
+    return "–" if row["union"] is None else f"{row['union'][name]['forces_mae']:.1f}"
 
 
 def _ms(values: list[float], signed: bool = False) -> str:
