@@ -58,9 +58,11 @@ def pair_hub(tmp_path_factory) -> SimpleNamespace:
 
 @pytest.fixture(scope="module")
 def composed(pair_hub) -> Path:
+    """The mixture's composition, merged by plain sum: its frames are ½A + ½B, which the sum of the weighted
+    changes is (to first order) and sign consensus, keeping a change one module makes whole, is not."""
     out = pair_hub.root / "composed"
     assert main(["compose", "--hub", str(pair_hub.hub.path), "--data", str(pair_hub.mix), "--potential",
-                 "-o", str(out), "--device", "cpu"]) == 0
+                 "--merge", "sum", "-o", str(out), "--device", "cpu"]) == 0
     return out
 
 
@@ -84,6 +86,7 @@ def test_baseline_strategies_and_the_knn_proxy_compose(pair_hub, tmp_path):
     recipes = {strategy: compose_potential(pair_hub.hub, pair_hub.mix, tmp_path / strategy, strategy=strategy,
                                            device="cpu")
                for strategy in ("no_hub", "all_average", "best_single")}
+    assert {recipe["potential"]["merge"] for recipe in recipes.values()} == {"sign_consensus"}  # the default
     assert [m["weight"] for m in recipes["no_hub"]["modules"]] == [0.0, 0.0]
     assert recipes["no_hub"]["potential"]["pretrained"]["weight"] == 1.0
     assert [m["weight"] for m in recipes["all_average"]["modules"]] == [0.5, 0.5]

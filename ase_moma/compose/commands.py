@@ -25,9 +25,11 @@ def add_compose_commands(commands: argparse._SubParsersAction) -> None:
     compose.add_argument("--proxy", choices=["errors", "knn"], default="errors",
                          help="--potential: score candidates by their own errors on the frames (amc fits the "
                               "loss of their weighted predictions) or by MoMa's kNN proxy of per-atom energies")
-    compose.add_argument("--merge", choices=["sum", "sign_consensus"], default="sum",
-                         help="--potential: add the weighted deltas, or merge them by sign consensus "
-                              "(TIES-style: per entry, the changes that agree with the elected sign)")
+    compose.add_argument("--merge", choices=["sign_consensus", "sum"], default="sign_consensus",
+                         help="--potential: merge the weighted deltas by sign consensus (TIES-style: per entry, "
+                              "the changes that agree with the elected sign, so modules of other chemistries "
+                              "do not dilute each other), or add them (sum: right when the frames are a mixture "
+                              "of what the modules learned)")
     compose.add_argument("--no-refit-references", action="store_true",
                          help="--potential: keep the per-element reference energies instead of refitting "
                               "them to the frames")

@@ -53,7 +53,7 @@ TARGET = "potential"
 
 
 def compose_potential(hub: Hub | str | Path, data: str | Path | Sequence[Atoms], out: str | Path, *,
-                      strategy: str = "amc", proxy: str = "errors", merge: str = "sum",
+                      strategy: str = "amc", proxy: str = "errors", merge: str = "sign_consensus",
                       modules: Sequence[str] | None = None, refit_references: bool = True,
                       loss: PotentialLoss | None = None, k: int = 5, temperature: float = 0.2,
                       solver: str | None = None, device: str = "auto", cache_dir: str | Path | None = None,
@@ -66,8 +66,11 @@ def compose_potential(hub: Hub | str | Path, data: str | Path | Sequence[Atoms],
     first) or ``no_hub`` (the pretrained potential). proxy: ``errors`` (each candidate's predictions on
     the frames; ``amc`` fits the loss of their weighted average) or ``knn`` (MoMa's leave-one-out kNN
     label propagation of per-atom energies in each candidate's embedding space, K = ``k``,
-    temperature ``temperature``). merge: ``sum`` or ``sign_consensus`` (see
-    :mod:`~ase_moma.compose.delta_merge`). refit_references: refit each element's reference energy
+    temperature ``temperature``). merge: ``sign_consensus`` (the default: on held-out mlearn sets composed
+    from modules of other chemistries it gave lower force errors than ``sum``, zero-shot and fine-tuned;
+    bench/RESULTS.md) or ``sum`` (the first-order equivalent of the weighted average of predictions the
+    weights are fitted to: right when the frames mix what the modules learned); see
+    :mod:`~ase_moma.compose.delta_merge`. refit_references: refit each element's reference energy
     to the frames after merging. loss: the fine-tuning loss whose weights score the candidates
     (default 1 : 10 : 100 for energy, forces, stress). cache_dir: where each candidate's predictions on
     these frames are kept, keyed by its weights' sha256 and the frames (default
