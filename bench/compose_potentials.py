@@ -66,7 +66,8 @@ def _sample(frames: list, count: int, seed: int) -> list:
 
 
 def module_name(set_name: str, method: str) -> str:
-    return f"{set_name}-{method}"
+    """The hub name of a set's module (a union of sets ``A+B`` is named ``A.B``: hub names take no '+')."""
+    return f"{set_name.replace('+', '.')}-{method}"
 
 
 def train_modules(out: Path, sets: list[str], methods: list[str], steps: int, union: list[str] | None = None) -> None:
