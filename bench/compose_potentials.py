@@ -22,8 +22,9 @@ alexandria_val (the alloy set: relaxation snapshots over 84 elements) are split 
 Every test set is capped at ``TEST_FRAMES`` frames (seeded) for the modules; the leave-one-out runs score
 a seeded ``FEW_TEST`` of them, the same frames for every start, and validate on ``FEW_VALID`` frames.
 
-    python bench/compose_potentials.py modules [--sets ...] [--methods sparse-L ...]
+    python bench/compose_potentials.py modules [--sets ...] [--methods sparse-L ...] [--union SET SET]
     python bench/compose_potentials.py loo [--sets ...] [--sizes 10 40] [--seeds 0 1 2] [--steps 15] [--threads 1]
+                                           [--merge sum|sign_consensus] [--starts ...] [--no-tune]
     python bench/compose_potentials.py merge [--pairs mlearn_Si:mlearn_Ge ...] [--methods ...]
     python bench/compose_potentials.py tables
 """
