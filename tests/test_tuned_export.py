@@ -102,8 +102,8 @@ def test_delta_modules_join_a_hub_and_compose_as_potentials(tuned, tmp_path):
         compose(hub, tmp_path / "cu_frames.extxyz", "energy_per_atom", tmp_path / "property", device="cpu",
                 progress=False)
     out = tmp_path / "composed"
-    recipe = compose_potential(hub, tmp_path / "cu_frames.extxyz", out, strategy="all_average",
-                               refit_references=False, device="cpu")
+    recipe = compose_potential(hub, tmp_path / "cu_frames.extxyz", out, strategy="all_average", merge="sum",
+                               refit_references=False, device="cpu")  # the sum: the average of the two models
     assert recipe["kind"] == "full" and [m["weight"] for m in recipe["modules"]] == [0.5, 0.5]
     merged = load_file(str(out / "merged.safetensors"))
     first, second = load_file(str(tuned / MODEL)), load_file(str(other / MODEL))
