@@ -265,6 +265,9 @@ def merged_skills(out: Path, pairs: list[tuple[str, str]], methods: list[str]) -
         tests = {name: read_potential_set(set_parts(name)["test"], forces=True, stress=True) for name in (a, b)}
         graphs = {name: [backbone.graph(atoms) for atoms in data.frames] for name, data in tests.items()}
 
+        def delta_of(name: str):
+            return read_delta(load_tensors(hub.folder(name) / DELTA))
+
         def score(delta) -> dict:
             backbone.model.load_state_dict(base)
             if delta is not None:
@@ -280,15 +283,15 @@ def merged_skills(out: Path, pairs: list[tuple[str, str]], methods: list[str]) -
             union_ready = union in hub.names()
             missing = [name for name in names if name not in hub.names()]
             if key in report and report[key]["union"] is None and union_ready:
-                report[key]["union"] = score(read_delta(load_tensors(hub.folder(union) / DELTA)))
+                report[key]["union"] = score(delta_of(union))
                 report_path.write_text(json.dumps(report, indent=1))
             if key in report or missing:
                 print(f"{key}: {'done' if key in report else 'missing ' + ', '.join(missing)}", flush=True)
                 continue
-            first, second = (read_delta(load_tensors(hub.folder(name) / DELTA)) for name in names)
+            first, second = map(delta_of, names)
             overlap = compare_moved(hub.folder(names[0]), hub.folder(names[1]))
             row = {"pretrained": pretrained, "alone": {a: score(first), b: score(second)},
-                   "union": score(read_delta(load_tensors(hub.folder(union) / DELTA))) if union_ready else None,
+                   "union": score(delta_of(union)) if union_ready else None,
                    "merged": {merge: score(merge_deltas([first, second], [0.5, 0.5], shapes, merge))
                               for merge in ("sum", "sign_consensus")},
                    "moved_entries": overlap["moved"], "shared_entries": overlap["shared"],
@@ -309,11 +312,13 @@ def print_tables(out: Path) -> None:
     from scipy.stats import spearmanr
 
     for path in sorted(out.glob("loo_*.jsonl")):
-        rows = [r for r in _rows(path) if "refused" not in r]
+        every = _rows(path)
+        rows = [r for r in every if "refused" not in r]
+        refused = {(r["set"], r["n"]): r["refused"] for r in every if "refused" in r}
         if not any(r["start"] == "no_hub" for r in rows):  # the pretrained start has no merge: borrow it
+            runs = {(r["set"], r["n"], r["seed"]) for r in rows}
             rows += [r for r in _rows(out / "loo_sum.jsonl") if r["start"] == "no_hub"
-                     and (r["set"], r["n"], r["seed"]) in {(q["set"], q["n"], q["seed"]) for q in rows}]
-        refused = {(r["set"], r["n"]): r["refused"] for r in _rows(path) if "refused" in r}
+                     and (r["set"], r["n"], r["seed"]) in runs]
         print(f"\n### Leave one set out ({path.name}): test MAE after sparse-L fine-tuning from each "
               "start, mean ± std over seeds (zero-shot in brackets); F meV/Å, E meV/atom\n")
         starts = [start_label(*s) for s in STARTS]

@@ -130,12 +130,13 @@ def check_stress_unit(predicted: np.ndarray, data: PotentialSet, stress_unit: st
         return
     ratios = {i: float(np.sum(data.stress[i] * predicted[i]) / np.sum(predicted[i] ** 2)) for i in informative}
     overall = float(np.median(list(ratios.values())))
-    suspects = {"eV/A^3": ((1 / units.GPa, "GPa"), (10 / units.GPa, "kbar")),  # the scale a mislabelled unit gives
-                "GPa": ((units.GPa, "eV/Å³"),), "kbar": ((units.GPa / 10, "eV/Å³"),)}[stress_unit]
-    for factor, looks_like in suspects:
+    suspects = {"eV/A^3": ((1 / units.GPa, "GPa", "GPa"), (10 / units.GPa, "kbar", "kbar")),  # scale, unit, flag
+                "GPa": ((units.GPa, "eV/Å³", "eV/A^3"),),
+                "kbar": ((units.GPa / 10, "eV/Å³", "eV/A^3"),)}[stress_unit]
+    for factor, looks_like, flag in suspects:
         if factor / 2 < overall < factor * 2:
             frames = [i for i, r in ratios.items() if factor / 2 < r < factor * 2]
-            hint = {"GPa": "--stress-unit GPa", "kbar": "--stress-unit kbar"}.get(looks_like, "--stress-unit eV/A^3")
+            hint = f"--stress-unit {flag}"
             raise ValueError(
                 f"the stress labels of {data.source} are about {overall:.4g}× what the backbone predicts "
                 f"(frames {', '.join(map(str, frames[:8]))}{' …' if len(frames) > 8 else ''}), though declared "
