@@ -12,6 +12,8 @@ as ``moma_matminer.py`` cuts it, or matbench's 5-fold protocol for jarvis_2d_exf
 - ``comp_gbm`` / ``comp_rf``: gradient boosting (trees chosen on validation) / a random forest on Magpie;
 - ``struct_rf`` / ``comp_struct_rf``: a random forest on the structure statistics / on Magpie and them;
 - ``text_ridge``: ridge on the MiniLM embedding;
+- ``graph_comp_ridge``: ridge on the graph features and Magpie side by side (standardised, α by
+  leave-one-out), the baseline that beat the fusion on a held-out task;
 - ``concat_ridge`` / ``concat_mlp``: ridge / a one-hidden-layer MLP on the three views concatenated;
 - ``stacking``: a non-negative linear blend of the graph, composition-GBM, structure-RF and text
   predictions, fitted on their out-of-fold predictions;
@@ -25,12 +27,18 @@ as ``moma_matminer.py`` cuts it, or matbench's 5-fold protocol for jarvis_2d_exf
     python bench/fusion.py --matbench        # jarvis_2d_exfoliation, KFold(5, shuffle, 18012019)
     python bench/fusion.py ... --baselines-from REPORT   # take REPORT's baselines that read the same views
     python bench/fusion.py ... --no-fusion               # the baselines alone
+    python bench/fusion.py ... --fixed-gates             # the fusion with every gate held at 1/V
+
+Each fused row records what each term of the correction (a view's, the constant, the interaction) moved
+the test predictions by and how much each gate varied over the test structures; REPORT.terms.png draws
+the former per task.
 """
 
 from __future__ import annotations
 
 import argparse
 import ast
+import dataclasses
 import json
 import sys
 import time
@@ -54,7 +62,8 @@ MATBENCH_SEED = 18012019  # matbench's KFold random_state
 VIEWS = ("composition", "structure", "text")  # the non-graph views, in the order the tables list them
 BASELINE_READS = {"mean": (), "graph": (), "comp_gbm": ("composition",), "comp_rf": ("composition",),
                   "struct_rf": ("structure",), "comp_struct_rf": ("composition", "structure"), "text_ridge": ("text",),
-                  "concat_ridge": None, "concat_mlp": None, "stacking": None}  # the non-graph views each reads; None: all
+                  "graph_comp_ridge": ("composition",), "concat_ridge": None, "concat_mlp": None,
+                  "stacking": None}  # the non-graph views each reads; None: all
 PUBLISHED = {"jarvis_2d_exfoliation": {"ALIGNN": 43.4, "MODNet": 33.2, "CrabNet": 45.6, "CGCNN (matbench)": 49.2,
                                        "RF-SCM/Magpie": 50.0}}
 
@@ -68,6 +77,8 @@ def main() -> None:
     parser.add_argument("--views", nargs="+", default=["composition", "structure", "text"], choices=VIEWS)
     parser.add_argument("--no-ablation", action="store_true", help="skip the drop-one-view fusions (a third of the time)")
     parser.add_argument("--no-fusion", action="store_true", help="fit the baselines only")
+    parser.add_argument("--fixed-gates", action="store_true", help="fusion with the gates held at 1/V (the ablation "
+                                                                  "of learned per-structure gates)")
     parser.add_argument("--matbench", action="store_true", help="jarvis_2d_exfoliation with matbench's 5 folds")
     parser.add_argument("--cache", type=Path, default=Path("bench/out/fusion"))
     parser.add_argument("--descriptions", type=Path, default=Path("bench/out/descriptions"))
@@ -80,7 +91,7 @@ def main() -> None:
     if args.report:
         rows = json.loads(args.report.read_text())["rows"]
         print_table(rows, json.loads((args.data / "tasks.json").read_text()))
-        print(f"gates: {plot_gates(rows, args.report.with_suffix('.gates.png'))}")
+        print(f"terms: {plot_terms(rows, json.loads((args.data / 'tasks.json').read_text()), args.report.with_suffix('.terms.png'))}")
         return
     if not (args.data / "tasks.json").is_file():
         parser.error(f"real data not found at {args.data}")
@@ -100,7 +111,8 @@ def main() -> None:
                 parser.error(f"{args.baselines_from} has no row for {task}, split {seed}, {key[2]} training structures")
             baselines = None if earlier is None else reusable(earlier[key], saved["settings"]["views"], args.views)
             row = {"task": task, "seed": seed, "n_train": key[2],
-                   **evaluate(views, split, seed, args.views, not args.no_ablation, baselines, not args.no_fusion)}
+                   **evaluate(views, split, seed, args.views, not args.no_ablation, baselines, not args.no_fusion,
+                                 FusionConfig(learned_gates=not args.fixed_gates))}
             rows.append(row)
             print(json.dumps(row), flush=True)
     label = "matbench" if args.matbench else f"n{args.n_train}"
@@ -108,7 +120,7 @@ def main() -> None:
     output.write_text(json.dumps({"settings": {k: str(v) for k, v in vars(args).items()}, "rows": rows}, indent=1))
     print_table(rows, tasks)
     if not args.no_fusion:
-        print(f"gates: {plot_gates(rows, output.with_suffix('.gates.png'))}")
+        print(f"terms: {plot_terms(rows, tasks, output.with_suffix('.terms.png'))}")
 
 
 def task_views(data: Path, task: str, info: dict, names: list[str], cache: Path, descriptions: Path) -> dict:
@@ -179,10 +191,11 @@ def matbench_splits(views: dict) -> list[dict]:
 
 
 def evaluate(views: dict, split: dict, seed: int, wanted: list[str], ablation: bool = True,
-             baselines: dict | None = None, fusion: bool = True) -> dict:
+             baselines: dict | None = None, fusion: bool = True, config: FusionConfig | None = None) -> dict:
     """Test MAE of every method on one split, reading the ``wanted`` views (``ablation``: with the drop-one-view
     fusions; ``baselines``: baselines' test MAE already measured, not fitted again; ``fusion``: False for the
-    baselines alone)."""
+    baselines alone; ``config``: the fusion's settings, seeded ``seed``)."""
+    config = config or FusionConfig()
     y = {part: views["targets"][index] for part, index in split.items()}
     names = [name for name in VIEWS if name in wanted]
     x = {part: {name: views[name][index] for name in (GRAPH, *names)} for part, index in split.items()}
@@ -194,13 +207,14 @@ def evaluate(views: dict, split: dict, seed: int, wanted: list[str], ablation: b
     for label, used in (("fused", names), *drops) if fusion else ():
         if not used and label != "fused":
             continue
-        result[label], record = fused(x, present, y, graph_prediction, used, seed)
+        result[label], record = fused(x, present, y, graph_prediction, used, dataclasses.replace(config, seed=seed))
         if label == "fused":
             result["fused_kept"] = record["kept"]
             result["fused_gates"] = record["val_gates_mean"]
             result["fused_start"] = [member["start"]["steps"] for member in record["members"]]
             result["fused_members"] = [{k: member[k] for k in ("kept", "val_mae")} for member in record["members"]]
             result["fused_val"] = record["val_mae"]
+            result["fused_test_terms"] = record.get("test_terms")
     return result
 
 
@@ -230,6 +244,9 @@ def baseline_maes(x: dict, y: dict, names: list[str], graph_prediction: dict, se
         text = fit_ridge_probe(x["train"]["text"], y["train"])
         result["text_ridge"] = mae(text.predict(x["test"]["text"]))
         experts["text_ridge"] = lambda part: text.predict(x[part]["text"])
+    if "graph_comp_ridge" in missing:  # the baseline that won a held-out task against the fusion
+        both = {part: np.concatenate([x[part][GRAPH], x[part]["composition"]], axis=1) for part in split}
+        result["graph_comp_ridge"] = mae(fit_ridge_probe(both["train"], y["train"]).predict(both["test"]))
     concat = {part: np.concatenate([x[part][name] for name in (GRAPH, *names)], axis=1) for part in split}
     if "concat_ridge" in missing:
         result["concat_ridge"] = mae(fit_ridge_probe(concat["train"], y["train"]).predict(concat["test"]))
@@ -241,18 +258,25 @@ def baseline_maes(x: dict, y: dict, names: list[str], graph_prediction: dict, se
     return {name: result[name] for name in wanted}
 
 
-def fused(x: dict, present: dict, y: dict, graph_prediction: dict, names: list[str], seed: int) -> tuple[float, dict]:
-    """Test MAE of the fusion head over ``names`` on top of the graph probe, and its record."""
+def fused(x: dict, present: dict, y: dict, graph_prediction: dict, names: list[str],
+          config: FusionConfig) -> tuple[float, dict]:
+    """Test MAE of the fusion head over ``names`` on top of the graph probe, and its record, with (when the
+    fusion was kept) ``test_terms``: per term of the correction, its mean |value| on the test structures, and
+    per view the spread (standard deviation over test structures) of its gate."""
     def views(part: str) -> Views:
         return Views(torch.as_tensor(graph_prediction[part]),
                      {name: torch.as_tensor(x[part][name]) for name in (GRAPH, *names)},
                      {name: torch.as_tensor(present[part][name]) for name in names}, [{} for _ in y[part]])
 
-    fit = fit_heads(views("train"), y["train"], views("val"), y["val"], FusionConfig(seed=seed))
+    fit = fit_heads(views("train"), y["train"], views("val"), y["val"], config)
     if not fit.members:
         return float(np.mean(np.abs(graph_prediction["test"] - y["test"]))), fit.record
-    prediction = fuse_members(fit.members, views("test"), names)[0]
-    return float(np.mean(np.abs(prediction - y["test"]))), fit.record
+    test = fuse_members(fit.members, views("test"), names)
+    fit.record["test_terms"] = {
+        "mean_abs": dict(zip(test.names, map(float, np.abs(test.terms).mean(0)))),
+        "gate_std": dict(zip(test.names, map(float, test.gates.std(0)))),
+        "correction_mean_abs": float(np.abs(test.values - test.graph).mean())}
+    return float(np.mean(np.abs(test.values - y["test"]))), fit.record
 
 
 def gradient_boosting(x, y, x_val, y_val, seed: int):
@@ -315,26 +339,33 @@ def stacking(x: dict, y: dict, names: list[str], experts: dict, seed: int) -> np
     return blend.predict(np.stack([expert("test") for expert in experts.values()], axis=1))
 
 
-def plot_gates(rows: list[dict], path: Path) -> Path:
-    """A bar chart of the fused model's mean validation gate per view and task (mean over splits; a split
-    that kept the graph model alone counts as gate 1 on the graph)."""
+def plot_terms(rows: list[dict], tasks: dict, path: Path) -> Path:
+    """One panel per task: what each term of the fused correction moved the test predictions by (mean
+    |term| over the test structures, in the task's unit; mean over the splits that kept the fusion), beside
+    the graph-only model's test MAE for scale."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    tasks = list(dict.fromkeys(row["task"] for row in rows))
-    views = list(dict.fromkeys(v for row in rows for v in (row.get("fused_gates") or {"graph": 1.0})))
-    figure, axis = plt.subplots(figsize=(1.2 + 0.9 * len(tasks), 3.2))
-    bottom = np.zeros(len(tasks))
-    for view in views:
-        heights = np.array([np.mean([(row.get("fused_gates") or {"graph": 1.0}).get(view, 0.0)
-                                     for row in rows if row["task"] == task]) for task in tasks])
-        axis.bar(range(len(tasks)), heights, bottom=bottom, label=view)
-        bottom += heights
-    axis.set_xticks(range(len(tasks)), [task.replace("jarvis_2d_", "2d_") for task in tasks], rotation=30, ha="right")
-    axis.set_ylabel("mean gate (validation)")
-    axis.legend(loc="upper right", fontsize=8)
+    names = list(dict.fromkeys(row["task"] for row in rows))
+    columns = min(5, len(names))
+    figure, axes = plt.subplots(-(-len(names) // columns), columns, figsize=(2.6 * columns, 2.4 * -(-len(names) // columns)),
+                                squeeze=False)
+    for axis, task in zip(axes.flat, names):
+        kept = [row["fused_test_terms"] for row in rows if row["task"] == task and row.get("fused_test_terms")]
+        terms = list(dict.fromkeys(term for record in kept for term in record["mean_abs"]))
+        heights = [np.mean([record["mean_abs"].get(term, 0.0) for record in kept]) for term in terms]
+        axis.barh(range(len(terms)), heights, color="tab:blue")
+        axis.axvline(np.mean([row["graph"] for row in rows if row["task"] == task]), color="grey", ls="--", lw=1)
+        axis.set_yticks(range(len(terms)), [term.replace("composition", "comp.") for term in terms], fontsize=7)
+        axis.invert_yaxis()
+        axis.set_title(f"{task.replace('jarvis_2d_', '2d_')} ({len(kept)} fused)", fontsize=8)
+        axis.set_xlabel(f"mean |term| ({tasks[task]['unit']})", fontsize=7)
+        axis.tick_params(axis="x", labelsize=7)
+    for axis in list(axes.flat)[len(names):]:
+        axis.axis("off")
+    figure.suptitle("what each view added to the test predictions (dashed: graph-only test MAE)", fontsize=9)
     figure.tight_layout()
     figure.savefig(path, dpi=120)
     plt.close(figure)

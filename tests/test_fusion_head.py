@@ -69,6 +69,28 @@ def test_it_learns_the_part_only_another_view_carries(trained):
     assert mean_gates["composition"] > mean_gates["text"]  # it reads the view that carries the signal
 
 
+def test_its_terms_sum_to_the_correction_and_name_the_view_that_carries_the_signal(trained):
+    head, graph_model, _ = trained
+    graph, views, target = _generated(400, seed=4)  # held out
+    absent = {"composition": torch.rand(len(graph), generator=torch.Generator().manual_seed(0)) < 0.2,
+              "text": torch.ones(len(graph), dtype=torch.bool)}
+    absent["composition"] = ~absent["composition"]  # a fifth of the structures lack the composition view
+    for present in (None, absent):
+        with torch.no_grad():
+            fused, _ = head(graph_model(graph), *_inputs(graph, views, present))
+            terms, _ = head.contributions(*_inputs(graph, views, present), len(graph))
+        assert terms.shape == (len(graph), len(head.terms))
+        assert torch.allclose(graph_model(graph) + terms.sum(1), fused, atol=1e-10)
+    term = dict(zip(head.terms, terms.T))
+    carried = np.tanh(2 * views["composition"][:, 0].numpy())
+    have = absent["composition"].numpy()
+    # what only the composition carries is attributed to it, structure by structure; text's term is small
+    assert np.corrcoef(term["composition"].numpy()[have], carried[have])[0, 1] > 0.8
+    assert float(term["text"].abs().mean()) < 0.25 * float(term["composition"][have].abs().mean())
+    # a structure without the view gets its stand-in value (scaled by its gate), not a reading of the view
+    assert float(term["composition"][~have].std()) < 0.1 * float(term["composition"][have].std())
+
+
 def test_a_view_missing_at_prediction_time_still_predicts(trained):
     head, graph_model, _ = trained
     graph, views, target = _generated(400, seed=2)

@@ -102,7 +102,7 @@ def test_the_module_records_each_encoder(fused_module):
     assert meta["fusion"]["graph_metrics"]["val_mae"] >= meta["metrics"]["val_mae"]
 
 
-def test_predict_writes_gates_and_says_which_view_was_missing(fused_module, tmp_path):
+def test_predict_writes_what_each_view_added_and_says_which_view_was_missing(fused_module, tmp_path):
     folder, _ = fused_module
     frames = compounds(3, seed=2)
     unknown = bulk("Cu", "fcc", a=3.6) * (1, 1, 1)
@@ -119,6 +119,13 @@ def test_predict_writes_gates_and_says_which_view_was_missing(fused_module, tmp_
         gates = [atoms.info[f"fusion_gate_{view}"] for view in ("graph", "composition", "composition_boosted", "joint",
                                                                  "text")]
         assert np.isfinite(atoms.info["tmax"]) and abs(sum(gates) - 1) < 1e-6
+        terms = {key: value for key, value in atoms.info.items() if key.startswith("fusion_contribution_")}
+        assert set(terms) == {f"fusion_contribution_{name}" for name in
+                              ("graph", "composition", "composition_boosted", "joint", "text", "constant",
+                               "interaction")}
+        assert abs(atoms.info["fusion_graph_model"] + sum(terms.values()) - atoms.info["tmax"]) < 1e-9
+    composition = [atoms.info["fusion_contribution_composition"] for atoms in out]
+    assert np.std(composition) > 1e-3  # it says something different for each structure
     assert "fusion_missing" not in out[0].info
     assert out[-1].info["fusion_missing"] == "text"
 

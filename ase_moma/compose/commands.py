@@ -154,8 +154,10 @@ def finetune_composed_command(args: argparse.Namespace) -> int:
     shown = ", ".join(f"{part} MAE {metrics[f'{part}_mae']:.4g} (predicting the mean: "
                       f"{metrics[f'{part}_mae_predict_mean']:.4g})" for part in ("val", "test")
                       if f"{part}_mae" in metrics)
-    print(f"fine-tuned {args.composed} for {meta['training']['epochs_run']} epochs: {shown} {meta['unit']}; "
+    gave_up = " (stopped: not below the plain backbone's probe)" if meta["training"].get("gave_up") else ""
+    print(f"fine-tuned {args.composed} for {meta['training']['epochs_run']} epochs{gave_up}: {shown} {meta['unit']}; "
           f"kept the {meta['composition']['kept']} (best on validation)")
     if "fusion" in meta:
         print(fusion_summary(meta["fusion"], meta["unit"]))
+    print("time: " + ", ".join(f"{stage} {seconds:.1f} s" for stage, seconds in meta["timings"].items()))
     return 0

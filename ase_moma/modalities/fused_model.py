@@ -4,8 +4,8 @@ The graph model (a :class:`~ase_moma.property_model.PropertyModel`: plain backbo
 module) predicts as it always has; each member of the fusion (a
 :class:`~ase_moma.modalities.fusion_head.FusionHead` and the forests whose columns it reads) adds its
 correction from the graph's pooled features and the other views' encodings, and the members' predictions
-and gates are averaged. :meth:`explain` also says, per structure, how much each view weighed (the gates)
-and which views were missing and why.
+and their terms averaged. :meth:`explain` also says, per structure, what each view added to the prediction
+(in the target's unit), the gates, and which views were missing and why.
 """
 
 from __future__ import annotations
@@ -145,33 +145,61 @@ class FusionMember:
     experts: dict[str, Forest]
 
 
+@dataclass
+class Fused:
+    """What fusion members give for M structures, averaged over the members: values (M,) in the target's
+    unit; graph (M,) the graph model's prediction; gates (M, V) over the head's views; terms (M, T) the
+    correction's terms (:meth:`FusionHead.contributions`, columns named by ``names``), so that
+    ``values == graph + terms.sum(1)``."""
+
+    values: np.ndarray
+    graph: np.ndarray
+    gates: np.ndarray
+    terms: np.ndarray
+    names: list[str]
+
+
 @torch.no_grad()
-def fuse_members(members: Sequence[FusionMember], views: Views, names: Sequence[str]) -> tuple[np.ndarray, np.ndarray]:
-    """((M,) mean prediction, (M, V) mean gates) of ``members`` on ``views`` of the non-graph views ``names``
-    (as :func:`encode_views` gives them, before any expert column)."""
-    predictions, gates = [], []
+def fuse_members(members: Sequence[FusionMember], views: Views, names: Sequence[str]) -> Fused:
+    """The mean of ``members`` on ``views`` of the non-graph views ``names`` (as :func:`encode_views` gives
+    them, before any expert column)."""
+    gates, terms = [], []
     for member in members:
         member_views = with_experts(views, member.experts, names)
-        prediction, gate = member.head(member_views.graph_prediction, member_views.features, member_views.present)
-        predictions.append(prediction.double().cpu().numpy())
+        term, gate = member.head.contributions(member_views.features, member_views.present,
+                                               len(member_views.graph_prediction))
+        terms.append(term.double().cpu().numpy())
         gates.append(gate.double().cpu().numpy())
-    return np.mean(predictions, axis=0), np.mean(gates, axis=0)
+    graph = views.graph_prediction.double().cpu().numpy()
+    mean_terms = np.mean(terms, axis=0)
+    return Fused(graph + mean_terms.sum(1), graph, np.mean(gates, axis=0), mean_terms, members[0].head.terms)
 
 
 @dataclass
 class FusedPrediction:
-    """values: (M,) predictions in the target's unit; gates: (M, V) weights over ``views``;
-    missing: per structure, ``{view: reason}`` for the views it lacked (empty when it had all)."""
+    """fused: the members' mean (:class:`Fused`: values, the graph model's prediction, gates, the
+    correction's terms); missing: per structure, ``{view: reason}`` for the views it lacked (empty when it
+    had all)."""
 
-    values: np.ndarray
-    gates: np.ndarray
-    views: list[str]
+    fused: Fused
     missing: list[dict[str, str]]
 
+    @property
+    def values(self) -> np.ndarray:
+        """(M,) predictions in the target's unit."""
+        return self.fused.values
+
     def notes(self, row: int) -> dict[str, Any]:
-        """What to write into one structure's ``atoms.info``: ``fusion_gate_<view>`` for every view and,
-        when views were missing, ``fusion_missing`` (their names, comma-separated)."""
-        notes: dict[str, Any] = {f"fusion_gate_{view}": float(g) for view, g in zip(self.views, self.gates[row])}
+        """What to write into one structure's ``atoms.info``: ``fusion_graph_model`` (the graph model's
+        prediction), ``fusion_contribution_<term>`` for every term of the correction (the views,
+        ``constant``, ``interaction``; with the graph model's prediction they sum to the value),
+        ``fusion_gate_<view>`` for every view and, when views were missing, ``fusion_missing`` (their
+        names, comma-separated)."""
+        fused = self.fused
+        notes: dict[str, Any] = {"fusion_graph_model": float(fused.graph[row])}
+        notes.update({f"fusion_contribution_{name}": float(t) for name, t in zip(fused.names, fused.terms[row])})
+        views = fused.names[:fused.gates.shape[1]]
+        notes.update({f"fusion_gate_{view}": float(g) for view, g in zip(views, fused.gates[row])})
         if self.missing[row]:
             notes["fusion_missing"] = ",".join(sorted(self.missing[row]))
         return notes
@@ -214,16 +242,15 @@ class FusedPropertyModel(torch.nn.Module):
         """The views the heads weigh, in the order of the gates' columns."""
         return list(self.members[0].head.names)
 
-    def fuse(self, views: Views) -> tuple[np.ndarray, np.ndarray]:
-        """((M,) predictions, (M, V) gates) from views already encoded (:func:`encode_views`)."""
+    def fuse(self, views: Views) -> Fused:
+        """The members' mean on views already encoded (:func:`encode_views`)."""
         return fuse_members(self.members, views, sorted(self.encoders))
 
     def explain(self, structures: Sequence[Atoms], batch_size: int = 32) -> FusedPrediction:
-        """Predictions for ``structures`` with each one's gates and missing views."""
+        """Predictions for ``structures`` with what each view contributed, the gates and the missing views."""
         graphs = [self.backbone.graph(atoms) for atoms in structures]
         views = encode_views(self.graph, graphs, structures, self.encoders, batch_size)
-        values, gates = self.fuse(views)
-        return FusedPrediction(values, gates, self.views, views.missing)
+        return FusedPrediction(self.fuse(views), views.missing)
 
     def predict(self, structures: Sequence[Atoms], batch_size: int = 32) -> np.ndarray:
         """(M,) float64 predictions for ``structures``."""

@@ -29,6 +29,8 @@ import torch
 
 
 GRAPH = "graph"
+CONSTANT = "constant"
+INTERACTION = "interaction"
 CLIP = 10.0
 """Largest |z-score| a read-out sees: a feature far outside anything seen in training (a column constant on
 a small training set, an element no training structure had) cannot extrapolate a linear read-out without
@@ -107,30 +109,56 @@ class FusionHead(torch.nn.Module):
         graph's under ``"graph"``; present: ``{name: (B,) bool}`` for the other views (the graph is
         always present). A view absent from ``features`` is missing for every structure.
         """
-        batch = graph_prediction.shape[0]
-        tokens, linear = [], []
+        terms, gates = self.contributions(features, present, graph_prediction.shape[0])
+        return graph_prediction + terms.sum(1).to(graph_prediction.dtype), gates
+
+    def contributions(self, features: Mapping[str, torch.Tensor], present: Mapping[str, torch.Tensor],
+                      batch: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """((B, V + 2) the correction's terms, in the target's unit, (B, V) gates); the terms sum to the
+        correction the head adds to the graph model's prediction.
+
+        Columns in :attr:`terms` order: one per view, V · g_v · w_v · z_v (what the view's deviation from its
+        training mean moved the prediction; a missing view's learned stand-in value V · g_v · m_v), then
+        ``constant``, V · Σ_v g_v · b_v over the views present, then ``interaction``, the non-linear
+        read-out of the fused token. With equal gates the view terms are the exact attribution of the
+        linear read-out to each view against the training mean (a linear model's Shapley values).
+        """
+        tokens, values, biases = [], [], []
         for name in self.names:
             missing_token = self.missing[name].expand(batch, -1)
             missing_value = self.missing_value[name].expand(batch)
+            zero = torch.zeros(batch, dtype=self.query.dtype, device=self.query.device)
             if name not in features:
                 tokens.append(missing_token)
-                linear.append(missing_value)
+                values.append(missing_value)
+                biases.append(zero)
                 continue
             scaled = self._standardised(name, features, present).to(self.query.dtype)
-            token, value = self.project[name](scaled), self.linear[name](scaled).squeeze(-1)
+            token = self.project[name](scaled)
+            value = scaled @ self.linear[name].weight[0]
+            bias = self.linear[name].bias.expand(batch)
             if name != GRAPH:
                 keep = present[name].to(token.device).bool()
                 if self.training and self.modality_dropout > 0:
                     keep = keep & (torch.rand(batch, device=token.device) >= self.modality_dropout)
                 token = torch.where(keep[:, None], token, missing_token)
                 value = torch.where(keep, value, missing_value)
+                bias = torch.where(keep, bias, zero)
             tokens.append(token)
-            linear.append(value)
+            values.append(value)
+            biases.append(bias)
         stacked = torch.stack(tokens, dim=1)  # (B, V, width)
         gates = torch.softmax(torch.tanh(self.key(stacked)) @ self.query, dim=1)  # (B, V)
         fused = (gates[:, :, None] * stacked).sum(1)
-        correction = len(self.names) * (gates * torch.stack(linear, dim=1)).sum(1) + self.correction(fused).squeeze(-1)
-        return graph_prediction + correction.to(graph_prediction.dtype), gates
+        scale = len(self.names) * gates
+        per_view = scale * torch.stack(values, dim=1)
+        constant = (scale * torch.stack(biases, dim=1)).sum(1, keepdim=True)
+        return torch.cat([per_view, constant, self.correction(fused)], dim=1), gates
+
+    @property
+    def terms(self) -> list[str]:
+        """Names of the columns of :meth:`contributions`: the views, ``constant``, ``interaction``."""
+        return [*self.names, CONSTANT, INTERACTION]
 
     def _standardised(self, name: str, features: Mapping[str, torch.Tensor],
                       present: Mapping[str, torch.Tensor]) -> torch.Tensor:

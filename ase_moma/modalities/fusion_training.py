@@ -71,7 +71,8 @@ class FusionConfig:
     forest fitted on the task (:mod:`ase_moma.modalities.forest`), whose disagreement with the graph
     model becomes one more column of that view, and the expert views: with two views or more a forest over
     all of them together (JOINT), and with composition gradient boosting on it (BOOSTED); members: fusion
-    members averaged (MEMBERS), member k seeded ``seed + k``.
+    members averaged (MEMBERS), member k seeded ``seed + k``; learned_gates: train the query that gates
+    the views per structure (False: it stays at zero, every gate 1/V).
     """
 
     width: int = 64
@@ -84,6 +85,7 @@ class FusionConfig:
     seed: int = 0
     experts: bool = True
     members: int = MEMBERS
+    learned_gates: bool = True
 
 
 @dataclass
@@ -137,7 +139,8 @@ def fit_heads(train_views: Views, train_targets: np.ndarray, val_views: Views, v
             for k in range(config.members)]
     members = [member for member, _ in fits]
     names = sorted(name for name in val_views.features if name != GRAPH)
-    val_prediction, gates = fuse_members(members, val_views, names)
+    fused = fuse_members(members, val_views, names)
+    val_prediction = fused.values
     scores = {"graph only": float(np.mean(np.abs(val_views.graph_prediction.double().numpy() - y_val))),
               "fused": float(np.mean(np.abs(val_prediction - y_val)))}
     kept = "fused" if scores["fused"] < scores["graph only"] else "graph only"
@@ -147,7 +150,9 @@ def fit_heads(train_views: Views, train_targets: np.ndarray, val_views: Views, v
         "train_graph_prediction": f"out-of-fold ridge on the frozen pooled features, {OOF_FOLDS} folds",
         "experts": sorted(members[0].experts), "members": [member_record for _, member_record in fits],
         "missing_train": {name: int((~train_views.present[name]).sum()) for name in names},
-        "val_gates_mean": dict(zip(head.names, map(float, gates.mean(0)))) if kept == "fused" else None,
+        "val_gates_mean": dict(zip(head.names, map(float, fused.gates.mean(0)))) if kept == "fused" else None,
+        "val_contribution_mean_abs": dict(zip(fused.names, map(float, np.abs(fused.terms).mean(0))))
+        if kept == "fused" else None,
         "head": head_config(head), "config": dataclasses.asdict(config),
     }
     if kept == "graph only":
@@ -315,7 +320,8 @@ def _train(head: FusionHead, views: Views, targets: torch.Tensor, val_mae: Calla
            config: FusionConfig) -> tuple[float, int]:
     """Train ``head`` in place with early stopping; leave it at its best validation state."""
     scale = float(targets.std()) or 1.0
-    optimizer = torch.optim.AdamW(head.parameters(), lr=config.lr, weight_decay=config.weight_decay)
+    trained = [value for name, value in head.named_parameters() if config.learned_gates or name != "query"]
+    optimizer = torch.optim.AdamW(trained, lr=config.lr, weight_decay=config.weight_decay)
     generator = torch.Generator().manual_seed(config.seed)
     best, best_state, since, epoch = val_mae(), copy.deepcopy(head.state_dict()), 0, 0
     for epoch in range(1, config.epochs + 1):
@@ -363,7 +369,7 @@ def add_fusion(meta: dict[str, Any], tensors: dict[str, dict[str, torch.Tensor]]
         if part == "val":  # encoded and predicted while fitting
             prediction = result.val_prediction
         else:
-            prediction = result.model.fuse(encode_views(graph_model, graphs, subset.frames, result.model.encoders))[0]
+            prediction = result.model.fuse(encode_views(graph_model, graphs, subset.frames, result.model.encoders)).values
         error = prediction - subset.targets
         metrics[f"{part}_mae"] = float(np.mean(np.abs(error)))
         metrics[f"{part}_rmse"] = float(np.sqrt(np.mean(error ** 2)))
@@ -372,11 +378,15 @@ def add_fusion(meta: dict[str, Any], tensors: dict[str, dict[str, torch.Tensor]]
 
 def fusion_summary(record: dict[str, Any], unit: str) -> str:
     """One line for the command line: what fusion kept, its validation MAE against the graph model's, and
-    the mean gates when it was kept."""
+    when it was kept what each term of the correction moved the validation predictions by on average (mean
+    |term|, in ``unit``) and the mean gates."""
     scores = record["val_mae"]
     kept = f"mean of {len(record['members'])} fusion heads" if record["kept"] == "fused" else record["kept"]
     line = (f"fusion over {', '.join(record['views'])}: kept the {kept} (validation MAE "
             + ", ".join(f"{name} {value:.4g}" for name, value in scores.items()) + f" {unit})")
+    if record.get("val_contribution_mean_abs"):
+        line += f"; mean |contribution| ({unit}) " + ", ".join(
+            f"{name} {value:.3g}" for name, value in record["val_contribution_mean_abs"].items())
     if record.get("val_gates_mean"):
         line += "; mean gates " + ", ".join(f"{name} {value:.2f}" for name, value in record["val_gates_mean"].items())
     missing = {name: count for name, count in record.get("missing_train", {}).items() if count}

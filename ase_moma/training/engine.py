@@ -28,18 +28,23 @@ from ase_moma.training.checkpoint import load_checkpoint, save_checkpoint
 class Schedule:
     """How long and in what order: ``epochs`` over the items in batches of ``batch_size``, in an order
     seeded by (``seed``, epoch); stop after ``patience`` epochs without a better score, or after
-    ``max_steps`` optimiser steps in all. ``epochs`` 0 keeps the starting point (validated once)."""
+    ``max_steps`` optimiser steps in all, or, when ``to_beat`` is given (another model's score on the same
+    validation set), after ``grace`` epochs whose best score is still not below it: a run that cannot beat
+    the alternative early is not worth its remaining epochs. ``epochs`` 0 keeps the starting point
+    (validated once)."""
 
     epochs: int
     batch_size: int
     patience: int
     seed: int = 0
     max_steps: int | None = None
+    to_beat: float | None = None
+    grace: int = 5
 
     def check(self) -> None:
         if self.epochs < 0:
             raise ValueError(f"epochs must be at least 0, got {self.epochs}")
-        for name in ("batch_size", "patience"):
+        for name in ("batch_size", "patience", "grace"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be at least 1, got {getattr(self, name)}")
         if self.max_steps is not None and self.max_steps < 1:
@@ -57,7 +62,8 @@ class EngineResult:
     training loss and the validation metrics; best: the chosen epoch's metrics; step_seconds: mean
     wall time of a step (forward, backward, update), the first excluded; resumed_from: the epoch
     a checkpoint was resumed at (0: a fresh run); kept_start: whether the caller's untouched starting
-    point validated better than every epoch and was put back (see ``Finetuner.fit``)."""
+    point validated better than every epoch and was put back (see ``Finetuner.fit``); gave_up: whether it
+    stopped because its best score had not beaten the schedule's ``to_beat`` within ``grace`` epochs."""
 
     epochs_run: int
     steps: int
@@ -68,6 +74,7 @@ class EngineResult:
     step_seconds: float = 0.0
     resumed_from: int = 0
     kept_start: bool = False
+    gave_up: bool = False
 
 
 @dataclass
@@ -123,7 +130,7 @@ class TrainingEngine:
         bar = tqdm(total=budget, initial=min(state["steps"], budget), disable=not self.progress, unit="step",
                    desc=self.desc)
         while (state["epoch"] < self.schedule.epochs and state["bad_epochs"] < self.schedule.patience
-               and state["steps"] < budget):
+               and state["steps"] < budget and not self._gave_up(state)):
             state["epoch"] += 1
             self.modes(True)
             order = np.random.default_rng([self.schedule.seed, state["epoch"]]).permutation(n_items)
@@ -162,7 +169,12 @@ class TrainingEngine:
             stopped_early=state["bad_epochs"] >= self.schedule.patience,
             best_epoch=state["best_epoch"], best=dict(state["best"]), history=state["history"],
             step_seconds=float(np.mean(step_times[1:] or step_times)) if step_times else 0.0,
-            resumed_from=state["resumed_from"])
+            resumed_from=state["resumed_from"], gave_up=self._gave_up(state))
+
+    def _gave_up(self, state: dict[str, Any]) -> bool:
+        """Whether ``grace`` epochs have run and the best score is still not below the schedule's ``to_beat``."""
+        return (self.schedule.to_beat is not None and state["epoch"] >= self.schedule.grace
+                and state["best"][self.score] >= self.schedule.to_beat)
 
     def _resume(self) -> tuple[dict[str, Any], dict[str, torch.Tensor]] | None:
         if self.checkpoint is None:
