@@ -385,7 +385,7 @@ def fusion_summary(record: dict[str, Any], unit: str) -> str:
     line = (f"fusion over {', '.join(record['views'])}: kept the {kept} (validation MAE "
             + ", ".join(f"{name} {value:.4g}" for name, value in scores.items()) + f" {unit})")
     if record.get("val_contribution_mean_abs"):
-        line += f"; mean |contribution| ({unit}) " + ", ".join(
+        line += f"; mean |contribution|{f' ({unit})' if unit else ''} " + ", ".join(
             f"{name} {value:.3g}" for name, value in record["val_contribution_mean_abs"].items())
     if record.get("val_gates_mean"):
         line += "; mean gates " + ", ".join(f"{name} {value:.2f}" for name, value in record["val_gates_mean"].items())
