@@ -13,7 +13,7 @@ import numpy as np
 from ase import Atoms
 
 from ase_moma.checkpoints import require_file
-from ase_moma.structures import read_structures
+from ase_moma.structures import add_geometry, read_structures
 
 
 @dataclass
@@ -49,9 +49,7 @@ def structures_hash(frames: Sequence[Atoms]) -> str:
     """sha256 of the species, positions, cells and pbc of ``frames``, in order."""
     digest = hashlib.sha256()
     for atoms in frames:
-        for array in (atoms.numbers.astype(np.int64), atoms.positions.astype(np.float64),
-                      atoms.cell.array.astype(np.float64), atoms.pbc.astype(np.int8)):
-            digest.update(np.ascontiguousarray(array).tobytes())
+        add_geometry(digest, atoms)
     return digest.hexdigest()
 
 

@@ -6,6 +6,7 @@ fails with a message naming the problem rather than deep inside a model.
 
 from __future__ import annotations
 
+import hashlib
 from pathlib import Path
 from typing import Any, Iterable
 
@@ -61,6 +62,18 @@ def check_atoms(atoms: Atoms, covered_numbers: Iterable[int], model: str) -> Non
         raise ValueError(
             f"{model} does not cover element(s) {names}; it covers: {supported}"
         )
+
+
+def add_geometry(digest: "hashlib._Hash", atoms: Atoms, decimals: int | None = None) -> None:
+    """Feed a structure's geometry to a hashlib ``digest``: atomic numbers (int64), positions and cell
+    (float64, rounded to ``decimals`` places of Å when given, so coordinates that differ only in the last
+    bits of a file's text hash alike), periodicity (one byte each). The one geometry hash behind the data
+    hashes, the description cache and the spin-order pairs."""
+    digest.update(np.asarray(atoms.numbers, dtype=np.int64).tobytes())
+    for array in (atoms.positions, atoms.cell.array):
+        values = np.asarray(array, dtype=np.float64)
+        digest.update(np.ascontiguousarray(values if decimals is None else np.round(values, decimals)).tobytes())
+    digest.update(np.asarray(atoms.pbc, dtype=bool).tobytes())
 
 
 def has_volume(atoms: Atoms) -> bool:

@@ -5,6 +5,6 @@
 """
 
 from ase_moma.finetune.pipeline import finetune_potential
-from ase_moma.finetune.trainer import METHODS, PRESETS, FinetuneConfig, Finetuner, finetune
+from ase_moma.finetune.trainer import METHODS, PRESETS, FinetuneConfig, Finetuner
 
-__all__ = ["METHODS", "PRESETS", "FinetuneConfig", "Finetuner", "finetune", "finetune_potential"]
+__all__ = ["METHODS", "PRESETS", "FinetuneConfig", "Finetuner", "finetune_potential"]

@@ -15,6 +15,8 @@ from typing import Sequence
 import numpy as np
 from ase import Atoms
 
+from ase_moma.structures import add_geometry
+
 DECIMALS = 6  # Å: positions and cells equal to this many decimals are one geometry (extxyz writes 8)
 ORDER_CHANGE = 0.1
 """Mean |Δ(s_i·s_j)| over atom pairs above which two spin configurations of one geometry are different orders,
@@ -33,10 +35,8 @@ class OrderRank:
 
 def geometry_key(atoms: Atoms) -> str:
     """A digest of the numbers, positions, cell and periodicity (not the moments)."""
-    digest = hashlib.sha256(np.asarray(atoms.numbers, dtype=np.int64).tobytes())
-    for array in (atoms.positions, atoms.cell.array):
-        digest.update(np.round(np.asarray(array, dtype=np.float64), DECIMALS).tobytes())
-    digest.update(np.asarray(atoms.pbc, dtype=bool).tobytes())
+    digest = hashlib.sha256()
+    add_geometry(digest, atoms, decimals=DECIMALS)
     return digest.hexdigest()
 
 

@@ -438,11 +438,3 @@ class Finetuner:
 def _magnitudes(moments: np.ndarray) -> np.ndarray:
     """|m| per atom of (n, 3) vectors or (n,) signed scalars."""
     return np.linalg.norm(moments, axis=-1) if moments.ndim == 2 else np.abs(moments)
-
-
-def finetune(backbone: Backbone, config: FinetuneConfig, train: PotentialSet, valid: PotentialSet, *,
-             progress: bool = True) -> tuple[EngineResult, Delta]:
-    """Fit and export: ``backbone`` ends as the plain tuned model; returns the run and its delta."""
-    tuner = Finetuner(backbone, config)
-    result = tuner.fit(train, valid, progress=progress)
-    return result, tuner.export()

@@ -17,10 +17,10 @@ import warnings
 from importlib.metadata import version
 from pathlib import Path
 
-import numpy as np
 from ase import Atoms
 
 from ase_moma.atomic_io import atomic_file
+from ase_moma.structures import add_geometry
 
 
 def default_cache() -> Path:
@@ -31,10 +31,7 @@ def default_cache() -> Path:
 def structure_key(atoms: Atoms) -> str:
     """sha256 of the species, positions and cell (to 1e-6 Å) and periodicity, and robocrys's version."""
     digest = hashlib.sha256(f"robocrys {version('robocrys')}".encode())
-    digest.update(np.asarray(atoms.numbers, dtype=np.int64).tobytes())
-    for array in (atoms.positions, atoms.cell.array):
-        digest.update(np.round(np.asarray(array, dtype=np.float64), 6).tobytes())
-    digest.update(np.asarray(atoms.pbc, dtype=bool).tobytes())
+    add_geometry(digest, atoms, decimals=6)
     return digest.hexdigest()
 
 

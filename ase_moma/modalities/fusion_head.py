@@ -27,8 +27,8 @@ from typing import Mapping
 import numpy as np
 import torch
 
+from ase_moma.modalities.registry import GRAPH
 
-GRAPH = "graph"
 CONSTANT = "constant"
 INTERACTION = "interaction"
 CLIP = 10.0
