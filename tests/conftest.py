@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import sys
 from pathlib import Path
 
@@ -25,6 +26,29 @@ from hub_fixtures import hub, hub_data, sevennet  # noqa: E402,F401  (session fi
 
 DATA = Path(__file__).resolve().parents[1] / "data"  # the small real sets shipped in the repository
 BACKBONES = ["sevennet", "chgnet", "mace", "orb", "matgl", "jmp"]
+
+
+def pytest_configure(config):
+    """Under pytest-xdist (``make test`` runs two workers on a 2-core machine, each test file on one
+    worker so its module fixtures are built once), each worker computes on one thread, so the two share
+    the cores instead of each starting two threads."""
+    if os.environ.get("PYTEST_XDIST_WORKER"):
+        import torch
+
+        os.environ["OMP_NUM_THREADS"] = "1"  # for the command-line tests' subprocesses too
+        torch.set_num_threads(1)
+
+
+@pytest.fixture
+def ray_turn(tmp_path_factory):
+    """Tests that start Ray clusters take turns across pytest-xdist workers: one of them stops every Ray
+    process on the machine (`ray stop --force`), and a cluster started beside another could be joined by
+    it. An exclusive lock on a file all workers share (the parent of each worker's base temporary folder)."""
+    import fcntl
+
+    with open(tmp_path_factory.getbasetemp().parent / "ray_turn.lock", "w") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        yield
 
 
 @pytest.fixture(autouse=True)

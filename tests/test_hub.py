@@ -280,6 +280,7 @@ def test_a_hub_refuses_a_backbone_with_other_weights(hub, monkeypatch):
         hub.load_backbone(device="cpu")
 
 
+@pytest.mark.usefixtures("ray_turn")
 def test_a_task_list_on_ray_resumes_a_job_whose_worker_was_killed(hub_data, sevennet, tmp_path):
     import signal
     import threading

@@ -85,6 +85,7 @@ def test_reopening_a_run_folder_removes_a_half_written_shard(tmp_path):
     assert not leftover.exists() and again.done(0) and not again.done(1)
 
 
+@pytest.mark.usefixtures("ray_turn")
 def test_ray_gives_the_local_table_even_when_a_worker_is_killed(local_table, inputs, monkeypatch):
     ray = pytest.importorskip("ray")
     from ase_moma.screen.ray_engine import RayEngine
@@ -132,6 +133,7 @@ def test_a_driver_killed_mid_run_resumes_only_the_missing_shards(tmp_path):
     pd.testing.assert_frame_equal(resumed.drop(columns=["structure"]), whole.drop(columns=["structure"]))
 
 
+@pytest.mark.usefixtures("ray_turn")
 def test_address_auto_reaches_a_cluster_started_with_ray_start(tmp_path, local_table, inputs):
     pytest.importorskip("ray")
     ray_cli = os.path.join(os.path.dirname(sys.executable), "ray")
