@@ -17,6 +17,8 @@ as ``moma_matminer.py`` cuts it, or matbench's 5-fold protocol for jarvis_2d_exf
 - ``concat_ridge`` / ``concat_mlp``: ridge / a one-hidden-layer MLP on the three views concatenated;
 - ``stacking``: a non-negative linear blend of the graph, composition-GBM, structure-RF and text
   predictions, fitted on their out-of-fold predictions;
+- ``hub`` (a view, ``--views ... hub``): each starter-hub module's prediction of its own property, cached
+  by ``bench/hub_view.py``;
 - ``fused``: ase-moma's fusion (three heads, averaged; a forest per view, a joint forest and boosting on
   composition as its experts) over the views on top of the graph model
   (:func:`ase_moma.modalities.fusion_training.fit_heads`, the code ``finetune --modalities`` runs);
@@ -59,7 +61,7 @@ sys.path.insert(0, str(Path(__file__).parent))  # moma_matminer's published figu
 
 DATA = Path(__file__).resolve().parents[2] / "shared" / "data" / "matminer"
 MATBENCH_SEED = 18012019  # matbench's KFold random_state
-VIEWS = ("composition", "structure", "text")  # the non-graph views, in the order the tables list them
+VIEWS = ("composition", "structure", "text", "hub")  # the non-graph views, in the order the tables list them
 BASELINE_READS = {"mean": (), "graph": (), "comp_gbm": ("composition",), "comp_rf": ("composition",),
                   "struct_rf": ("structure",), "comp_struct_rf": ("composition", "structure"), "text_ridge": ("text",),
                   "graph_comp_ridge": ("composition",), "concat_ridge": None, "concat_mlp": None,
@@ -137,6 +139,8 @@ def task_views(data: Path, task: str, info: dict, names: list[str], cache: Path,
         if name in stored:
             continue
         start = time.perf_counter()
+        if name == "hub":
+            raise SystemExit(f"{path} has no hub view: run bench/hub_view.py first")
         if name == GRAPH:
             from ase_moma import load_backbone
 
