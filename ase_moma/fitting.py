@@ -180,7 +180,8 @@ def module_record(model: PropertyModel, config: TrainConfig, task_data: TaskData
         "training": dict(dataclasses.asdict(config), epochs_run=result.epochs_run,
                          stopped_early=result.stopped_early, best_epoch=result.best_epoch,
                          resumed_from=result.resumed_from,
-                         start_val_mae=result.history[0]["val_mae"]),
+                         start_val_mae=result.history[0]["val_mae"],
+                         val_mae_by_epoch=[row["val_mae"] for row in result.history]),
         "data": {"source": source, "split": task_data.split_source, **data_hashes},
         "build_mode": config.mode,
     }
