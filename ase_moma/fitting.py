@@ -28,12 +28,6 @@ from ase_moma.training.engine import EngineResult, Schedule, TrainingEngine
 from ase_moma.training.losses import NormalisedHuber
 from ase_moma.training.references import fit_reference_energies
 
-GRACE = 5
-"""Epochs a fine-tune gets to beat another model's validation MAE (``fit``'s ``to_beat``) before it stops:
-half of MoMa's patience of 10. A fine-tune starts at its own probe (LP-FT), so its first epochs show
-whether the composed features can go below the plain backbone's probe at all; one that has not after five
-would be discarded for that probe at the end anyway, and its remaining epochs were most of the time a user
-waited (the default path's 40 minutes on a held-out task, issue 53)."""
 ENERGY_KEYS = ("energy_per_atom",)
 
 
@@ -129,7 +123,7 @@ def fit(model: PropertyModel, config: TrainConfig, train_graphs: Sequence[Any], 
 
     work: checkpoint folder; a checkpoint there with the same ``run_hash``
     (a digest of everything that defines the run) is resumed from. to_beat: another model's validation
-    MAE; the run stops after GRACE epochs that have not beaten it.
+    MAE; the run stops after the schedule's grace epochs (GRACE) that have not beaten it.
     """
     loss = NormalisedHuber(float(train.targets.mean()), float(train.targets.std()))
     groups = _parameter_groups(model, config)
@@ -138,7 +132,7 @@ def fit(model: PropertyModel, config: TrainConfig, train_graphs: Sequence[Any], 
     engine = TrainingEngine(
         tensors={f"{gi}.{pi}": p for gi, group in enumerate(groups) for pi, p in enumerate(group["params"])},
         optimizer=optimizer, schedule=Schedule(config.epochs, config.batch_size, config.patience, config.seed,
-                                                to_beat=to_beat, grace=GRACE),
+                                                to_beat=to_beat),
         score="val_mae", checkpoint=work, run_hash=run_hash, progress=progress, desc=desc)
     return engine.run(
         len(train_graphs),
@@ -178,7 +172,8 @@ def module_record(model: PropertyModel, config: TrainConfig, task_data: TaskData
         "metrics": {"train_target_std": std,
                     **evaluate(model, {k: v for k, v in parts.items() if k != "train"}, mean)},
         "training": dict(dataclasses.asdict(config), epochs_run=result.epochs_run,
-                         stopped_early=result.stopped_early, best_epoch=result.best_epoch,
+                         stopped_early=result.stopped_early, gave_up=result.gave_up,
+                         best_epoch=result.best_epoch,
                          resumed_from=result.resumed_from,
                          start_val_mae=result.history[0]["val_mae"],
                          val_mae_by_epoch=[row["val_mae"] for row in result.history]),

@@ -22,6 +22,7 @@ from pathlib import Path
 import ase.io
 import numpy as np
 
+from ase_moma.compose.embeddings import modules_in_turn
 from ase_moma.hub import Hub
 from ase_moma.labelled_data import structures_hash
 
@@ -39,8 +40,7 @@ def main() -> None:
     done: dict[tuple[str, tuple[str, ...]], tuple[np.ndarray, list[str]]] = {}
     for task in names:
         frames = ase.io.read(args.data / tasks[task]["file"], ":")
-        modules = [entry["name"] for entry in hub.modules if entry.get("kind") != "delta"
-                   and hub.read_module(entry["name"])["task"] != task]
+        modules = [entry["name"] for entry in hub.modules if entry.get("kind") != "delta" and entry["task"] != task]
         key = (structures_hash(frames), tuple(modules))
         if key not in done:
             start = time.perf_counter()
@@ -56,18 +56,9 @@ def main() -> None:
 def predictions(hub: Hub, modules: list[str], frames: list) -> np.ndarray:
     """(N, K) each module's prediction for every frame, the graphs built once, the backbone loaded once."""
     backbone = hub.load_backbone(device="cpu", dtype="float32")
-    pretrained = {name: value.clone() for name, value in backbone.model.state_dict().items()}
     graphs = [backbone.graph(atoms) for atoms in frames]
-    columns = []
-    for name in modules:
-        backbone.model.load_state_dict(pretrained)
-        model = hub.load_module(name, backbone=backbone)
-        try:
-            columns.append(np.asarray(model.predict_graphs(graphs), dtype=np.float64))
-        finally:
-            if model.adapters is not None:
-                model.adapters.detach()
-    return np.stack(columns, axis=1)
+    return np.stack([np.asarray(model.predict_graphs(graphs), dtype=np.float64)
+                     for _, model in modules_in_turn(hub, modules, backbone)], axis=1)
 
 
 if __name__ == "__main__":

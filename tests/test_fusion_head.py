@@ -78,7 +78,7 @@ def test_its_terms_sum_to_the_correction_and_name_the_view_that_carries_the_sign
     for present in (None, absent):
         with torch.no_grad():
             fused, _ = head(graph_model(graph), *_inputs(graph, views, present))
-            terms, _ = head.contributions(*_inputs(graph, views, present), len(graph))
+            terms, _ = head.contributions(*_inputs(graph, views, present))
         assert terms.shape == (len(graph), len(head.terms))
         assert torch.allclose(graph_model(graph) + terms.sum(1), fused, atol=1e-10)
     term = dict(zip(head.terms, terms.T))

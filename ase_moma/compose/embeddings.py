@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import hashlib
 from pathlib import Path
-from typing import Sequence
+from typing import Iterable, Iterator, Sequence
 
 import numpy as np
 import torch
@@ -20,9 +20,11 @@ from ase import Atoms
 from tqdm.auto import tqdm
 
 from ase_moma.atomic_io import atomic_file
+from ase_moma.backbone import Backbone
 from ase_moma.module_files import load_tensors, save_tensors, weights_file
 from ase_moma.hub.store import Hub
 from ase_moma.labelled_data import structures_hash
+from ase_moma.property_model import PropertyModel
 
 
 def module_embeddings(hub: Hub, names: Sequence[str], structures: Sequence[Atoms], *,
@@ -41,20 +43,31 @@ def module_embeddings(hub: Hub, names: Sequence[str], structures: Sequence[Atoms
     missing = [name for name in names if result[name] is None]
     if missing:
         backbone = hub.load_backbone(device=device, dtype="float32")
-        pretrained = {k: v.clone() for k, v in backbone.model.state_dict().items()}
         graphs = [backbone.graph(atoms) for atoms in structures]
-        for name in tqdm(missing, disable=not progress, unit="module", desc="embed"):
+        for name, _ in modules_in_turn(hub, tqdm(missing, disable=not progress, unit="module", desc="embed"),
+                                       backbone):
+            result[name] = backbone.embed_graphs(graphs, batch_size).double().numpy()
+            with atomic_file(cache / f"{keys[name]}.safetensors") as tmp:
+                save_tensors(tmp, {"embeddings": torch.from_numpy(result[name])})
+    return result
+
+
+def modules_in_turn(hub: Hub, names: Iterable[str], backbone: Backbone) -> Iterator[tuple[str, PropertyModel]]:
+    """``(name, model)`` for each hub module of ``names``, loaded into ``backbone`` one at a time: the
+    pretrained weights are put back before each module (a ``full`` one overwrites them) and after the last,
+    and a module's adapters are detached once the caller is done with it."""
+    pretrained = {key: value.clone() for key, value in backbone.model.state_dict().items()}
+    try:
+        for name in names:
             backbone.model.load_state_dict(pretrained)
             model = hub.load_module(name, backbone=backbone)
             try:
-                result[name] = backbone.embed_graphs(graphs, batch_size).double().numpy()
+                yield name, model
             finally:
                 if model.adapters is not None:
                     model.adapters.detach()
-            with atomic_file(cache / f"{keys[name]}.safetensors") as tmp:
-                save_tensors(tmp, {"embeddings": torch.from_numpy(result[name])})
+    finally:
         backbone.model.load_state_dict(pretrained)
-    return result
 
 
 def _cache_key(weights_sha256: str, data_key: str) -> str:

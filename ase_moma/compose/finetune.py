@@ -8,7 +8,7 @@ among the epochs of fine-tuning, that start, and the plain backbone with its own
 probe: a composition that does not beat the plain backbone's probe on validation
 is not kept (module.json says which was kept, under ``composition.kept``). The
 plain probe is fitted first, and a fine-tune whose validation MAE has not gone
-below it within GRACE epochs stops there (``training.gave_up``). The
+below it within the training engine's GRACE epochs stops there (``training.gave_up``). The
 wall time of each stage is kept under ``timings`` (seconds). The
 result is a hub module folder in ``OUT/model/``: ``load_calculator(OUT)``
 serves it and ``ase-moma hub add OUT/model`` adds it to a hub built on the
@@ -85,7 +85,7 @@ def finetune_composed(out: str | Path, config: TrainConfig | None = None, *, dev
 
     meta = module_record(model, config, task_data, parts, result, task=task["task"], unit=task["unit"],
                          source=task["data"], data_hashes=data_hashes)
-    meta["training"]["gave_up"] = result.gave_up
+    clock.lap("evaluation")
     meta.update(name=_module_name(f"{task['task']}_{recipe['strategy']}"), composition={
         "strategy": recipe["strategy"], "merged": recipe["merged"], "kept": kept, "plain_probe_val_mae": plain_val,
         "modules": [{k: m[k] for k in ("name", "sha256", "weight")} for m in recipe["modules"] if m["weight"] > 0]})

@@ -166,8 +166,7 @@ def fuse_members(members: Sequence[FusionMember], views: Views, names: Sequence[
     gates, terms = [], []
     for member in members:
         member_views = with_experts(views, member.experts, names)
-        term, gate = member.head.contributions(member_views.features, member_views.present,
-                                               len(member_views.graph_prediction))
+        term, gate = member.head.contributions(member_views.features, member_views.present)
         terms.append(term.double().cpu().numpy())
         gates.append(gate.double().cpu().numpy())
     graph = views.graph_prediction.double().cpu().numpy()

@@ -109,11 +109,11 @@ class FusionHead(torch.nn.Module):
         graph's under ``"graph"``; present: ``{name: (B,) bool}`` for the other views (the graph is
         always present). A view absent from ``features`` is missing for every structure.
         """
-        terms, gates = self.contributions(features, present, graph_prediction.shape[0])
+        terms, gates = self.contributions(features, present)
         return graph_prediction + terms.sum(1).to(graph_prediction.dtype), gates
 
-    def contributions(self, features: Mapping[str, torch.Tensor], present: Mapping[str, torch.Tensor],
-                      batch: int) -> tuple[torch.Tensor, torch.Tensor]:
+    def contributions(self, features: Mapping[str, torch.Tensor],
+                      present: Mapping[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
         """((B, V + 2) the correction's terms, in the target's unit, (B, V) gates); the terms sum to the
         correction the head adds to the graph model's prediction.
 
@@ -123,11 +123,12 @@ class FusionHead(torch.nn.Module):
         read-out of the fused token. With equal gates the view terms are the exact attribution of the
         linear read-out to each view against the training mean (a linear model's Shapley values).
         """
+        batch = features[GRAPH].shape[0]
+        zero = torch.zeros(batch, dtype=self.query.dtype, device=self.query.device)
         tokens, values, biases = [], [], []
         for name in self.names:
             missing_token = self.missing[name].expand(batch, -1)
             missing_value = self.missing_value[name].expand(batch)
-            zero = torch.zeros(batch, dtype=self.query.dtype, device=self.query.device)
             if name not in features:
                 tokens.append(missing_token)
                 values.append(missing_value)

@@ -24,6 +24,14 @@ from tqdm.auto import tqdm
 from ase_moma.training.checkpoint import load_checkpoint, save_checkpoint
 
 
+GRACE = 5
+"""Epochs a fine-tune gets to beat another model's validation MAE (a schedule's ``to_beat``) before it stops:
+half of MoMa's patience of 10. A fine-tune starts at its own probe (LP-FT), so its first epochs show
+whether the composed features can go below the plain backbone's probe at all; one that has not after five
+would be discarded for that probe at the end anyway, and its remaining epochs were most of the time a user
+waited (the default path's 40 minutes on a held-out task, issue 53)."""
+
+
 @dataclass(frozen=True)
 class Schedule:
     """How long and in what order: ``epochs`` over the items in batches of ``batch_size``, in an order
@@ -39,7 +47,7 @@ class Schedule:
     seed: int = 0
     max_steps: int | None = None
     to_beat: float | None = None
-    grace: int = 5
+    grace: int = GRACE
 
     def check(self) -> None:
         if self.epochs < 0:
