@@ -67,7 +67,8 @@ class Schedule:
 @dataclass
 class EngineResult:
     """What a run did. history: one row per validation (epoch 0 is before training), with the mean
-    training loss and the validation metrics; best: the chosen epoch's metrics; step_seconds: mean
+    training loss, the validation metrics and (from epoch 1) the epoch's wall time in seconds, its
+    steps and its validation; best: the chosen epoch's metrics; step_seconds: mean
     wall time of a step (forward, backward, update), the first excluded; resumed_from: the epoch
     a checkpoint was resumed at (0: a fresh run); kept_start: whether the caller's untouched starting
     point validated better than every epoch and was put back (see ``Finetuner.fit``); gave_up: whether it
@@ -140,6 +141,7 @@ class TrainingEngine:
         while (state["epoch"] < self.schedule.epochs and state["bad_epochs"] < self.schedule.patience
                and state["steps"] < budget and not self._gave_up(state)):
             state["epoch"] += 1
+            epoch_start = time.perf_counter()
             self.modes(True)
             order = np.random.default_rng([self.schedule.seed, state["epoch"]]).permutation(n_items)
             losses = []
@@ -159,7 +161,8 @@ class TrainingEngine:
                 bar.update(1)
             self.modes(False)
             metrics = validate()
-            state["history"].append({"epoch": state["epoch"], "train_loss": float(np.mean(losses)), **metrics})
+            state["history"].append({"epoch": state["epoch"], "train_loss": float(np.mean(losses)), **metrics,
+                                     "seconds": time.perf_counter() - epoch_start})
             if metrics[self.score] < state["best"][self.score]:
                 state.update(best=metrics, best_epoch=state["epoch"], bad_epochs=0)
                 best_values = self._snapshot()
