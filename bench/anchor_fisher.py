@@ -118,7 +118,7 @@ class ReplayFinetuner(Finetuner):
 
     def _batch_loss(self, graphs, data, counts, rows, scale: float = 1.0) -> torch.Tensor:
         value = super()._batch_loss(graphs, data, counts, rows, scale)
-        if self.config.method == "sparse" and self.increments is None:
+        if getattr(self.method, "increments", True) is None:
             return value  # the start's gradient pass ranks entries by the user's loss alone
         loss = self.config.loss
         picked = [(self.replayed + k) % len(self.anchor_graphs) for k in range(len(rows))]

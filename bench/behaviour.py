@@ -27,12 +27,13 @@ METHODS = (("zero_shot", "L"), ("readout", "L"), ("full", "L"), ("lora", "L"), (
 
 
 def methods(folder: Path) -> dict[str, dict[str, float]]:
-    from ase_moma.finetune import FinetuneConfig, finetune_potential
+    from ase_moma.finetune import FinetuneConfig, SparseOptions, finetune_potential
 
     frames, test = ase.io.read(SI_TRAIN, ":"), ase.io.read(SI_TEST, ":")
     figures = {}
     for method, preset in METHODS:
-        config = FinetuneConfig(method=method, preset=preset, batch_size=2, epochs=100, patience=100, max_steps=6,
+        config = FinetuneConfig(method=method, options=SparseOptions(preset=preset) if method == "sparse" else None,
+                                batch_size=2, epochs=100, patience=100, max_steps=6,
                                 seed=0)
         record = finetune_potential("sevennet", frames[:6], frames[6:], folder / f"{method}-{preset}", config,
                                     test=test, device="cpu", progress=False)

@@ -42,7 +42,8 @@ import numpy as np
 
 DATA = Path(__file__).resolve().parents[2] / "shared" / "data" / "mlip"
 SETS = ("mlearn_Si", "mlearn_Ge", "mlearn_Li", "mlearn_Mo", "InP", "alexandria_val")
-METHODS = {"sparse-L": ("sparse", "L"), "sparse-H": ("sparse", "H"), "lora": ("lora", "L"), "full": ("full", "L")}
+METHODS = {"sparse-L": ("sparse", {"preset": "L"}), "sparse-H": ("sparse", {"preset": "H"}), "lora": ("lora", {}),
+           "full": ("full", {})}  # label: (method, its options)
 MODULE_FRAMES, MODULE_VALID, TEST_FRAMES, FEW_VALID, FEW_TEST = 120, 10, 25, 5, 15
 
 
@@ -77,6 +78,7 @@ def train_modules(out: Path, sets: list[str], methods: list[str], steps: int, un
     union: also train on the union of these sets' module frames (the merged-skills baseline), named
     ``A+B-method``."""
     from ase_moma.finetune import FinetuneConfig
+    from ase_moma.finetune.methods import method_options
     from ase_moma.finetune.pipeline import finetune_potential
     from ase_moma.hub import Hub
     from ase_moma.loading import load_backbone
@@ -94,8 +96,8 @@ def train_modules(out: Path, sets: list[str], methods: list[str], steps: int, un
             if name in hub.names():
                 print(f"{name}: in the hub already", flush=True)
                 continue
-            method, preset = METHODS[label]
-            config = FinetuneConfig(method=method, preset=preset, batch_size=8, epochs=1000, patience=1000,
+            method, settings = METHODS[label]
+            config = FinetuneConfig(method=method, options=method_options(method, **settings), batch_size=8, epochs=1000, patience=1000,
                                     max_steps=steps, seed=0)
             start = time.perf_counter()
             tuned = out / "tuned" / name
@@ -178,7 +180,7 @@ def leave_one_out(out: Path, sets: list[str], sizes: list[int], seeds: list[int]
                     if same is not None:
                         row["tuned"], row["same_start_as"] = composed[same]["tuned"], same
                     else:
-                        config = FinetuneConfig(method="sparse", preset="L", batch_size=5, epochs=10_000,
+                        config = FinetuneConfig(method="sparse", batch_size=5, epochs=10_000,
                                                 patience=10_000, max_steps=steps, seed=seed)
                         start = time.perf_counter()
                         tuned = out / "runs" / folder.name

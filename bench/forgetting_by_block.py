@@ -25,6 +25,7 @@ import torch
 from ase_moma import load_backbone
 from ase_moma.delta import Delta, apply_delta
 from ase_moma.finetune import FinetuneConfig, Finetuner
+from ase_moma.finetune.methods import method_options
 from ase_moma.finetune.loss import evaluate
 from heldout_emt_alloy import emt_alloy_sets
 from sparse_mlip import FORGETTING_SET, METHODS, SETS, forgetting_probe, load_set, restrict_path_weights
@@ -70,11 +71,12 @@ def main() -> None:
     print(f"{args.set}, {args.epochs * 6} steps, seed {args.seed}; {FORGETTING_SET} force MAE before tuning "
           f"{probe.before:.1f} meV/Å")
     for label in args.methods:
-        method, preset = METHODS[label]
+        method, settings = METHODS[label]
         backbone = load_backbone("sevennet", device="cpu")
         if args.tune_kinds:
             restrict_path_weights(backbone, args.tune_kinds)
-        tuner = Finetuner(backbone, dataclasses.replace(config, method=method, preset=preset))
+        tuner = Finetuner(backbone, dataclasses.replace(config, method=method,
+                                                        options=method_options(method, **settings)))
         start = time.perf_counter()
         tuner.fit(data["train"], data["valid"], progress=False)
         change = tuner.export()

@@ -26,7 +26,7 @@ from ase.build import bulk
 from ase.calculators.emt import EMT
 
 from ase_moma import load_backbone
-from ase_moma.finetune import FinetuneConfig, Finetuner
+from ase_moma.finetune import FinetuneConfig, Finetuner, SparseOptions
 from ase_moma.finetune.loss import evaluate
 from ase_moma.finetune.potential_data import PotentialSet, label_frames, read_potential_set
 from anchor_fisher import AnchoredFinetuner, ReplayFinetuner
@@ -82,14 +82,15 @@ def main() -> None:
         backbone = load_backbone("sevennet", device=args.device)
         if args.tune_kinds:
             restrict_path_weights(backbone, args.tune_kinds)
-        config = FinetuneConfig(method=method, preset=preset, epochs=args.epochs, patience=args.epochs, batch_size=4,
-                                lr=float(lr), seed=args.seed, target_fraction=args.target_fraction)
+        options = SparseOptions(preset=preset, target_fraction=args.target_fraction) if method == "sparse" else None
+        config = FinetuneConfig(method=method, options=options, epochs=args.epochs, patience=args.epochs, batch_size=4,
+                                lr=float(lr), seed=args.seed)
         kind = ReplayFinetuner if args.replay else AnchoredFinetuner if args.anchored else Finetuner
         tuner = kind(backbone, config)
         start = time.perf_counter()
         result = tuner.fit(sets["train"], sets["valid"], progress=False)
-        moved = (f"{tuner.increments.moved_fraction():.3f}" if tuner.increments is not None
-                 else {"zero_shot": "none", "full": "all"}.get(method, method))
+        moved = tuner.method.metrics().get("path_weights_moved")
+        moved = f"{moved:.3f}" if moved is not None else {"zero_shot": "none", "full": "all"}.get(method, method)
         tuner.export()
         seconds = time.perf_counter() - start
         metrics = evaluate(backbone, tuner.graphs(sets["test"]), sets["test"], config.loss)

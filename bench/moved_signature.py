@@ -60,7 +60,7 @@ def _finetune(train: list, valid: list, out: Path, batch_size: int, steps: int, 
     from ase_moma.finetune import FinetuneConfig
     from ase_moma.finetune.pipeline import finetune_potential
 
-    config = FinetuneConfig(method="sparse", preset="L", batch_size=batch_size, epochs=1000, patience=1000,
+    config = FinetuneConfig(method="sparse", batch_size=batch_size, epochs=1000, patience=1000,
                             max_steps=steps, seed=seed)
     return finetune_potential("sevennet", train, valid, out, config, progress=False, overwrite=True,
                               stress_check=False)

@@ -37,13 +37,14 @@ from ase_moma import load_backbone
 from ase_moma.finetune import FinetuneConfig, Finetuner
 from ase_moma.finetune.loss import evaluate
 from ase_moma.finetune.potential_data import PotentialSet, read_potential_set, split_frames
+from ase_moma.finetune.methods import method_options
 from ase_moma.finetune.report import sparsity_report
 from anchor_fisher import AnchoredFinetuner
 
 DATA = Path(__file__).resolve().parents[2] / "shared" / "data" / "mlip"
 SETS = ("mlearn_Si", "mlearn_Ge", "mlearn_Li", "mlearn_Mo", "InP", "alexandria_val")
-METHODS = {"zero_shot": ("zero_shot", "L"), "readout": ("readout", "L"), "full": ("full", "L"),
-           "lora": ("lora", "L"), "sparse-L": ("sparse", "L"), "sparse-H": ("sparse", "H")}
+METHODS = {"zero_shot": ("zero_shot", {}), "readout": ("readout", {}), "full": ("full", {}), "lora": ("lora", {}),
+           "sparse-L": ("sparse", {"preset": "L"}), "sparse-H": ("sparse", {"preset": "H"})}  # label: (method, options)
 FORGETTING_SET = "alexandria_val"
 
 
@@ -132,9 +133,8 @@ def main() -> None:
     if not DATA.is_dir():
         parser.error(f"real data not found at {DATA}")
     caps = (24, 4, 12) if args.quick else None
-    base_config = (FinetuneConfig(batch_size=4, epochs=5, patience=5, tau_lr=args.tau_lr) if args.quick
-                   else FinetuneConfig(tau_lr=args.tau_lr))
-    base_config = dataclasses.replace(base_config, target_fraction=args.target_fraction)
+    base_config = FinetuneConfig(batch_size=4, epochs=5, patience=5) if args.quick else FinetuneConfig()
+    sparse_settings = {"tau_lr": args.tau_lr, "target_fraction": args.target_fraction}
     if args.lr is not None:
         base_config = dataclasses.replace(base_config, lr=args.lr)
     if args.epochs is not None:
@@ -152,9 +152,10 @@ def main() -> None:
               f"frames", flush=True)
         step_seconds = {}
         for label, seed in [(label, seed) for label in args.methods for seed in args.seeds]:
-            method, preset = METHODS[label]
+            method, settings = METHODS[label]
             backbone = load_backbone("sevennet", device=args.device)
-            config = dataclasses.replace(base_config, method=method, preset=preset, seed=seed)
+            options = method_options(method, **settings, **(sparse_settings if "preset" in settings else {}))
+            config = dataclasses.replace(base_config, method=method, options=options, seed=seed)
             tuner = (AnchoredFinetuner if args.anchored else Finetuner)(backbone, config)
             start = time.perf_counter()
             result = tuner.fit(data["train"], data["valid"], progress=False)

@@ -23,7 +23,7 @@ from ase.md.velocitydistribution import Stationary, thermalize_momenta
 from ase.md.verlet import VelocityVerlet
 
 from ase_moma import load_calculator
-from ase_moma.finetune import METHODS, PRESETS, FinetuneConfig, finetune_potential
+from ase_moma.finetune import METHODS, PRESETS, FinetuneConfig, SparseOptions, finetune_potential
 from ase_moma.finetune.potential_data import split_frames
 
 DATA = Path(__file__).resolve().parents[1] / "data"  # small real sets shipped in the repository
@@ -32,7 +32,8 @@ DATA = Path(__file__).resolve().parents[1] / "data"  # small real sets shipped i
 def adapt(train: list[Atoms] | Path, valid: list[Atoms] | Path, out: Path, *, method: str = "sparse",
           preset: str = "L", epochs: int = 3, batch_size: int = 8, device: str = "auto") -> dict:
     """Fine-tune SevenNet-0 on ``train`` (early stopping on ``valid``) into ``out``; print a summary."""
-    config = FinetuneConfig(method=method, preset=preset, epochs=epochs, batch_size=batch_size)
+    config = FinetuneConfig(method=method, options=SparseOptions(preset=preset) if method == "sparse" else None,
+                            epochs=epochs, batch_size=batch_size)
     record = finetune_potential("sevennet", train, valid, out, config, device=device, name="example",
                                 overwrite=True)
     valid_errors = record["metrics"]["valid"]

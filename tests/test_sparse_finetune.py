@@ -12,9 +12,10 @@ from scipy.spatial.transform import Rotation
 from ase_moma import load_backbone
 from ase_moma.finetune import FinetuneConfig, Finetuner
 from ase_moma.delta import apply_delta
-from ase_moma.finetune.increments import IncrementSet
+from ase_moma.finetune.lora import low_rank_increments
+from ase_moma.finetune.methods.sparse import SparseOptions
 from ase_moma.finetune.potential_data import read_potential_set
-from ase_moma.finetune.sparse import SIGMA, LayerThreshold, SparseIncrement, ThresholdOffset
+from ase_moma.finetune.sparse import SIGMA, LayerThreshold, SparseIncrement, SparseIncrements, ThresholdOffset
 
 STEPS = FinetuneConfig(method="sparse", batch_size=4, epochs=2, max_steps=2)
 
@@ -48,7 +49,7 @@ def test_threshold_pushed_high_prunes_everything_and_model_equals_base():
     backbone = load_backbone("sevennet", device="cpu", dtype="float64")
     frames = emt_copper(2, 5)
     before = _predict(backbone, frames)
-    increments = IncrementSet(backbone, "sparse")
+    increments = SparseIncrements(backbone)
     with torch.no_grad():
         for tau in increments.threshold_parameters():
             tau.fill_(20.0)  # δ = sigmoid(20) ≈ 1 > every |ΔW| drawn from N(0, 0.01²)
@@ -66,7 +67,8 @@ def test_sparse_tuning_moves_only_path_weights_and_only_its_budget(refit, target
     backbone = load_backbone("sevennet", device="cpu")
     pretrained = {k: v.clone() for k, v in backbone.model.state_dict().items()}
     train, valid = _sets()
-    config = FinetuneConfig(**{**STEPS.__dict__, "refit_references": refit, "target_fraction": target})
+    config = FinetuneConfig(**{**STEPS.__dict__, "refit_references": refit,
+                               "options": SparseOptions(target_fraction=target)})
     tuner = Finetuner(backbone, config)
     result = tuner.fit(train, valid, progress=False)
     delta = tuner.export()
@@ -83,7 +85,7 @@ def test_sparse_tuning_moves_only_path_weights_and_only_its_budget(refit, target
 
 def test_increments_start_down_the_gradient_on_the_entries_the_loss_is_most_sensitive_to():
     backbone = load_backbone("sevennet", device="cpu")
-    increments = IncrementSet(backbone, "sparse")
+    increments = SparseIncrements(backbone)
     generator = torch.Generator().manual_seed(0)
     parameters = dict(backbone.model.named_parameters())
     gradients = {w.name: torch.randn(parameters[w.name].shape, generator=generator, dtype=parameters[w.name].dtype)
@@ -135,7 +137,7 @@ def test_mace_path_weights_take_sparse_increments_and_stay_equivariant(sources):
     probe.numbers[2:] = 1
     probe.calc = None
     before = _predict(backbone, [probe])
-    increments = IncrementSet(backbone, "sparse")
+    increments = SparseIncrements(backbone)
     increments.attach(backbone)
     energy, forces, _ = _predict(backbone, [probe])
     assert not torch.equal(energy, before[0])
@@ -152,7 +154,7 @@ def test_mace_path_weights_take_sparse_increments_and_stay_equivariant(sources):
 
 def test_lora_starts_at_the_base_model_and_blocks_follow_paths():
     backbone = load_backbone("sevennet", device="cpu")
-    increments = IncrementSet(backbone, "lora", rank=2)
+    increments = low_rank_increments(backbone, rank=2)
     assert all(torch.count_nonzero(inc) == 0 for inc in increments.dense().values())
     linear = next(w for w in increments.path_weights if w.kind == "linear" and len(w.blocks) > 1)
     lora = increments.increments[linear.name.replace(".", ":")]
@@ -170,7 +172,7 @@ def test_baselines_train_under_the_same_trainer(method):
     backbone = load_backbone("sevennet", device="cpu")
     pretrained = {k: v.clone() for k, v in backbone.model.state_dict().items()}
     train, valid = _sets(4)
-    config = FinetuneConfig(**{**STEPS.__dict__, "method": method, "refit_references": False})
+    config = FinetuneConfig(**{**STEPS.__dict__, "method": method, "options": None, "refit_references": False})
     tuner = Finetuner(backbone, config)
     result = tuner.fit(train, valid, progress=False)
     delta = tuner.export()

@@ -8,8 +8,8 @@ from pathlib import Path
 from ase_moma.cli_options import output_flag, shared_flags
 from ase_moma.errors import UsageError
 from ase_moma.finetune.potential_data import STRESS_UNITS
+from ase_moma.finetune.methods import method_class, method_names
 from ase_moma.finetune.spin import SPIN_KINDS
-from ase_moma.finetune.trainer import METHODS, PRESETS
 
 
 def add_finetune_command(commands: argparse._SubParsersAction) -> None:
@@ -27,9 +27,7 @@ def add_finetune_command(commands: argparse._SubParsersAction) -> None:
     finetune.add_argument("--train", help="training set (extxyz with energy, forces, stress)")
     finetune.add_argument("--valid", help="validation set, for early stopping")
     finetune.add_argument("--test", help="test set, evaluated once at the end")
-    finetune.add_argument("--method", choices=METHODS, default="sparse")
-    finetune.add_argument("--preset", choices=list(PRESETS), default="L",
-                          help="sparse: threshold decay 0.01 (L, accurate) or 0.3 (H, sparser)")
+    finetune.add_argument("--method", choices=method_names(), default="sparse")
     finetune.add_argument("--name", help="task name recorded in the hub module (default: the --train stem)")
     finetune.add_argument("--epochs", type=int, help="default 100 (a composed model: 60)")
     finetune.add_argument("--batch-size", type=int, help="default 64 (a composed model: 32)")
@@ -38,11 +36,6 @@ def add_finetune_command(commands: argparse._SubParsersAction) -> None:
                           "the whole batch on a GPU")
     finetune.add_argument("--lr", type=float, help="default 1e-3 (a composed model: 8e-5)")
     finetune.add_argument("--head-lr", type=float, default=1e-3, help="a composed model's or the spin head's")
-    finetune.add_argument("--tau-lr", type=float, help="learning rate of the sparse thresholds (default: --lr)")
-    finetune.add_argument("--tau-decay", type=float, help="override the preset's threshold decay")
-    finetune.add_argument("--moved-fraction", "--target-sparsity", dest="moved_fraction", type=float, metavar="F",
-                          help="sparse: the fraction of path weights moved (default: the preset's, L 0.10, H 0.02); "
-                          "--target-sparsity is its deprecated old name")
     finetune.add_argument("--stress-unit", choices=list(STRESS_UNITS), default="eV/A^3",
                           help="the unit of the files' stress labels (converted to eV/Å³ on reading)")
     finetune.add_argument("--max-stress", type=float, metavar="EV_PER_A3",
@@ -61,16 +54,21 @@ def add_finetune_command(commands: argparse._SubParsersAction) -> None:
     finetune.add_argument("--forces-weight", type=float)
     finetune.add_argument("--stress-weight", type=float)
     finetune.add_argument("--magmoms-weight", type=float)
-    finetune.add_argument("--rank", type=int, default=4, help="LoRA rank")
     finetune.add_argument("--no-refit-references", action="store_true",
                           help="keep the per-element reference energies instead of refitting them")
     finetune.add_argument("--modalities", metavar="VIEWS",
                           help="a composed model only: views read beside the graph, e.g. graph,text,composition "
                                "(a fusion head, kept when it beats the graph model on validation)")
     finetune.add_argument("--seed", type=int, default=0)
+    method_flags = {}
+    for name in method_names():
+        group = finetune.add_argument_group(f"{name} options")
+        method_class(name).add_arguments(group)
+        method_flags[name] = {action.dest: (max(action.option_strings, key=len), action.default)
+                              for action in group._group_actions}
     unused = {action.dest: (max(action.option_strings, key=len), action.default) for action in finetune._actions
               if action.option_strings and action.dest not in COMPOSED_USES + ("help",)}
-    finetune.set_defaults(run=_finetune, composed_unused=unused)
+    finetune.set_defaults(run=_finetune, composed_unused=unused, method_flags=method_flags)
 
 
 COMPOSED_USES = ("epochs", "batch_size", "lr", "patience", "head_lr", "seed", "device", "modalities")
@@ -91,6 +89,11 @@ def _finetune(args: argparse.Namespace) -> int:
     if args.modalities is not None:
         raise UsageError("--modalities is for property models (finetune COMPOSED_DIR, hub train); "
                          "a potential reads its graph only")
+    foreign = sorted(flag for name, flags in args.method_flags.items() if name != args.method
+                     for dest, (flag, default) in flags.items() if getattr(args, dest) != default)
+    if foreign:
+        raise UsageError(f"{', '.join(foreign)} {'is' if len(foreign) == 1 else 'are'} not an option of "
+                         f"--method {args.method}")
     missing = [flag for flag, value in (("--backbone", args.backbone), ("--train", args.train),
                                         ("--valid", args.valid), ("-o", args.output)) if value is None]
     if missing:
@@ -106,10 +109,9 @@ def _finetune_potential(args: argparse.Namespace) -> int:
 
     given = {key: value for key, value in (("epochs", args.epochs), ("batch_size", args.batch_size),
                                            ("lr", args.lr), ("patience", args.patience)) if value is not None}
-    config = FinetuneConfig(method=args.method, preset=args.preset, tau_lr=args.tau_lr, tau_decay=args.tau_decay,
-                            target_fraction=args.moved_fraction,
+    config = FinetuneConfig(method=args.method, options=method_class(args.method).options_from(args),
                             max_steps=args.max_steps, refit_references=not args.no_refit_references,
-                            rank=args.rank, seed=args.seed, spin_head=args.spin_head, head_lr=args.head_lr,
+                            seed=args.seed, spin_head=args.spin_head, head_lr=args.head_lr,
                             exchange=not args.no_exchange, chunk_atoms=args.chunk_atoms, **given)
     weights = {key: value for key, value in (("energy", args.energy_weight), ("forces", args.forces_weight),
                                              ("stress", args.stress_weight), ("magmoms", args.magmoms_weight))

@@ -67,8 +67,7 @@ def write_tuned(out: str | Path, backbone: Backbone, base: dict[str, Any], delta
     data_record = {role: {"source": part.source, "frames": len(part), "sha256": part.data_hash(),
                           "dropped_over_max_stress": part.dropped or []}
                    for role, part in data.items()}
-    summary = {"method": config.method, "preset": config.preset if config.method == "sparse" else None,
-               "path_weights_updated": report["total"], "entries_changed": changed_entries(delta)}
+    summary = {**config.make_method().record(), "path_weights_updated": report["total"], "entries_changed": changed_entries(delta)}
     with atomic_directory(out, overwrite=overwrite) as tmp:
         model_sha = save_tensors(tmp / MODEL, dict(backbone.model.state_dict()))
         (tmp / MODULE).mkdir()

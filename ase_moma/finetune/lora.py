@@ -13,6 +13,9 @@ from typing import Sequence
 
 import torch
 
+from ase_moma.backbone import Backbone
+from ase_moma.finetune.increments import IncrementSet
+
 RANK = 4
 ALPHA = 8.0
 
@@ -57,3 +60,10 @@ def dense_blocks(shape: Sequence[int]) -> list[tuple[int, int, int, int]]:
     cols = int(shape[-1]) if len(shape) > 1 else 1
     rows = prod(int(s) for s in shape) // cols
     return [(0, rows * cols, rows, cols)]
+
+
+def low_rank_increments(backbone: Backbone, rank: int = RANK, alpha: float = ALPHA) -> IncrementSet:
+    """A :class:`LowRankIncrement` per path weight of ``backbone``, path by path where the weight has
+    e3nn paths (``PathWeight.blocks``), else over the whole weight. Draws A from torch's global generator."""
+    return IncrementSet(backbone, lambda weight, tensor: LowRankIncrement(
+        tensor, weight.blocks or dense_blocks(tensor.shape), rank, alpha))

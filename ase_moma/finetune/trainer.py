@@ -1,14 +1,15 @@
 """One trainer for every way of adapting a potential to new DFT data.
 
-Methods: ``zero_shot`` (no training), ``readout`` (the read-out layers only),
-``full`` (every weight), ``lora`` (low-rank increments on the path weights) and
-``sparse`` (STR increments on the path weights, held to a budget of weights
-moved: :mod:`ase_moma.finetune.sparse`). All use schedule-free AdamW, the
-Huber loss of :mod:`ase_moma.finetune.loss` and the shared training engine
-(seeded batches, early stopping on the validation loss with the best weights
-kept, a checkpoint after every epoch and resume). Before
-training, the per-element reference energies can be refitted to the training
-energies by least squares (a different DFT set-up shifts them). A spin head
+Methods are classes (:mod:`ase_moma.finetune.methods`): ``zero_shot`` (no
+training), ``readout`` (the read-out layers only), ``full`` (every weight),
+``lora`` (low-rank increments on the path weights), ``sparse`` (STR increments
+on the path weights, held to a budget of weights moved), and any a plugin
+registers. All use schedule-free AdamW, the Huber loss of
+:mod:`ase_moma.finetune.loss` and the shared training engine (seeded batches,
+early stopping on the validation loss with the best weights kept, a
+checkpoint after every epoch and resume). Before training, the per-element
+reference energies can be refitted to the training energies by least squares
+(a different DFT set-up shifts them). A spin head
 (:mod:`ase_moma.finetune.spin`) can ride on any method: it always trains
 densely, beside whatever the method moves (with ``zero_shot``, the backbone
 stays frozen and only the head trains).
@@ -17,7 +18,6 @@ stays frozen and only the head trains).
 from __future__ import annotations
 
 import dataclasses
-import math
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
@@ -28,49 +28,36 @@ import torch
 from ase_moma.backbone import Backbone
 from ase_moma.delta import Delta, apply_delta, state_delta
 from ase_moma.finetune.chunks import atom_chunks, default_chunk_atoms
-from ase_moma.finetune.exchange_start import ExchangeFit, fit_exchange, ordered_geometries
-from ase_moma.finetune.increments import IncrementSet
-from ase_moma.finetune.lora import ALPHA, RANK
+from ase_moma.finetune.exchange_start import ExchangeFit
 from ase_moma.finetune.loss import PotentialLoss, batch_labels, evaluate
+from ase_moma.finetune.methods import FinetuneMethod, MethodOptions, StartContext, method_class, method_names
+from ase_moma.finetune.methods.sparse import PRESETS
 from ase_moma.finetune.potential_data import PotentialSet
 from ase_moma.finetune.spin import SPIN_KINDS
+from ase_moma.finetune.spin_addon import SpinAddOn
 from ase_moma.finetune.spin_model import SpinBackbone
 from ase_moma.training.engine import EngineResult, Schedule, TrainingEngine
 from ase_moma.training.references import fit_reference_energies, shifts_of
 
-METHODS = ("zero_shot", "readout", "full", "lora", "sparse")
-
-
-@dataclass(frozen=True)
-class Preset:
-    """A sparse fine-tuning preset: λ_τ (the thresholds' decoupled weight decay, the paper's knob) and
-    the fraction of path weights moved (the budget)."""
-
-    tau_decay: float
-    moved: float
-
-
-# L (accurate): λ_τ 0.01 as in the paper's L, 10 % moved (the paper's L runs keep about 90 % sparse).
-# H (sparse): λ_τ 0.3 as in the paper's H, 2 % moved (inside the paper's 0.5–3 % headline range).
-PRESETS = {"L": Preset(tau_decay=0.01, moved=0.10), "H": Preset(tau_decay=0.3, moved=0.02)}
+METHODS = tuple(method_names())
 SPIN_LOSS = PotentialLoss(energy=1.0, forces=1.0, stress=1.0, magmoms=1.0)
+
+__all__ = ["METHODS", "PRESETS", "FinetuneConfig", "Finetuner"]
 
 
 @dataclass
 class FinetuneConfig:
     """How a potential is adapted.
 
-    method: one of METHODS. preset: ``"L"`` or ``"H"`` (see PRESETS), the
-    sparse method's fraction of path weights moved and threshold decay λ_τ;
-    ``target_fraction`` and ``tau_decay`` override them. lr, weight_decay: of
-    the trained weights (ΔW, LoRA factors, or the model's own; sparse ΔW
-    train at ``increment_lr()``); tau_lr: of the thresholds τ (default
-    ``lr``). epochs, patience: early stopping on the validation loss,
-    checked once per epoch; epochs 0 only starts (reference energies refitted,
-    a spin head at its ridge probe). max_steps: stop after this many optimiser steps
-    in all (short runs). refit_references: refit the
+    method: a registered method's name (METHODS); options: its options
+    (e.g. ``SparseOptions(preset="H")``, ``LoRAOptions(rank=8)``; None: its
+    defaults). lr, weight_decay: of the trained weights (a method may scale
+    the rate, as sparse increments do). epochs, patience: early stopping on the
+    validation loss, checked once per epoch; epochs 0 only starts (reference
+    energies refitted, a spin head at its ridge probe). max_steps: stop after
+    this many optimiser steps in all (short runs). refit_references: refit the
     per-element reference energies to the training energies before training.
-    rank, alpha: LoRA's. seed: of the increments' initialisation and the batch order.
+    seed: of the method's initialisation and the batch order.
     spin_head: ``"vector"``, ``"collinear"`` or None; head_lr: its learning rate.
     exchange: whether the spin head carries its exchange energy (False: moments only, J ≡ 0,
     the ablation without it); J starts at its least-squares fit to the training residuals.
@@ -85,20 +72,15 @@ class FinetuneConfig:
     """
 
     method: str = "sparse"
-    preset: str = "L"
+    options: MethodOptions | None = None
     epochs: int = 100
     batch_size: int = 64
     lr: float = 1e-3
     weight_decay: float = 1e-8
-    tau_lr: float | None = None
-    tau_decay: float | None = None
-    target_fraction: float | None = None
     patience: int = 10
     max_steps: int | None = None
     warmup_steps: int = 0
     refit_references: bool = True
-    rank: int = RANK
-    alpha: float = ALPHA
     seed: int = 0
     spin_head: str | None = None
     head_lr: float = 1e-3
@@ -111,39 +93,24 @@ class FinetuneConfig:
     def __post_init__(self) -> None:
         if self.loss is None:
             self.loss = SPIN_LOSS if self.spin_head else PotentialLoss()
+        if self.options is None and self.method in METHODS:
+            self.options = method_class(self.method).Options()
+
+    def make_method(self) -> FinetuneMethod:
+        """A fresh instance of the method with these options (ValueError for an unknown method or a
+        setting that cannot work)."""
+        return method_class(self.method)(self.options)
 
     def check(self) -> None:
-        if self.method not in METHODS:
-            raise ValueError(f"unknown fine-tuning method {self.method!r}; choose one of {', '.join(METHODS)}")
-        if self.preset not in PRESETS:
-            raise ValueError(f"unknown sparsity preset {self.preset!r}; choose one of {', '.join(PRESETS)}")
-        if self.rank < 1:
-            raise ValueError(f"rank must be at least 1, got {self.rank}")
+        self.make_method()
         self.schedule().check()
-        if self.target_fraction is not None and not 0 < self.target_fraction <= 1:
-            raise ValueError(f"the target fraction of path weights moved must lie in (0, 1], got "
-                             f"{self.target_fraction}")
         if self.spin_head is not None and self.spin_head not in SPIN_KINDS:
             raise ValueError(f"spin head must be one of {', '.join(SPIN_KINDS)}, got {self.spin_head!r}")
         if self.chunk_atoms is not None and self.chunk_atoms < 1:
             raise ValueError(f"a chunk must hold at least one atom, got chunk_atoms={self.chunk_atoms}")
-        if not self.lr > 0 or (self.tau_lr is not None and not self.tau_lr > 0):
+        if not self.lr > 0:
             raise ValueError("learning rates must be positive")
         self.loss.check()
-
-    def threshold_decay(self) -> float:
-        """λ_τ: ``tau_decay`` if set, else the preset's."""
-        return self.tau_decay if self.tau_decay is not None else PRESETS[self.preset].tau_decay
-
-    def increment_lr(self) -> float:
-        """The learning rate of the increments: ``lr``, over √f for sparse ones moving a fraction f of
-        the path weights, so that an Adam step (about lr per entry moved) moves the weights as far, in
-        Euclidean norm, as a step of full fine-tuning at ``lr``."""
-        return self.lr / math.sqrt(self.moved_fraction()) if self.method == "sparse" else self.lr
-
-    def moved_fraction(self) -> float:
-        """The fraction of path weights sparse fine-tuning moves: ``target_fraction``, else the preset's."""
-        return self.target_fraction if self.target_fraction is not None else PRESETS[self.preset].moved
 
     def schedule(self) -> Schedule:
         return Schedule(self.epochs, self.batch_size, self.patience, self.seed, self.max_steps)
@@ -160,8 +127,8 @@ class Finetuner:
 
     def __init__(self, backbone: Backbone, config: FinetuneConfig) -> None:
         config.check()
-        needed = {"sparse": ("path_weights",), "lora": ("path_weights",), "readout": ("readout",)}
-        backbone.require(f"{config.method} fine-tuning", *needed.get(config.method, ()))
+        self.method = config.make_method()
+        backbone.require(f"{config.method} fine-tuning", *self.method.requires)
         if config.refit_references:
             backbone.require("refitting reference energies (pass refit_references=False / "
                              "--no-refit-references to keep them)", "reference_energies")
@@ -170,15 +137,21 @@ class Finetuner:
         self.backbone = backbone
         self.config = config
         self.base_state = {k: v.detach().clone() for k, v in backbone.model.state_dict().items()}
-        self.increments: IncrementSet | None = None
         self.reference_shifts: dict[int, float] = {}
-        self.spin: SpinBackbone | None = None
-        self.exchange_start: ExchangeFit | None = None
-        if config.spin_head is not None:
-            torch.manual_seed(config.seed)
-            self.spin = SpinBackbone.for_backbone(backbone, config.spin_head, environment=config.exchange_environment,
-                                                  local_order=config.local_order)
+        self.spin_addon = None if config.spin_head is None else SpinAddOn(
+            backbone, config.spin_head, exchange=config.exchange, environment=config.exchange_environment,
+            local_order=config.local_order, lr=config.head_lr, weight_decay=config.weight_decay, seed=config.seed)
         self.model = self.spin or backbone  # what computes energies, forces (and moments)
+
+    @property
+    def spin(self) -> SpinBackbone | None:
+        """The backbone with its spin head attached (None without one)."""
+        return self.spin_addon.model if self.spin_addon is not None else None
+
+    @property
+    def exchange_start(self) -> ExchangeFit | None:
+        """The spin head's exchange start (None without one, or without exchange)."""
+        return self.spin_addon.exchange_start if self.spin_addon is not None else None
 
     def fit(self, train: PotentialSet, valid: PotentialSet, *, progress: bool = True,
             checkpoint: Path | None = None, run_hash: str = "") -> EngineResult:
@@ -189,31 +162,27 @@ class Finetuner:
         """
         if len(valid) == 0:
             raise ValueError("the validation set is empty: early stopping needs at least one structure")
-        config, backbone = self.config, self.backbone
-        if self.spin is not None and (train.magmoms is None or valid.magmoms is None):
-            raise ValueError("the spin head trains on moments: read the sets with "
-                             f"magmoms={config.spin_head!r}")
+        config, backbone, addon = self.config, self.backbone, self.spin_addon
+        if addon is not None:
+            addon.check(train, valid)
         train_graphs, valid_graphs = self.graphs(train), self.graphs(valid)
-        if self.spin is not None:
-            ordered = ordered_geometries(train.frames, [graph.spins.cpu().numpy() for graph in train_graphs])
-            self._start_magnitudes(train_graphs, train, open_environment=bool(ordered))
+        if addon is not None:
+            addon.start_magnitudes(train_graphs, train)
         if config.refit_references:
-            base_graphs = [g.graph for g in train_graphs] if self.spin is not None else train_graphs
+            base_graphs = [g.graph for g in train_graphs] if addon is not None else train_graphs
             reference = fit_reference_energies(backbone, base_graphs, train.frames, train.energy)
             self.reference_shifts = shifts_of(reference, train.frames)
             backbone.add_reference_energies(self.reference_shifts)
-        if self.spin is not None and config.exchange:
-            self.exchange_start = fit_exchange(self.spin, train_graphs, train, config.loss, geometries=ordered,
-                                               seed=config.seed)
-            if config.refit_references and self.exchange_start.reference_shifts:
-                backbone.add_reference_energies(self.exchange_start.reference_shifts)
-                for z, shift in self.exchange_start.reference_shifts.items():
+        if addon is not None:
+            shifts = addon.start_exchange(train_graphs, train, config.loss)
+            if config.refit_references and shifts:
+                backbone.add_reference_energies(shifts)
+                for z, shift in shifts.items():
                     self.reference_shifts[z] = self.reference_shifts.get(z, 0.0) + shift
         untouched = self._untouched(valid_graphs, valid)
-        gradients = self._path_gradients(train_graphs, train) if config.method == "sparse" else None
-        optimizer, tensors = self._prepare(gradients)
+        optimizer, tensors = self._prepare(lambda: self._path_gradients(train_graphs, train))
         engine = TrainingEngine(tensors, optimizer, config.schedule(), score="loss", modes=self._modes(optimizer),
-                                after_step=self._hold_budget,
+                                after_step=lambda steps: self.method.settle(),
                                 checkpoint=checkpoint, run_hash=run_hash, progress=progress, desc=config.method)
         counts = train.n_atoms()
         result = engine.run(len(train), lambda rows: self._batch_loss(train_graphs, train, counts, rows),
@@ -229,24 +198,23 @@ class Finetuner:
         reference energies refitted, a spin head at its start), for methods that change the backbone:
         a sparse start, or a few steps, can validate worse than the pretrained weights, and then
         training keeps these (:meth:`_keep_untouched`)."""
-        if self.config.method == "zero_shot":
+        if not self.method.trains_backbone:
             return None
         with torch.no_grad():
             state = {"model": {k: v.detach().clone() for k, v in self.backbone.model.state_dict().items()}}
-            if self.spin is not None:
-                state["head"] = {k: v.detach().clone() for k, v in self.spin.head.state_dict().items()}
+            if self.spin_addon is not None:
+                state["head"] = self.spin_addon.state()
         self.backbone.model.train(False)
         return self._validate(graphs, valid), state
 
     @torch.no_grad()
     def _keep_untouched(self, state: dict[str, dict[str, torch.Tensor]]) -> None:
-        """Put back the untouched backbone (and the spin head's start): increments removed unmerged."""
-        if self.increments is not None:
-            self.increments.detach()
-            self.increments = None
+        """Put back the untouched backbone (and the spin head's start): what the method attached is
+        dropped unmerged."""
+        self.method.discard()
         self.backbone.model.load_state_dict(state["model"])
-        if self.spin is not None:
-            self.spin.head.load_state_dict(state["head"])
+        if self.spin_addon is not None:
+            self.spin_addon.restore(state["head"])
 
     def _batch_loss(self, graphs: list[Any], data: PotentialSet, counts: np.ndarray, rows: list[int],
                     scale: float = 1.0) -> torch.Tensor:
@@ -278,63 +246,26 @@ class Finetuner:
                                        forces=loss.forces > 0, stress=loss.stress > 0)
         return loss(predicted, batch_labels(data, rows, self.backbone.device), **shares)
 
-    @torch.no_grad()
-    def _start_magnitudes(self, graphs: list[Any], train: PotentialSet, *, open_environment: bool,
-                          batch_size: int = 16) -> None:
-        """The spin head's magnitudes start at the ridge probe of the training |m_i| on the frozen
-        backbone's per-atom features, then of what it leaves on the training spins' order features
-        (LP-FT, as for property heads). J's view of the environment is pointed along those features'
-        main directions of variation where the training set gives some geometry in different orders
-        (``open_environment``), and stays shut (J of distance and species) where it gives none: how J changes with the
-        environment is learnt only from differences between orders, and without any it only fitted
-        the backbone's errors (fe_spin, bench/RESULTS.md). The projection is not trained: at the head's
-        learning rate a few steps moved it far enough to make J diverge."""
-        parts = [self.spin.features_and_order(self.spin.collate(graphs[i:i + batch_size]))
-                 for i in range(0, len(graphs), batch_size)]
-        features, order = (torch.cat(columns) for columns in zip(*parts))
-        magnitudes = torch.as_tensor(np.concatenate([_magnitudes(m) for m in train.magmoms]))
-        structures = torch.as_tensor(np.repeat(np.arange(len(train)), train.n_atoms()))
-        self.spin.head.start_from_probe(features, magnitudes, structures, order)
-        if open_environment:
-            self.spin.head.start_environment(features)
-
     def graphs(self, data: PotentialSet) -> list[Any]:
-        """The model's graphs of ``data``'s frames. With a spin head, each frame's spin configuration is
-        its DFT moments' directions (or signs), as a user sets it with set_initial_magnetic_moments."""
-        if self.spin is None:
-            return [self.backbone.graph(atoms) for atoms in data.frames]
-        if data.magmoms is None:
-            raise ValueError(f"the spin head needs the moments of {data.source}: read it with magmoms=...")
-        graphs = []
-        for atoms, moments in zip(data.frames, data.magmoms):
-            configured = atoms.copy()
-            configured.set_initial_magnetic_moments(None)  # (n,) and (n, 3) moments do not replace each other
-            configured.set_initial_magnetic_moments(moments)
-            graphs.append(self.spin.graph(configured))
-        return graphs
+        """The model's graphs of ``data``'s frames (with a spin head, each in its DFT spin configuration:
+        :meth:`SpinAddOn.graphs`)."""
+        if self.spin_addon is not None:
+            return self.spin_addon.graphs(data)
+        return [self.backbone.graph(atoms) for atoms in data.frames]
 
     def _validate(self, graphs: list[Any], valid: PotentialSet) -> dict[str, float]:
-        """The validation metrics, and for sparse increments the fraction of path weights moved now."""
-        metrics = evaluate(self.model, graphs, valid, self.config.loss)
-        if self._sparse():
-            metrics["path_weights_moved"] = self.increments.moved_fraction()
-        return metrics
+        """The validation metrics, and the method's own (e.g. the fraction of path weights moved now)."""
+        return {**evaluate(self.model, graphs, valid, self.config.loss), **self.method.metrics()}
 
     @torch.no_grad()
     def export(self) -> Delta:
-        """Merge the increments into the weights; the backbone becomes a plain tuned model.
+        """Merge what the method trained into the weights; the backbone becomes a plain tuned model.
 
         Returns the change from the pretrained weights; afterwards the model's
         state is exactly ``apply_delta(pretrained, delta)``.
         """
         model = self.backbone.model
-        if self.increments is not None:
-            dense = self.increments.dense()
-            self.increments.detach()
-            self.increments = None
-            parameters = dict(model.named_parameters())
-            for name, increment in dense.items():
-                parameters[name].copy_(parameters[name] + increment)
+        self.method.merge(model)
         delta = state_delta(self.base_state, model.state_dict())
         model.load_state_dict(self.base_state)
         apply_delta(model, delta)
@@ -343,8 +274,8 @@ class Finetuner:
         return delta
 
     def thresholds(self) -> dict[str, float]:
-        """``{layer: θ}`` of sparse increments (empty for other methods)."""
-        return self.increments.layer_thresholds() if self.increments is not None else {}
+        """``{layer: θ}`` of a thresholded method (empty for other methods)."""
+        return self.method.thresholds()
 
     def _path_gradients(self, graphs: list[Any], train: PotentialSet) -> dict[str, torch.Tensor]:
         """``{name: ∂L/∂W}`` of the mean training loss for every path weight W: one pass over the
@@ -371,42 +302,20 @@ class Finetuner:
             weight.requires_grad_(False)
         return gradients
 
-    def _prepare(self, gradients: dict[str, torch.Tensor] | None) -> tuple[Any, dict[str, torch.Tensor]]:
-        """Make the method's parameters trainable; the optimiser and ``{name: tensor}`` that training changes."""
+    def _prepare(self, path_gradients: Callable[[], dict[str, torch.Tensor]]
+                 ) -> tuple[Any, dict[str, torch.Tensor]]:
+        """Start the method (and the spin head); the optimiser and ``{name: tensor}`` that training changes."""
         import schedulefree
 
         config, backbone = self.config, self.backbone
         backbone.model.requires_grad_(False)
-        groups: list[dict[str, Any]] = []
-        tensors: dict[str, torch.Tensor] = {}
-        if config.method in ("sparse", "lora"):
-            torch.manual_seed(config.seed)
-            self.increments = IncrementSet(backbone, config.method, rank=config.rank, alpha=config.alpha)
-            self.increments.attach(backbone)
-            groups.append({"params": self.increments.increment_parameters(), "lr": config.increment_lr(),
-                           "weight_decay": config.weight_decay})
-            if config.method == "sparse":
-                groups.append({"params": self.increments.threshold_parameters(),
-                               "lr": config.tau_lr or config.lr, "weight_decay": config.threshold_decay()})
-                self.increments.start_along(gradients, config.moved_fraction())
-            tensors = {f"increments.{n}": t for n, t in self.increments.state_tensors().items()}
-        elif config.method in ("readout", "full"):
-            named = dict(backbone.model.named_parameters())
-            names = backbone.readout_parameters() if config.method == "readout" else list(named)
-            for name in names:
-                named[name].requires_grad_(True)
-                tensors[name] = named[name]
-            groups.append({"params": [named[n] for n in names], "lr": config.lr,
-                           "weight_decay": config.weight_decay})
-        if self.spin is not None:
-            head = dict(self.spin.head.named_parameters())
-            if not config.exchange:  # J ≡ 0: its network stays at its zero output, untrained
-                for name in [n for n in head if n.startswith(("exchange.", "species."))]:
-                    head.pop(name).requires_grad_(False)
-            tensors.update({f"spin_head.{n}": p for n, p in head.items()})
-            for name in [n for n in head if n.startswith("environment.")]:  # set at the start, not trained
-                head.pop(name).requires_grad_(False)
-            groups.append({"params": list(head.values()), "lr": config.head_lr, "weight_decay": config.weight_decay})
+        trainable = self.method.start(backbone, StartContext(config.lr, config.weight_decay, config.seed,
+                                                             path_gradients))
+        groups, tensors = list(trainable.groups), dict(trainable.tensors)
+        if self.spin_addon is not None:
+            head = self.spin_addon.trainable()
+            groups += head.groups
+            tensors.update(head.tensors)
         if not tensors:
             return None, {}
         optimizer = schedulefree.AdamWScheduleFree(groups, lr=config.lr, warmup_steps=config.warmup_steps)
@@ -414,27 +323,14 @@ class Finetuner:
 
     def _modes(self, optimizer: Any) -> Callable[[bool], None]:
         """Train mode builds the force graph for a second derivative; the schedule-free optimiser swaps
-        between its training and its averaged (evaluation) weights, and the sparsity budget is
-        re-imposed on whichever weights are current."""
+        between its training and its averaged (evaluation) weights, and the method settles on
+        whichever weights are current (a sparsity budget is re-imposed)."""
 
         def switch(training: bool) -> None:
             self.backbone.model.train(training)
             if optimizer is not None:
                 optimizer.train() if training else optimizer.eval()
-            self._hold_budget()
+            self.method.settle()
 
         return switch
 
-    def _hold_budget(self, steps: int = 0) -> None:
-        """Re-solve the cut c so that sparse increments move exactly their target fraction."""
-        if self._sparse():
-            self.increments.hold_fraction(self.config.moved_fraction())
-
-    def _sparse(self) -> bool:
-        """Whether sparse increments are attached (between preparing and exporting)."""
-        return self.increments is not None and self.increments.kind == "sparse"
-
-
-def _magnitudes(moments: np.ndarray) -> np.ndarray:
-    """|m| per atom of (n, 3) vectors or (n,) signed scalars."""
-    return np.linalg.norm(moments, axis=-1) if moments.ndim == 2 else np.abs(moments)
