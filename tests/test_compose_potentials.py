@@ -17,7 +17,7 @@ import numpy as np
 import pytest
 import torch
 from md_checks import nve_spread
-from pair_terms import GaussianPair, labelled, silicon_cells
+from pair_terms import AngularTriplet, GaussianPair, labelled, silicon_cells
 from safetensors.torch import load_file
 
 from ase_moma import load_backbone, load_calculator
@@ -35,6 +35,7 @@ from ase_moma.module_files import DELTA, HubIntegrityError
 
 A = GaussianPair(epsilon=0.06, r0=2.35, sigma=0.15)
 B = GaussianPair(epsilon=0.04, r0=3.85, sigma=0.2)
+ANGULAR = AngularTriplet(epsilon=1.4, r0=2.35, sigma=0.15)  # RMS force about A's
 STEPS = 20
 
 
@@ -227,3 +228,23 @@ def test_inspect_names_what_moved_and_how_two_modules_overlap(pair_hub, tmp_path
     shared = sum(len(set(deltas[0][n][0].tolist()) & set(deltas[1][n][0].tolist())) for n in deltas[0]
                  if n in deltas[1])
     assert overlap["shared"] == shared and 0 < overlap["by_chance"] and 0 < overlap["jaccard"] < 1
+
+
+def test_an_angular_perturbation_moves_more_l1_paths_than_a_radial_one(pair_hub, tmp_path):
+    """What sparse fine-tuning moves follows what the data ask for, beside the method's own preference
+    (every sparse module moves l = 0 paths at about 1.4× their share of all entries: bench/RESULTS.md):
+    a module fitted to an angular three-body term moves a larger share of l = 1 paths than the two
+    fitted to radial pair terms, on the same cells and recipe."""
+    from ase_moma.finetune.inspect import inspect_moved
+
+    calc = load_calculator("sevennet", device="cpu")
+    frames = labelled(silicon_cells(12, 1), [calc, ANGULAR.calculator()])
+    config = FinetuneConfig(method="sparse", batch_size=4, epochs=1000, patience=1000, max_steps=STEPS, seed=0)
+    finetune_potential("sevennet", frames[:9], frames[9:], tmp_path / "angular", config, device="cpu", progress=False)
+
+    def l1_share(folder) -> float:
+        report = inspect_moved(folder)
+        return report["per_l"]["1"]["updated"] / report["total"]["updated"]
+
+    radial = [l1_share(pair_hub.root / name) for name in ("pair_A", "pair_B")]
+    assert l1_share(tmp_path / "angular") > 1.3 * max(radial), (l1_share(tmp_path / "angular"), radial)
