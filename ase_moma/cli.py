@@ -161,7 +161,7 @@ def _predict(args: argparse.Namespace) -> int:
 def _rank_orders(frames: list, energies: list[float]) -> None:
     """Rank the spin configurations given for one geometry: info['order_rank'] (0 lowest) and
     info['energy_above_lowest_order'] (eV/atom) on each such frame, and a table on stdout."""
-    from ase_moma.finetune.spin_orders import rank_orders
+    from ase_moma.spin.orders import rank_orders
 
     ranks = rank_orders(frames, energies)
     if not ranks:

@@ -65,7 +65,7 @@ from ase_moma import load_backbone, load_calculator
 from ase_moma.finetune import FinetuneConfig, Finetuner
 from ase_moma.finetune.loss import evaluate
 from ase_moma.finetune.potential_data import read_potential_set
-from ase_moma.finetune.spin_orders import differ_in_order, geometry_key
+from ase_moma.spin.orders import differ_in_order, geometry_key
 
 DATA = Path(__file__).resolve().parents[2] / "shared" / "data" / "magnetic" / "fe_spin.extxyz"
 

@@ -11,7 +11,7 @@ from ase.build import bulk
 from ase_moma import load_backbone, load_calculator
 from ase_moma.checkpoints import UnsafeCheckpointError
 from ase_moma.compose import read_recipe
-from ase_moma.finetune.export import read_tuned
+from ase_moma.finetune.tuned_folder import read_tuned
 from ase_moma.module_files import HubIntegrityError
 
 

@@ -16,6 +16,7 @@ import ase.io
 import numpy as np
 import pytest
 import torch
+from loading_imports import training_imported_by_loading
 from md_checks import nve_spread
 from pair_terms import AngularTriplet, GaussianPair, labelled, silicon_cells
 from safetensors.torch import load_file
@@ -95,6 +96,11 @@ def test_baseline_strategies_and_the_knn_proxy_compose(pair_hub, tmp_path):
     knn = compose_potential(pair_hub.hub, pair_hub.mix, tmp_path / "knn", proxy="knn", k=3, device="cpu")
     assert knn["knn"]["k"] == 3 and all(np.isfinite(m["proxy_mae"]) for m in knn["modules"])
     assert sum(m["weight"] for m in knn["modules"]) + knn["potential"]["pretrained"]["weight"] == pytest.approx(1)
+
+
+def test_composed_and_tuned_potentials_load_without_training_code(pair_hub, composed):
+    assert training_imported_by_loading(composed) == []
+    assert training_imported_by_loading(pair_hub.root / "pair_A") == []
 
 
 def test_composed_potential_conserves_energy_and_its_forces_are_gradients(composed):

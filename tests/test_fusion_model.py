@@ -20,6 +20,7 @@ import torch
 from ase import Atoms
 from ase.build import bulk
 from ase.data import atomic_numbers, covalent_radii
+from loading_imports import training_imported_by_loading
 
 from ase_moma import load_calculator
 from ase_moma.hub import Hub, TrainConfig, train_module
@@ -83,6 +84,10 @@ def test_fusion_learns_what_only_the_composition_carries(fused_module):
     gates = meta["fusion"]["val_gates_mean"]
     assert set(gates) == {"graph", "composition", "composition_boosted", "joint", "text"}
     assert abs(sum(gates.values()) - 1) < 1e-9
+
+
+def test_a_fused_module_loads_without_training_code(fused_module):
+    assert training_imported_by_loading(fused_module[0]) == []
 
 
 def test_one_backbone_pass_gives_the_graph_prediction_and_its_features(fused_module):

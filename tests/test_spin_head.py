@@ -11,6 +11,7 @@ import pytest
 import torch
 from ase.build import bulk
 from ase.optimize import BFGS
+from loading_imports import training_imported_by_loading
 from md_checks import NVE_BOUND, nve_spread
 from potential_fixtures import small_iron
 from scipy.spatial.transform import Rotation
@@ -20,8 +21,8 @@ from ase_moma.calculators import MomaCalculator
 from ase_moma.cli import main
 from ase_moma.finetune import FinetuneConfig, Finetuner
 from ase_moma.finetune.potential_data import read_potential_set
-from ase_moma.finetune.spin import SpinHead
-from ase_moma.finetune.spin_model import SpinBackbone
+from ase_moma.spin.head import SpinHead
+from ase_moma.spin.model import SpinBackbone
 
 
 @pytest.fixture(scope="module")
@@ -259,6 +260,7 @@ def test_saved_head_gives_magnetic_moments_in_ase(tmp_path):
     assert main(["finetune", "--backbone", "sevennet", "--train", str(path), "--valid", str(path),
                  "--method", "sparse", "--spin-head", "vector", "--max-steps", "1", "--batch-size", "4",
                  "-o", str(out), "--device", "cpu"]) == 0
+    assert training_imported_by_loading(out) == []
     calc = load_calculator(str(out), device="cpu")
     assert isinstance(calc, MomaCalculator) and "magmoms" in calc.implemented_properties
     assert calc.backbone.head.parallel_reference

@@ -16,7 +16,7 @@ from ase_moma.cli import main
 from ase_moma.compose import compose
 from ase_moma.compose.potential import compose_potential
 from ase_moma.delta import apply_delta, read_delta
-from ase_moma.finetune.export import FINETUNE_JSON, MODEL, MODULE
+from ase_moma.finetune.tuned_folder import FINETUNE_JSON, MODEL, MODULE
 from ase_moma.hub import Hub
 from ase_moma.module_files import DELTA, HubIntegrityError
 

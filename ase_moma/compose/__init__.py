@@ -1,19 +1,26 @@
-"""MoMa adaptive module composition: embed, kNN proxy, simplex weights, merge, fine-tune."""
+"""MoMa adaptive module composition: embed, kNN proxy, simplex weights, merge, fine-tune.
 
-from ase_moma.compose.composed import load_composed_backbone, load_composed_model
-from ase_moma.compose.composer import compose, replay
-from ase_moma.compose.delta_merge import MERGES, merge_deltas
-from ase_moma.compose.embeddings import module_embeddings
-from ase_moma.compose.finetune import DOWNSTREAM, finetune_composed
-from ase_moma.compose.knn import knn_proxy, spearman
-from ase_moma.compose.merge import merge_safetensors
-from ase_moma.compose.potential import POTENTIAL_STRATEGIES, compose_potential
-from ase_moma.compose.potential_weights import solve_potential_weights
-from ase_moma.compose.recipe import read_recipe
-from ase_moma.compose.strategies import STRATEGIES, strategy_weights
-from ase_moma.compose.weights import WeightSolution, solve_weights
+The names below are imported on first use, so that loading a composed model
+(:mod:`ase_moma.compose.composed`) imports no training code.
+"""
 
-__all__ = ["DOWNSTREAM", "MERGES", "POTENTIAL_STRATEGIES", "STRATEGIES", "WeightSolution", "compose",
-           "compose_potential", "finetune_composed", "knn_proxy", "load_composed_backbone", "load_composed_model",
-           "merge_deltas", "merge_safetensors", "module_embeddings", "read_recipe", "replay",
-           "solve_potential_weights", "solve_weights", "spearman", "strategy_weights"]
+from __future__ import annotations
+
+from importlib import import_module
+from typing import Any
+
+_WHERE = {"DOWNSTREAM": "finetune", "MERGES": "delta_merge", "POTENTIAL_STRATEGIES": "potential", "STRATEGIES":
+          "strategies", "WeightSolution": "weights", "compose": "composer", "compose_potential":
+          "potential", "finetune_composed": "finetune", "knn_proxy": "knn", "load_composed_backbone":
+          "composed", "load_composed_model": "composed", "merge_deltas": "delta_merge", "merge_safetensors":
+          "merge", "module_embeddings": "embeddings", "read_recipe": "recipe", "replay": "composer",
+          "solve_potential_weights": "potential_weights", "solve_weights": "weights", "spearman": "knn",
+          "strategy_weights": "strategies"}
+
+__all__ = sorted(_WHERE)
+
+
+def __getattr__(name: str) -> Any:
+    if name not in _WHERE:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    return getattr(import_module(f"{__name__}.{_WHERE[name]}"), name)

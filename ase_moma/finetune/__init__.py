@@ -4,12 +4,23 @@
 >>> config = FinetuneConfig(method="sparse", options=SparseOptions(preset="H"))
 >>> finetune_potential("sevennet", "train.extxyz", "valid.extxyz", "OUT/", config)
 
-Each method is a class with its own options (:mod:`ase_moma.finetune.methods`).
+Each method is a class with its own options (:mod:`ase_moma.finetune.methods`). The names below are
+imported on first use, so that reading a tuned potential back (:mod:`ase_moma.finetune.tuned_folder`)
+imports no training code.
 """
 
-from ase_moma.finetune.methods.lora import LoRAOptions
-from ase_moma.finetune.methods.sparse import PRESETS, SparseOptions
-from ase_moma.finetune.pipeline import finetune_potential
-from ase_moma.finetune.trainer import METHODS, FinetuneConfig, Finetuner
+from __future__ import annotations
 
-__all__ = ["METHODS", "PRESETS", "FinetuneConfig", "Finetuner", "LoRAOptions", "SparseOptions", "finetune_potential"]
+from importlib import import_module
+from typing import Any
+
+_WHERE = {"METHODS": "trainer", "FinetuneConfig": "trainer", "Finetuner": "trainer", "PRESETS": "methods.sparse",
+          "SparseOptions": "methods.sparse", "LoRAOptions": "methods.lora", "finetune_potential": "pipeline"}
+
+__all__ = sorted(_WHERE)
+
+
+def __getattr__(name: str) -> Any:
+    if name not in _WHERE:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    return getattr(import_module(f"{__name__}.{_WHERE[name]}"), name)

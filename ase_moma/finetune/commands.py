@@ -9,7 +9,7 @@ from ase_moma.cli_options import output_flag, shared_flags
 from ase_moma.errors import UsageError
 from ase_moma.finetune.potential_data import STRESS_UNITS
 from ase_moma.finetune.methods import method_class, method_names
-from ase_moma.finetune.spin import SPIN_KINDS
+from ase_moma.spin.head import SPIN_KINDS
 
 
 def add_finetune_command(commands: argparse._SubParsersAction) -> None:

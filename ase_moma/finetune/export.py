@@ -1,4 +1,4 @@
-"""A fine-tuned potential on disk (``ase-moma finetune --backbone ... -o OUT/``), and loading it back.
+"""Writing a fine-tuned potential's folder (``ase-moma finetune --backbone ... -o OUT/``).
 
 OUT/ holds ``finetune.json`` (the base backbone's record with its fingerprint,
 method, settings, data hashes, history, metrics), ``model.safetensors`` (the
@@ -7,7 +7,8 @@ original), ``module/`` (a hub module of kind ``delta``: the change from the
 pretrained weights as indices + values, for ``ase-moma hub add``),
 ``report.json`` and ``sparsity.png`` (which path weights moved), and with a
 spin head ``spin_head.safetensors`` (its settings are in finetune.json). It is
-written as one atomic directory; loading checks every checksum.
+written as one atomic directory. Reading it back is
+:mod:`ase_moma.finetune.tuned_folder`'s, which imports no training code.
 """
 
 from __future__ import annotations
@@ -16,33 +17,18 @@ import dataclasses
 from pathlib import Path
 from typing import Any
 
-import torch
-
 from ase_moma.atomic_io import atomic_directory
 from ase_moma.backbone import Backbone
 from ase_moma.delta import Delta, changed_entries, delta_tensors
 from ase_moma.finetune.potential_data import PotentialSet
 from ase_moma.finetune.report import sparsity_chart, sparsity_report
-from ase_moma.finetune.spin import SpinHead
-from ase_moma.finetune.spin_model import SpinBackbone
 from ase_moma.finetune.trainer import FinetuneConfig
-from ase_moma.module_files import (DELTA, load_state, load_tensors, read_folder_record, save_tensors, verify_files,
-                                   write_json, write_module_folder)
-from ase_moma.provenance import load_recorded_backbone
-from ase_moma.saved_models import SavedModelKind
+from ase_moma.finetune.tuned_folder import CHART, FINETUNE_JSON, MODEL, MODULE, REPORT, SCHEMA
+from ase_moma.module_files import DELTA, save_tensors, write_json, write_module_folder
+from ase_moma.spin.files import SPIN_HEAD, head_record
+from ase_moma.spin.model import SpinBackbone
 from ase_moma.training.engine import EngineResult
 from ase_moma.version import CREATED_BY
-
-FINETUNE_JSON = "finetune.json"
-LEGACY_HEAD = {"parallel_reference": False, "exchange_unit": 1.0, "environment": False, "local_order": False}
-"""The spin-head settings of files written before they were recorded: J in eV/μB², exchange ½ Σ J m_i·m_j, J of
-distance and species only, magnitudes of geometry only."""
-MODEL = "model.safetensors"
-MODULE = "module"
-REPORT = "report.json"
-CHART = "sparsity.png"
-SPIN_HEAD = "spin_head.safetensors"
-SCHEMA = "ase-moma/finetune-1"
 
 
 def write_tuned(out: str | Path, backbone: Backbone, base: dict[str, Any], delta: Delta,
@@ -88,38 +74,6 @@ def write_tuned(out: str | Path, backbone: Backbone, base: dict[str, Any], delta
                   "files": {MODEL: model_sha}, "spin_head": None, "created_by": CREATED_BY}
         if spin is not None:
             record["files"][SPIN_HEAD] = save_tensors(tmp / SPIN_HEAD, dict(spin.head.state_dict()))
-            record["spin_head"] = {"config": spin.head.config(),
-                                   "parameters": sum(p.numel() for p in spin.head.parameters()),
-                                   "fraction_of_backbone": spin.parameter_fraction(),
-                                   "exchange_start": exchange_start}
+            record["spin_head"] = head_record(spin, exchange_start)
         write_json(tmp / FINETUNE_JSON, record)
     return record
-
-
-def read_tuned(out: str | Path) -> dict[str, Any]:
-    """finetune.json of ``out``; a clear error when ``out`` is not a fine-tuned potential."""
-    return read_folder_record(out, FINETUNE_JSON, "fine-tuning record", SCHEMA, "a fine-tuned potential")
-
-
-def load_tuned_backbone(out: str | Path, device: str | torch.device = "auto",
-                        dtype: str | torch.dtype = "float32") -> Backbone:
-    """The fine-tuned potential in ``out`` as a backbone: its base (fingerprint checked) with the
-    tuned weights of ``model.safetensors`` (checksum checked), and its spin head when it has one
-    (a :class:`SpinBackbone`, which predicts moments). Its fingerprint identifies the weights."""
-    record = read_tuned(out)
-    verify_files(Path(out), record["files"], str(Path(out) / FINETUNE_JSON))
-    backbone = load_recorded_backbone(record["backbone"], f"the fine-tuned potential in {out}", device, dtype)
-    load_state(backbone.model, load_tensors(Path(out) / MODEL), Path(out) / MODEL)
-    backbone.mark_saved(str(Path(out).resolve()))
-    if record.get("spin_head"):
-        head = SpinHead(**{**LEGACY_HEAD, **record["spin_head"]["config"]})
-        load_state(head, load_tensors(Path(out) / SPIN_HEAD), Path(out) / SPIN_HEAD)
-        backbone = SpinBackbone(backbone, head)
-    return backbone
-
-
-class TunedFolder(SavedModelKind):
-    """An ``ase-moma finetune --backbone`` output folder: a plain tuned potential (+ its spin head)."""
-
-    name, marker, loader = "tuned", FINETUNE_JSON, staticmethod(load_tuned_backbone)
-    description = "ase-moma finetune --backbone output (finetune.json): a tuned potential"

@@ -36,7 +36,7 @@ class MovedEntries:
 
 def read_moved(folder: str | Path) -> MovedEntries:
     """The change a tuned folder or a potential module folder holds (files verified)."""
-    from ase_moma.finetune.export import MODULE
+    from ase_moma.finetune.tuned_folder import MODULE
 
     folder = Path(folder)
     module = folder / MODULE if (folder / TUNED_RECORD).is_file() else folder

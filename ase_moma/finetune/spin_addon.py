@@ -4,7 +4,7 @@ data, and trained densely at its own learning rate beside whatever the method mo
 Its start, in order: the moments' magnitudes at a ridge probe of the training |m_i|
 (:meth:`SpinAddOn.start_magnitudes`), then, after the reference energies are refitted, the exchange J
 at its least-squares fit to what the backbone leaves of the training energies
-(:meth:`SpinAddOn.start_exchange`, :mod:`ase_moma.finetune.exchange_start`).
+(:meth:`SpinAddOn.start_exchange`, :mod:`ase_moma.spin.exchange_start`).
 """
 
 from __future__ import annotations
@@ -15,10 +15,10 @@ import numpy as np
 import torch
 
 from ase_moma.backbone import Backbone
-from ase_moma.finetune.exchange_start import ExchangeFit, fit_exchange, ordered_geometries
+from ase_moma.spin.exchange_start import ExchangeFit, fit_exchange, ordered_geometries
 from ase_moma.finetune.methods.base import Trainable
 from ase_moma.finetune.potential_data import PotentialSet
-from ase_moma.finetune.spin_model import SpinBackbone
+from ase_moma.spin.model import SpinBackbone
 
 
 class SpinAddOn:

@@ -10,7 +10,7 @@ early stopping on the validation loss with the best weights kept, a
 checkpoint after every epoch and resume). Before training, the per-element
 reference energies can be refitted to the training energies by least squares
 (a different DFT set-up shifts them). A spin head
-(:mod:`ase_moma.finetune.spin`) can ride on any method: it always trains
+(:mod:`ase_moma.spin.head`) can ride on any method: it always trains
 densely, beside whatever the method moves (with ``zero_shot``, the backbone
 stays frozen and only the head trains).
 """
@@ -28,14 +28,14 @@ import torch
 from ase_moma.backbone import Backbone
 from ase_moma.delta import Delta, apply_delta, state_delta
 from ase_moma.finetune.chunks import atom_chunks, default_chunk_atoms
-from ase_moma.finetune.exchange_start import ExchangeFit
+from ase_moma.spin.exchange_start import ExchangeFit
 from ase_moma.finetune.loss import PotentialLoss, batch_labels, evaluate
 from ase_moma.finetune.methods import FinetuneMethod, MethodOptions, StartContext, method_class, method_names
 from ase_moma.finetune.methods.sparse import PRESETS
 from ase_moma.finetune.potential_data import PotentialSet
-from ase_moma.finetune.spin import SPIN_KINDS
+from ase_moma.spin.head import SPIN_KINDS
 from ase_moma.finetune.spin_addon import SpinAddOn
-from ase_moma.finetune.spin_model import SpinBackbone
+from ase_moma.spin.model import SpinBackbone
 from ase_moma.training.engine import EngineResult, Schedule, TrainingEngine
 from ase_moma.training.references import fit_reference_energies, shifts_of
 

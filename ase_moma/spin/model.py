@@ -12,7 +12,7 @@ import torch
 from ase import Atoms
 
 from ase_moma.backbone import Backbone, BackboneOutput, NodeFeatures, PathWeight
-from ase_moma.finetune.spin import SpinHead
+from ase_moma.spin.head import SpinHead
 
 DEFAULT_ORDER = ("no initial magnetic moments are set: assuming ferromagnetic order (every spin up, along z), "
                  "as VASP does; set atoms.set_initial_magnetic_moments to choose the spin configuration")

@@ -10,7 +10,7 @@ optimiser steps, or a validation that keeps the start, can no longer leave
 J ≡ 0 and every spin configuration of a structure at one energy.
 
 The head's exchange is referenced to the parallel order (zero when every
-moment is parallel, :mod:`ase_moma.finetune.spin`), so a ferromagnetic frame
+moment is parallel, :mod:`ase_moma.spin.head`), so a ferromagnetic frame
 gives J nothing to fit and J only takes what the spins' relative orientation
 explains. The level that reference moves out of the head (½ Σ J |m_i||m_j|, a
 constant per atom on one lattice) is the backbone's to carry: beside J the fit
@@ -47,7 +47,7 @@ import torch
 from ase_moma.backbone import Edges, NodeFeatures
 from ase_moma.finetune.loss import PotentialLoss
 from ase_moma.finetune.potential_data import PotentialSet
-from ase_moma.finetune.spin_orders import differ_in_order, repeated_geometries
+from ase_moma.spin.orders import differ_in_order, repeated_geometries
 
 RIDGE_GRID = np.logspace(-8, 0, 9)
 """Ridge strengths, relative to the mean diagonal of the normal matrix: from a plain least-squares fit of
@@ -98,7 +98,7 @@ def fit_exchange(spin: Any, graphs: Sequence[Any], data: PotentialSet, loss: Pot
                  geometries: dict[int, int], batch_size: int = 16, seed: int = 0) -> ExchangeFit:
     """Fit J's last layer to ``data``'s energy and force residuals and set it on ``spin.head``.
 
-    spin: a :class:`~ase_moma.finetune.spin_model.SpinBackbone` (residuals are taken from its base
+    spin: a :class:`~ase_moma.spin.model.SpinBackbone` (residuals are taken from its base
     alone, so whatever J it holds now is replaced); graphs: its graphs of ``data``'s frames (with
     their spin configurations); loss: its weights of energy per atom and forces set the rows' weights;
     geometries: :func:`ordered_geometries` of the frames, each of which gets an energy of its own.

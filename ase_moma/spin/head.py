@@ -276,7 +276,7 @@ class SpinHead(torch.nn.Module):
         and the envelope are included.
 
         J is linear in the last layer, so a least-squares fit of it to energy and force residuals is a
-        closed-form start (:mod:`ase_moma.finetune.exchange_start`).
+        closed-form start (:mod:`ase_moma.spin.exchange_start`).
         """
         hidden = self.exchange[:-1](self._exchange_inputs(length, edges, features)).to(length.dtype)
         ones = torch.ones_like(length)[:, None]
