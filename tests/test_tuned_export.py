@@ -115,7 +115,6 @@ def test_delta_modules_join_a_hub_and_compose_as_potentials(tuned, tmp_path):
 
 def test_an_interrupted_finetune_resumes_and_ends_with_the_same_files(tmp_path, monkeypatch):
     import ase_moma.training.engine as engine
-    from ase_moma.finetune.pipeline import work_folder
 
     train, valid = _write_sets(tmp_path, 3)
     arguments = ["finetune", "--backbone", "sevennet", "--train", str(train), "--valid", str(valid),
@@ -132,10 +131,10 @@ def test_an_interrupted_finetune_resumes_and_ends_with_the_same_files(tmp_path, 
     monkeypatch.setattr(engine, "save_checkpoint", interrupted)
     with pytest.raises(KeyboardInterrupt):
         main(arguments + ["-o", str(tmp_path / "resumed")])
-    assert not (tmp_path / "resumed").exists() and work_folder(tmp_path / "resumed").is_dir()
+    assert not (tmp_path / "resumed").exists() and (tmp_path / ".work" / "resumed").is_dir()
     assert main(arguments + ["-o", str(tmp_path / "resumed")]) == 0
     assert saved == [1, 2, 3]  # the second call went on from epoch 1 instead of starting again
-    assert not work_folder(tmp_path / "resumed").exists()
+    assert not (tmp_path / ".work" / "resumed").exists()
     whole, resumed = tmp_path / "whole", tmp_path / "resumed"
     assert sorted(p.relative_to(whole) for p in whole.rglob("*")) == \
         sorted(p.relative_to(resumed) for p in resumed.rglob("*"))

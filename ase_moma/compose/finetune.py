@@ -18,10 +18,7 @@ same backbone.
 from __future__ import annotations
 
 import dataclasses
-import hashlib
-import json
 import re
-import shutil
 from pathlib import Path
 from typing import Any
 
@@ -32,6 +29,7 @@ from ase_moma.fitting import TrainConfig, build_property_model, evaluate, fit, m
 from ase_moma.module_files import write_module_folder
 from ase_moma.stage_clock import StageClock
 from ase_moma.labelled_data import load_task_data
+from ase_moma.training.work_folder import WorkFolder
 
 DOWNSTREAM = TrainConfig(epochs=60, batch_size=32, lr=8e-5, head_lr=1e-3, patience=10, mode="downstream")
 """MoMa's downstream settings for JMP-L (batch 32, lr 8e-5, ≤ 60 epochs, patience 10)."""
@@ -42,7 +40,7 @@ def finetune_composed(out: str | Path, config: TrainConfig | None = None, *, dev
     """Fine-tune the composed model in ``out``; write ``OUT/model/``; return its module.json.
 
     config: training settings (default DOWNSTREAM); its ``kind`` is the
-    composition's. An interrupted run resumes from ``OUT/.work/``.
+    composition's. An interrupted run resumes from ``OUT/.work/model/`` (:mod:`ase_moma.training.work_folder`).
     plain_fallback: keep the plain backbone's probe when it beats the
     composition on validation (off only to measure a composition as it is,
     e.g. each module's own fine-tuned error against its kNN proxy).
@@ -72,11 +70,10 @@ def finetune_composed(out: str | Path, config: TrainConfig | None = None, *, dev
         plain_val = evaluate(plain, {"val": parts["val"]}, float(task_data.train.targets.mean()))["val_mae"]
         clock.lap("plain backbone probe")
     model = build_property_model(backbone, config, readout, parts["train"][0], task_data.train, adapters)
-    work = out / ".work"
     data_hashes = {"train_hash": task["train_hash"], "val_hash": task_data.val.data_hash()}
-    run_hash = hashlib.sha256(json.dumps({"merged": recipe["merged"], "config": dataclasses.asdict(config),
-                                          **data_hashes}, sort_keys=True).encode()).hexdigest()
-    result = fit(model, config, *parts["train"], *parts["val"], work, run_hash, progress=progress,
+    work = WorkFolder.for_output(out, FINETUNED, {"merged": recipe["merged"], "config": dataclasses.asdict(config),
+                                                  **data_hashes})
+    result = fit(model, config, *parts["train"], *parts["val"], work.path, work.run_hash, progress=progress,
                  desc=f"fine-tune {task['task']}", to_beat=plain_val)
     clock.lap("fine-tune")
     kept = "fine-tuned composition"
@@ -95,7 +92,7 @@ def finetune_composed(out: str | Path, config: TrainConfig | None = None, *, dev
     meta["timings"] = clock.seconds
     with atomic_directory(out / FINETUNED, overwrite=True) as tmp:
         write_module_folder(tmp, meta, tensors, recipe["backbone"])
-    shutil.rmtree(work, ignore_errors=True)
+    work.remove()
     return meta
 
 

@@ -1,17 +1,15 @@
 """``finetune_potential``: load the backbone, check it can do what is asked, read the data, adapt,
 evaluate, write OUT/ — the CLI's job.
 
-Every epoch leaves a checkpoint in ``.OUT.work/`` beside OUT/; the same call
-after an interruption resumes from it and ends with the same tuned weights as
-an uninterrupted run. The checkpoint is removed once OUT/ is written.
+Every epoch leaves a checkpoint in ``.work/OUT/`` beside OUT/
+(:mod:`ase_moma.training.work_folder`); the same call after an interruption
+resumes from it and ends with the same tuned weights as an uninterrupted run.
+The checkpoint is removed once OUT/ is written.
 """
 
 from __future__ import annotations
 
 import dataclasses
-import hashlib
-import json
-import shutil
 from pathlib import Path
 from typing import Any, Sequence
 
@@ -26,14 +24,9 @@ from ase_moma.finetune.potential_data import PotentialSet, check_stress_unit, re
 from ase_moma.finetune.trainer import FinetuneConfig, Finetuner
 from ase_moma.loading import load_backbone
 from ase_moma.provenance import backbone_record
+from ase_moma.training.work_folder import WorkFolder
 
 DataSource = str | Path | Sequence[Atoms]
-
-
-def work_folder(out: str | Path) -> Path:
-    """Where the checkpoints of a run writing ``out`` are kept: ``.OUT.work`` beside it."""
-    out = Path(out)
-    return out.with_name(f".{out.name}.work")
 
 
 def finetune_potential(backbone: str, train: DataSource, valid: DataSource, out: str | Path,
@@ -79,13 +72,12 @@ def finetune_potential(backbone: str, train: DataSource, valid: DataSource, out:
             if all("stress" in row for row in rows):
                 predicted = np.stack([voigt_6_to_full_3x3_stress(row["stress"]) for row in rows])
                 check_stress_unit(predicted, _first(part, len(rows)), stress_unit)
-    work = work_folder(out)
-    run_hash = hashlib.sha256(json.dumps({
+    work = WorkFolder.for_output(Path(out).parent, Path(out).name, {
         "base": base["fingerprint"], "config": _defining(config),
-        "data": {role: part.data_hash() for role, part in data.items()}}, sort_keys=True).encode()).hexdigest()
-    result = tuner.fit(data["train"], data["valid"], progress=progress, checkpoint=work, run_hash=run_hash)
+        "data": {role: part.data_hash() for role, part in data.items()}})
+    result = tuner.fit(data["train"], data["valid"], progress=progress, checkpoint=work.path, run_hash=work.run_hash)
     if result.resumed_from and progress:
-        print(f"resumed from the checkpoint of epoch {result.resumed_from} in {work}")
+        print(f"resumed from the checkpoint of epoch {result.resumed_from} in {work.path}")
     thresholds = tuner.thresholds()
     delta = tuner.export()
     metrics = {role: evaluate(tuner.model, tuner.graphs(part), part, config.loss)
@@ -94,7 +86,7 @@ def finetune_potential(backbone: str, train: DataSource, valid: DataSource, out:
     record = write_tuned(out, model, base, delta, config, result, data, metrics, name=task, overwrite=overwrite,
                          spin=tuner.spin, thresholds=thresholds, reference_shifts=tuner.reference_shifts,
                          exchange_start=tuner.exchange_start.record() if tuner.exchange_start else None)
-    shutil.rmtree(work, ignore_errors=True)
+    work.remove()
     return record
 
 

@@ -8,9 +8,6 @@ builds graphs and writes the result into the hub.
 from __future__ import annotations
 
 import dataclasses
-import hashlib
-import json
-import shutil
 from pathlib import Path
 from typing import Any
 
@@ -19,6 +16,7 @@ from ase_moma.fitting import TrainConfig, build_property_model, fit, module_reco
 from ase_moma.hub.store import Hub, check_module_name
 from ase_moma.labelled_data import load_task_data
 from ase_moma.registry import backbone_class
+from ase_moma.training.work_folder import WorkFolder
 
 
 def train_module(hub: Hub | str | Path, name: str, data: str | Path, target: str, *,
@@ -49,21 +47,15 @@ def train_module(hub: Hub | str | Path, name: str, data: str | Path, target: str
     readout = config.resolved_readout(target)
     model = build_property_model(backbone, config, readout, parts["train"][0], task_data.train)
     data_hashes = {"train_hash": task_data.train.data_hash(), "val_hash": task_data.val.data_hash()}
-    run_hash = _run_hash(hub, name, target, config, readout, data_hashes)
-    work = hub.path / ".work" / name
-    result = fit(model, config, *parts["train"], *parts["val"], work, run_hash, progress=progress,
+    work = WorkFolder.for_output(hub.path, name, {"hub": hub.backbone["fingerprint"], "name": name, "target": target,
+                                                  "readout": readout, "config": dataclasses.asdict(config),
+                                                  **data_hashes})
+    result = fit(model, config, *parts["train"], *parts["val"], work.path, work.run_hash, progress=progress,
                  desc=f"train {name}")
 
     meta = module_record(model, config, task_data, parts, result, task=task or Path(data).stem, unit=unit,
                          source=str(data), data_hashes=data_hashes)
     hub.write_module(name, meta, trained_module_files(model, config, meta, parts), overwrite=overwrite)
-    shutil.rmtree(work, ignore_errors=True)
+    work.remove()
     return hub.read_module(name)
 
-
-def _run_hash(hub: Hub, name: str, target: str, config: TrainConfig, readout: str,
-              data_hashes: dict[str, str]) -> str:
-    content = json.dumps({"hub": hub.backbone["fingerprint"], "name": name, "target": target,
-                          "readout": readout, "config": dataclasses.asdict(config), **data_hashes},
-                         sort_keys=True)
-    return hashlib.sha256(content.encode()).hexdigest()
