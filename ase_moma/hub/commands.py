@@ -168,7 +168,7 @@ def _list(args: argparse.Namespace) -> int:
             print()
         _table(("potential", "elements", "method", "moved", "n_train", "val E meV/atom", "val F meV/Å",
                 "val S GPa", "size"), [
-            (m["name"], ",".join(m.get("elements") or ["?"]), str(m.get("method") or "?"),
+            (m["name"], _elements(m.get("elements") or ["?"]), str(m.get("method") or "?"),
              "" if m.get("moved_fraction") is None else f"{100 * m['moved_fraction']:.1f} %", str(m["n_train"]),
              *(_value((m.get("valid_errors") or {}).get(key)) for key in ("energy_mae", "forces_mae", "stress_mae")),
              f"{m['size_bytes'] / 1e6:.2f} MB") for m in potentials])
@@ -179,6 +179,13 @@ def _table(header: tuple[str, ...], rows: list[tuple[str, ...]]) -> None:
     widths = [max(len(r[i]) for r in rows + [header]) for i in range(len(header))]
     for row in [header] + rows:
         print("  ".join(cell.ljust(width) for cell, width in zip(row, widths)).rstrip())
+
+
+def _elements(symbols: list[str], shown: int = 6) -> str:
+    """The symbols joined by commas; past ``shown`` of them, the first few and how many there are."""
+    if len(symbols) <= shown:
+        return ",".join(symbols)
+    return f"{','.join(symbols[:shown - 2])},… ({len(symbols)} elements)"
 
 
 def _value(number: float | None) -> str:
