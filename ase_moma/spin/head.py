@@ -1,64 +1,27 @@
-"""The spin-aware head: per-atom moment magnitudes from geometry, spin directions as input, and a
-spin-exchange energy.
+"""The spin-aware head: per-atom moment magnitudes, spin directions as input, and a spin-exchange energy.
 
-Moments predicted from geometry alone cannot carry an antiferromagnet's signs
-(symmetry-equivalent sites hold opposite moments), so the spin configuration is
-an input, as in DFT: the directions (non-collinear) or signs (collinear) come
-from ``atoms.set_initial_magnetic_moments``, and the head predicts what
-geometry does determine, the magnitudes |m_i| ≥ 0 (what CHGNet predicts),
-from the backbone's invariant node features: m_i = |m_i| · s_i.
+- **Spins are an input**, as in DFT: directions (non-collinear) or signs (collinear) come from
+  ``atoms.set_initial_magnetic_moments``; the head predicts the magnitudes |m_i| ≥ 0, and m_i = |m_i| s_i.
+  (Moments of geometry alone cannot carry an antiferromagnet's signs.)
+- **Magnitudes** |m_i| = softplus(probe(x_i) + mlp(x_i) + order(o_i)) of the backbone's invariant node
+  features x_i and the local order features o_ik = Σ_j φ_k(r_ij) (ŝ_i·ŝ_j − |ŝ_i||ŝ_j|) (radial Bessel
+  functions times the cutoff envelope; zero when every neighbour is parallel), so one geometry can hold
+  different moments in different orders. Their weights learn from the DFT moments alone: the energy's
+  gradient does not reach them.
+- **Exchange** E_spin = ½ Σ_ij J(r_ij, Z_i, Z_j, h_i, h_j) (m⁰_i·m⁰_j − |m⁰_i||m⁰_j|) over directed edges,
+  m⁰ the moments at the parallel order's magnitudes, J a radial network (meV/μB², EXCHANGE_UNIT) times a
+  smooth cutoff envelope, reading the two atoms' environments h (node features projected on the main
+  directions in which the training environments differ) beside distance and species. It is zero when
+  every moment is parallel: the pretrained backbone carries the parallel state (Materials Project
+  calculations start ferromagnetic), the head what turning moments away from it costs. Rotating or
+  flipping every spin leaves it unchanged.
+- **An energy term**: the backbone adds E_spin before differentiating, so forces and stress are exact
+  derivatives of the total at a fixed spin configuration.
 
-The exchange energy sums over directed edges (each pair twice, hence ½):
-E_spin = ½ Σ_ij J(r_ij, Z_i, Z_j, h_i, h_j) · (m⁰_i·m⁰_j − |m⁰_i||m⁰_j|), with
-m⁰_i = |m⁰_i| s_i the moments at the magnitudes of the parallel order (below), J a
-radial network times a smooth cutoff envelope, so E_spin and its derivatives go
-to zero at the cutoff. J reads the two atoms' environments h (their invariant
-node features, projected onto the main directions in which the training
-environments differ) as well as their distance and species: in iron, PBE puts
-bcc's B2 order 447 meV/atom above the ferromagnet at 2.83 Å and fcc's L1_0
-order 27 meV/atom below it at 3.45 Å, with nearest neighbours 2.45 and 2.44 Å
-apart, so no J of distance and species alone orders both (heads saved before
-this carry ``environment=False``). Rotating every spin together, or flipping every spin,
-leaves E_spin unchanged (no spin–orbit coupling); ferromagnetic and
-antiferromagnetic orders of one structure get different energies and forces.
-
-The energy is referenced to the parallel order: with every moment parallel
-E_spin is zero, and so are its forces. A pretrained backbone learnt the
-energies of Materials Project calculations, which start ferromagnetic, so the
-backbone carries the parallel state and the head what turning moments away
-from it costs. Written as ½ Σ J m_i·m_j instead, the exchange differs by the
-pair term ½ Σ J |m_i||m_j|, which on a ferromagnetic frame is all there is:
-trained on mostly ferromagnetic frames, J then soaked up the backbone's
-pair-like errors and flipped them on antiparallel orders (on fe_spin, every
-held-out pair of orders ended ranked against DFT). Referenced to the parallel
-order, J only learns from what the spins' relative orientation changes.
-(Heads saved before this choice carry ``parallel_reference=False`` and
-keep ½ Σ J m_i·m_j.) J's network outputs meV/μB² (EXCHANGE_UNIT). The head is
-an energy term: the backbone adds E_spin before differentiating, so forces and
-stress are exact derivatives of the total at a fixed spin configuration.
-
-The magnitudes read the local order as well as the geometry. The geometry's
-magnitude |m⁰_i| = softplus(probe(x_i) + mlp(x_i)) of the node features x_i is
-fitted to the training moments of every order given, and an order layer
-corrects it for the configuration at hand: |m_i| = softplus(probe(x_i) +
-mlp(x_i) + order(o_i)), with the order features o_ik = Σ_j φ_k(r_ij)
-(ŝ_i·ŝ_j − |ŝ_i||ŝ_j|) (radial Bessel functions φ_k times the cutoff envelope;
-zero when every neighbour is parallel; unchanged by turning every spin). In bcc
-iron at 2.83 Å PBE gives 2.19 μB ferromagnetic and 1.43 μB in the B2 order: one
-geometry, two moments, which no function of geometry alone can give (heads
-saved before this carry ``local_order=False``). The exchange multiplies the
-geometry's magnitudes m⁰: E_spin is a function of the geometry and the spin
-directions, and the energy the moments' shrinking costs is carried by J. An
-exchange that read the order's own magnitudes needs a J that scales as 1/|m|²
-across lattice constants (B2 iron's moments run from 0.85 to 2.23 μB between
-2.74 and 2.97 Å), and on held-out PBE orders of iron it got the order gaps
-wrong by hundreds of meV/atom (bench/RESULTS.md).
-
-The magnitudes' own weights learn from the DFT moments alone: the energy's
-gradient does not reach them (it still reaches J, the backbone and the
-positions). Otherwise training bends them to absorb energy and force errors
-that have nothing to do with magnetism: on iron, one epoch took the
-validation |m| error from 0.19 to 1.4 μB, the all-zero predictor's.
+Why each choice (the parallel reference, J's view of the environment, the order layer, the geometry's
+magnitudes in the exchange): bench/RESULTS.md, "The spin-aware head". Heads saved before a choice carry
+the setting that undoes it (``parallel_reference``, ``environment``, ``local_order`` False:
+:data:`ase_moma.spin.files.LEGACY_HEAD`).
 """
 
 from __future__ import annotations
