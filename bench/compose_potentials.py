@@ -413,12 +413,14 @@ def _union_f(row: dict, name: str) -> str:
     return "–" if row["union"] is None else f"{row['union'][name]['forces_mae']:.1f}"
 
 
-def _ms(values: list[float], signed: bool = False) -> str:
+def _ms(values: list[float], signed: bool = False, digits: int = 1) -> str:
+    """mean ± std of the finite values (the value alone when there is one; – when none)."""
     values = [v for v in values if v is not None and np.isfinite(v)]
     if not values:
         return "–"
     sign = "+" if signed else ""
-    return f"{np.mean(values):{sign}.1f} ± {np.std(values):.1f}" if len(values) > 1 else f"{values[0]:{sign}.1f}"
+    return (f"{np.mean(values):{sign}.{digits}f} ± {np.std(values):.{digits}f}" if len(values) > 1
+            else f"{values[0]:{sign}.{digits}f}")
 
 
 def main() -> None:

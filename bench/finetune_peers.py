@@ -38,7 +38,7 @@ import numpy as np
 from ase import units
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from compose_potentials import SETS, _sample, set_parts  # noqa: E402
+from compose_potentials import SETS, _ms, _sample, set_parts  # noqa: E402
 
 OUT = Path(__file__).resolve().parent / "out" / "finetune_peers"
 VALID = 10
@@ -209,7 +209,7 @@ def print_tables() -> None:
         native = groups.get((set_name, n, epochs, NATIVE))
         f = [r["test"]["forces_mae"] for r in group]
         cells = [set_name, f"{n}, {epochs}", method, str(len(group)), _ms(f),
-                 _ms([r["test"]["energy_mae"] for r in group]), _ms([r["test"]["stress_mae"] for r in group], 3)]
+                 _ms([r["test"]["energy_mae"] for r in group]), _ms([r["test"]["stress_mae"] for r in group], digits=3)]
         cells.append(f"{np.mean(f) / np.mean([r['test']['forces_mae'] for r in native]):.2f}" if native else "–")
         if "epoch_seconds" in group[0]:
             epoch = np.mean([np.mean(r["epoch_seconds"]) for r in group])
@@ -219,10 +219,6 @@ def print_tables() -> None:
         else:
             cells += ["–", "–", "–"]
         print("| " + " | ".join(cells) + " |")
-
-
-def _ms(values: list[float], digits: int = 1) -> str:
-    return f"{np.mean(values):.{digits}f} ± {np.std(values):.{digits}f}" if len(values) > 1 else f"{values[0]:.{digits}f}"
 
 
 def main() -> None:

@@ -12,6 +12,7 @@ from pathlib import Path
 import ase.io
 import pytest
 from potential_fixtures import emt_copper
+from third_party_site import install_into
 
 from ase_moma.cli import main
 from ase_moma.errors import EXIT_USAGE
@@ -73,10 +74,7 @@ def test_no_code_outside_the_registry_switches_on_a_method_name():
 @pytest.fixture(scope="module")
 def toy_site(tmp_path_factory) -> Path:
     """The toy method's distribution, pip-installed into its own directory (the environment is untouched)."""
-    target = tmp_path_factory.mktemp("method_site")
-    subprocess.run([sys.executable, "-m", "pip", "install", "--quiet", "--no-deps", "--no-build-isolation",
-                    "--target", str(target), str(TOY)], check=True, capture_output=True)
-    return target
+    return install_into(TOY, tmp_path_factory.mktemp("method_site"))
 
 
 def test_a_third_party_method_trains_through_the_command_line(toy_site, tmp_path):

@@ -8,6 +8,7 @@ import sys
 from pathlib import Path
 
 import pytest
+from third_party_site import install_into
 
 from ase_moma import list_backbones
 
@@ -35,10 +36,7 @@ def _run(code: str, path: Path) -> str:
 @pytest.fixture(scope="module")
 def toy_site(tmp_path_factory) -> Path:
     """The toy distribution, pip-installed into its own directory (the environment is untouched)."""
-    target = tmp_path_factory.mktemp("site")
-    subprocess.run([sys.executable, "-m", "pip", "install", "--quiet", "--no-deps", "--no-build-isolation",
-                    "--target", str(target), str(TOY)], check=True, capture_output=True)
-    return target
+    return install_into(TOY, tmp_path_factory.mktemp("site"))
 
 
 def test_third_party_distribution_shows_up_and_loads(toy_site):
