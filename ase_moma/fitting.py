@@ -24,15 +24,16 @@ from ase_moma.labelled_data import LabelledSet, TaskData
 from ase_moma.probe import fit_ridge_probe
 from ase_moma.module_files import HEAD, TRAINED_KINDS, WEIGHTS
 from ase_moma.property_model import READOUTS, PropertyModel
-from ase_moma.training.engine import EngineResult, Schedule, TrainingEngine
+from ase_moma.training.engine import EngineResult, TrainingEngine
 from ase_moma.training.losses import NormalisedHuber
 from ase_moma.training.references import fit_reference_energies
+from ase_moma.training.run_settings import RunSettings
 
 ENERGY_KEYS = ("energy_per_atom",)
 
 
 @dataclass
-class TrainConfig:
+class TrainConfig(RunSettings):
     """How a property model is trained.
 
     kind: ``"full"`` (every backbone weight moves) or ``"adapter"`` (only
@@ -131,8 +132,7 @@ def fit(model: PropertyModel, config: TrainConfig, train_graphs: Sequence[Any], 
     targets = torch.tensor(train.targets, dtype=torch.float64, device=model.backbone.device)
     engine = TrainingEngine(
         tensors={f"{gi}.{pi}": p for gi, group in enumerate(groups) for pi, p in enumerate(group["params"])},
-        optimizer=optimizer, schedule=Schedule(config.epochs, config.batch_size, config.patience, config.seed,
-                                                to_beat=to_beat),
+        optimizer=optimizer, schedule=config.schedule(to_beat=to_beat),
         score="val_mae", checkpoint=work, run_hash=run_hash, progress=progress, desc=desc)
     return engine.run(
         len(train_graphs),

@@ -38,6 +38,7 @@ from ase_moma.finetune.spin_addon import SpinAddOn
 from ase_moma.spin.model import SpinBackbone
 from ase_moma.training.engine import EngineResult, Schedule, TrainingEngine
 from ase_moma.training.references import fit_reference_energies, shifts_of
+from ase_moma.training.run_settings import RunSettings
 
 METHODS = tuple(method_names())
 SPIN_LOSS = PotentialLoss(energy=1.0, forces=1.0, stress=1.0, magmoms=1.0)
@@ -46,7 +47,7 @@ __all__ = ["METHODS", "PRESETS", "FinetuneConfig", "Finetuner"]
 
 
 @dataclass
-class FinetuneConfig:
+class FinetuneConfig(RunSettings):
     """How a potential is adapted.
 
     method: a registered method's name (METHODS); options: its options
@@ -113,7 +114,7 @@ class FinetuneConfig:
         self.loss.check()
 
     def schedule(self) -> Schedule:
-        return Schedule(self.epochs, self.batch_size, self.patience, self.seed, self.max_steps)
+        return super().schedule(max_steps=self.max_steps)
 
 
 class Finetuner:

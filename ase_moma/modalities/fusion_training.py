@@ -39,6 +39,7 @@ from ase_moma.modalities.registry import build_modality
 from ase_moma.module_files import FUSION
 from ase_moma.probe import fit_ridge_probe
 from ase_moma.property_model import PropertyModel
+from ase_moma.training.run_settings import RunSettings
 
 OOF_FOLDS = 5
 """Folds of the training structures for their out-of-fold graph predictions: each fit sees 80 % of
@@ -59,7 +60,7 @@ MIN_TRAIN = 10
 
 
 @dataclass
-class FusionConfig:
+class FusionConfig(RunSettings):
     """How the fusion head is trained.
 
     width: token width (64: a few times the number of views, small beside 100 training structures'
