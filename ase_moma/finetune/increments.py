@@ -16,7 +16,7 @@ import torch
 from torch.nn.utils import parametrize
 
 from ase_moma.backbone import Backbone, PathWeight
-from ase_moma.finetune.methods.base import FinetuneMethod
+from ase_moma.finetune.methods.base import FinetuneMethod, Trainable
 
 
 class IncrementSet(torch.nn.Module):
@@ -37,13 +37,13 @@ class IncrementSet(torch.nn.Module):
         if not self.path_weights:
             raise ValueError(f"the {backbone.name} backbone exposes no path weights to tune")
         parameters = dict(backbone.model.named_parameters())
-        self.increments = torch.nn.ModuleDict({_key(weight.name): make(weight, parameters[weight.name])
+        self.increments = torch.nn.ModuleDict({module_key(weight.name): make(weight, parameters[weight.name])
                                                for weight in self.path_weights})
         self._model: torch.nn.Module | None = None
 
     def increment_of(self, weight: PathWeight) -> torch.nn.Module:
         """The increment of one path weight."""
-        return self.increments[_key(weight.name)]
+        return self.increments[module_key(weight.name)]
 
     def attach(self, backbone: Backbone) -> None:
         """Parametrise each path weight of ``backbone.model`` as W + increment; W is frozen."""
@@ -96,13 +96,19 @@ class IncrementMethod(FinetuneMethod):
         for name, increment in dense.items():
             parameters[name].copy_(parameters[name] + increment)
 
+    def attach(self, backbone: Backbone, increments: IncrementSet, groups: list[dict]) -> Trainable:
+        """Attach ``increments`` to ``backbone``; they train in the optimiser ``groups``."""
+        self.increments = increments
+        increments.attach(backbone)
+        return Trainable(groups, {f"increments.{n}": t for n, t in increments.state_tensors().items()})
+
     def discard(self) -> None:
         if self.increments is not None:
             self.increments.detach()
             self.increments = None
 
 
-def _key(name: str) -> str:
+def module_key(name: str) -> str:
     """A ModuleDict key for a dotted name (dots are not allowed there)."""
     return name.replace(".", ":")
 

@@ -35,7 +35,7 @@ import math
 import torch
 
 from ase_moma.backbone import Backbone
-from ase_moma.finetune.increments import IncrementSet
+from ase_moma.finetune.increments import IncrementSet, module_key
 
 # Scale of the initial ΔW: a tenth of one Adam step at lr 1e-3, so that the start decides which entries
 # the budget keeps but not how far they move; the paper's σ = 0.01 would be a step ten times lr.
@@ -115,13 +115,13 @@ class SparseIncrements(IncrementSet):
         parameters = dict(backbone.model.named_parameters())
         thresholds = torch.nn.ModuleDict()
         for weight in backbone.path_weights():
-            if _layer_key(weight.layer) not in thresholds:
-                thresholds[_layer_key(weight.layer)] = LayerThreshold(initial_threshold).to(
+            if module_key(weight.layer) not in thresholds:
+                thresholds[module_key(weight.layer)] = LayerThreshold(initial_threshold).to(
                     parameters[weight.name].device)
         offset = ThresholdOffset().to(next(iter(parameters.values())).device)
 
         def make(weight, tensor: torch.Tensor) -> SparseIncrement:
-            return SparseIncrement(tensor, thresholds[_layer_key(weight.layer)], offset, sigma)
+            return SparseIncrement(tensor, thresholds[module_key(weight.layer)], offset, sigma)
 
         super().__init__(backbone, make, thresholds=thresholds, offset=offset)
 
@@ -131,7 +131,7 @@ class SparseIncrements(IncrementSet):
 
     def layer_thresholds(self) -> dict[str, float]:
         """``{layer: δ_ℓ = sigmoid(τ_ℓ)}`` now."""
-        layers = {_layer_key(w.layer): w.layer for w in self.path_weights}
+        layers = {module_key(w.layer): w.layer for w in self.path_weights}
         return {layers[key]: float(threshold.threshold().detach()) for key, threshold in self.thresholds.items()}
 
     @torch.no_grad()
@@ -186,7 +186,3 @@ class SparseIncrements(IncrementSet):
         """ΔW, τ and the offset c."""
         return {**super().state_tensors(), "offset": self.offset.value}
 
-
-def _layer_key(layer: str) -> str:
-    """A ModuleDict key for a layer's name (dots are not allowed there)."""
-    return layer.replace(".", ":")

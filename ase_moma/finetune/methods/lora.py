@@ -42,8 +42,6 @@ class LoRA(IncrementMethod):
 
     def start(self, backbone: Backbone, context: StartContext) -> Trainable:
         torch.manual_seed(context.seed)
-        self.increments = low_rank_increments(backbone, self.options.rank, self.options.alpha)
-        self.increments.attach(backbone)
-        groups = [{"params": self.increments.increment_parameters(), "lr": context.lr,
-                   "weight_decay": context.weight_decay}]
-        return Trainable(groups, {f"increments.{n}": t for n, t in self.increments.state_tensors().items()})
+        increments = low_rank_increments(backbone, self.options.rank, self.options.alpha)
+        return self.attach(backbone, increments, [{"params": increments.increment_parameters(), "lr": context.lr,
+                                                   "weight_decay": context.weight_decay}])

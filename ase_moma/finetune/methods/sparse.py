@@ -91,15 +91,15 @@ class Sparse(IncrementMethod):
     def start(self, backbone: Backbone, context: StartContext) -> Trainable:
         gradients = context.path_gradients()
         torch.manual_seed(context.seed)
-        self.increments = SparseIncrements(backbone)
-        self.increments.attach(backbone)
+        increments = SparseIncrements(backbone)
         fraction = self.options.moved_fraction()
-        groups = [{"params": self.increments.increment_parameters(), "lr": context.lr / math.sqrt(fraction),
-                   "weight_decay": context.weight_decay},
-                  {"params": self.increments.threshold_parameters(), "lr": self.options.tau_lr or context.lr,
-                   "weight_decay": self.options.threshold_decay()}]
-        self.increments.start_along(gradients, fraction)
-        return Trainable(groups, {f"increments.{n}": t for n, t in self.increments.state_tensors().items()})
+        trainable = self.attach(backbone, increments, [
+            {"params": increments.increment_parameters(), "lr": context.lr / math.sqrt(fraction),
+             "weight_decay": context.weight_decay},
+            {"params": increments.threshold_parameters(), "lr": self.options.tau_lr or context.lr,
+             "weight_decay": self.options.threshold_decay()}])
+        increments.start_along(gradients, fraction)
+        return trainable
 
     def settle(self) -> None:
         """Re-solve the cut so that the increments move exactly their target fraction."""
