@@ -14,6 +14,7 @@ from ase.optimize import BFGS
 from loading_imports import training_imported_by_loading
 from md_checks import NVE_BOUND, nve_spread
 from potential_fixtures import small_iron
+from safetensors.torch import load_file, save_file
 from scipy.spatial.transform import Rotation
 
 from ase_moma import load_backbone, load_calculator
@@ -21,19 +22,23 @@ from ase_moma.calculators import MomaCalculator
 from ase_moma.cli import main
 from ase_moma.finetune import FinetuneConfig, Finetuner
 from ase_moma.finetune.potential_data import read_potential_set
-from ase_moma.spin.head import SpinHead
+from ase_moma.module_files import sha256_file
+from ase_moma.spin.head import LANDAU_WIDTH, SQUARE_FLOOR, SpinHead
 from ase_moma.spin.model import SpinBackbone
 
 
 @pytest.fixture(scope="module")
 def spin_model():
-    """A head on a float64 SevenNet-0 with random weights and an exchange term of 0.02 eV/atom on a rattled
-    antiferromagnet (a fresh head adds none)."""
+    """A head on a float64 SevenNet-0 with random weights, magnitudes that read the local order, an exchange
+    term of 0.02 eV/atom on a rattled antiferromagnet and Landau terms of about as much (a fresh head adds
+    none)."""
     base = load_backbone("sevennet", device="cpu", dtype="float64")
     torch.manual_seed(0)
     model = SpinBackbone.for_backbone(base, "vector", initial_magnitude=2.0)
     with torch.no_grad():
         torch.nn.init.normal_(model.head.magnitude[-1].weight, std=0.1)
+        torch.nn.init.normal_(model.head.order.weight, std=0.1)
+        torch.nn.init.normal_(model.head.landau.weight, std=0.005 / model.head.exchange_unit)
         torch.nn.init.normal_(model.head.exchange[-1].weight, std=0.05 / model.head.exchange_unit)
         model.head.exchange[-1].bias.fill_(0.01 / model.head.exchange_unit)
         atoms = _iron(0, [2.2, -2.2, 2.2, -2.2])  # J scaled to 0.02 eV/atom on this antiferromagnet
@@ -107,7 +112,7 @@ def test_parallel_moments_add_no_exchange_energy_or_force(spin_model):
     torch.testing.assert_close(energy, bare.energy.detach(), rtol=0, atol=1e-10)
     torch.testing.assert_close(forces, bare.forces.detach(), rtol=0, atol=1e-10)
     torch.testing.assert_close(stress, bare.stress.detach(), rtol=0, atol=1e-10)
-    config = {**spin_model.head.config(), "local_order": False}
+    config = {**spin_model.head.config(), "local_order": False, "longitudinal": False}
     coupling = {k: v for k, v in spin_model.head.state_dict().items() if k.startswith(("exchange.", "species."))}
     newer, older = (SpinBackbone(spin_model.base, SpinHead(**{**config, "parallel_reference": reference}))
                     for reference in (True, False))
@@ -215,7 +220,8 @@ def test_magnitudes_of_iron_start_at_a_probe_that_follows_the_geometry(tmp_path)
     features, targets, _ = parts["test"]
     with torch.no_grad():
         predicted = model.head.magnitudes(features)
-    expected = torch.nn.functional.softplus(torch.as_tensor(probe.predict(features.invariant.numpy())))
+    square = torch.as_tensor(probe.predict(features.invariant.numpy()))  # the probe is of |m|², floored smoothly
+    expected = torch.sqrt(LANDAU_WIDTH * torch.nn.functional.softplus(square / LANDAU_WIDTH) + SQUARE_FLOOR)
     torch.testing.assert_close(predicted, expected)  # the head starts exactly at the probe
     baseline = float((targets - parts["train"][1].mean()).abs().mean())  # every magnitude = the training mean
     assert float((predicted - targets).abs().mean()) < 0.7 * baseline  # held-out atoms follow the geometry
@@ -265,7 +271,11 @@ def test_saved_head_gives_magnetic_moments_in_ase(tmp_path):
     assert isinstance(calc, MomaCalculator) and "magmoms" in calc.implemented_properties
     assert calc.backbone.head.parallel_reference
     record = json.loads((out / "finetune.json").read_text())  # as written before the parallel reference
-    del record["spin_head"]["config"]["parallel_reference"]
+    for setting in ("parallel_reference", "longitudinal"):  # (and before the Landau terms, which came after it)
+        del record["spin_head"]["config"][setting]
+    tensors = {k: v for k, v in load_file(out / "spin_head.safetensors").items() if not k.startswith("landau.")}
+    save_file(tensors, out / "spin_head.safetensors")
+    record["files"]["spin_head.safetensors"] = sha256_file(out / "spin_head.safetensors")
     (out / "finetune.json").write_text(json.dumps(record))
     assert not load_backbone(str(out), device="cpu").head.parallel_reference
     atoms = _iron(6, _random_spins(4, 6))
@@ -290,10 +300,10 @@ def test_nve_conserves_energy_with_a_clearly_nonzero_exchange_term(spin_model):
     atoms = _iron(6, [2.2, -2.2, 2.2, -2.2])
     bare = float(model.base.energy(model.base.collate([model.base.graph(atoms)]))[0])
     exchange = float(model.energy(model.collate([model.graph(atoms)]))[0]) - bare
-    with torch.no_grad():  # E_spin is linear in J's last layer: scale it to 0.02 eV/atom, a sizeable term
-        last = model.head.exchange[-1]
-        last.weight.mul_(0.02 * len(atoms) / exchange)
-        last.bias.mul_(0.02 * len(atoms) / exchange)
+    with torch.no_grad():  # E_spin is linear in J's last layer and the Landau layer: scale it to 0.02 eV/atom
+        for last in (model.head.exchange[-1], model.head.landau):
+            last.weight.mul_(0.02 * len(atoms) / exchange)
+            last.bias.mul_(0.02 * len(atoms) / exchange)
     atoms.calc = MomaCalculator(model)
     assert (atoms.get_potential_energy() - bare) / len(atoms) == pytest.approx(0.02, rel=1e-6)
     assert nve_spread(atoms, steps=30, temperature=300) < NVE_BOUND

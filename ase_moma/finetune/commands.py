@@ -49,6 +49,9 @@ def add_finetune_command(commands: argparse._SubParsersAction) -> None:
     finetune.add_argument("--no-exchange", action="store_true",
                           help="spin head without its exchange energy (moments only: every spin order of a "
                           "structure gets one energy); the ablation")
+    finetune.add_argument("--no-longitudinal", action="store_true",
+                          help="spin head without the on-site (Landau) energy of a moment's size: the exchange "
+                          "alone prices an order, at the geometry's magnitudes; the ablation")
     finetune.add_argument("--energy-weight", type=float, help="loss weights: default 1, 10, 100 for energy, "
                           "forces, stress (1, 1, 1 and moments 1 with --spin-head)")
     finetune.add_argument("--forces-weight", type=float)
@@ -112,7 +115,8 @@ def _finetune_potential(args: argparse.Namespace) -> int:
     config = FinetuneConfig(method=args.method, options=method_class(args.method).options_from(args),
                             max_steps=args.max_steps, refit_references=not args.no_refit_references,
                             seed=args.seed, spin_head=args.spin_head, head_lr=args.head_lr,
-                            exchange=not args.no_exchange, chunk_atoms=args.chunk_atoms, **given)
+                            exchange=not args.no_exchange, longitudinal=not args.no_longitudinal,
+                            chunk_atoms=args.chunk_atoms, **given)
     weights = {key: value for key, value in (("energy", args.energy_weight), ("forces", args.forces_weight),
                                              ("stress", args.stress_weight), ("magmoms", args.magmoms_weight))
                if value is not None}
@@ -127,10 +131,12 @@ def _finetune_potential(args: argparse.Namespace) -> int:
     if record["spin_head"]:
         head = record["spin_head"]
         start = head.get("exchange_start")
-        fitted = ("exchange off" if start is None else "exchange J kept at zero (no fit beat it on held-out "
-                  "structures)" if start["alpha"] is None else
-                  f"exchange J started at its least-squares fit (held-out error {start['held_out_error']:.3g} "
-                  f"against {start['zero_error']:.3g} for J = 0)")
+        fitted = [name for name, key in (("exchange J", "alpha"), ("Landau terms", "landau_alpha"))
+                  if start and start.get(key) is not None]
+        fitted = ("spin energy off" if start is None else "spin energy kept at zero (no fit beat it on held-out "
+                  "structures)" if not fitted else
+                  f"{' and '.join(fitted)} started at their least-squares fit (held-out error "
+                  f"{start['held_out_error']:.3g} against {start['zero_error']:.3g} for none)")
         print(f"spin head ({args.spin_head}): {head['parameters']} parameters, "
               f"{100 * head['fraction_of_backbone']:.2f} % of the backbone's; {fitted}")
     if record["result"].get("kept_start"):

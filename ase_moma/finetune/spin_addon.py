@@ -21,18 +21,24 @@ from ase_moma.finetune.potential_data import PotentialSet
 from ase_moma.spin.model import SpinBackbone
 
 
+FIXED = ("environment.", "species.", "exchange.0.", "probe.", "order.")
+"""The head's layers that keep their start (:meth:`SpinAddOn.trainable`)."""
+
+
 class SpinAddOn:
     """The spin head of a fine-tuning run: ``model`` is the backbone with the head attached.
 
     kind: ``"vector"`` or ``"collinear"``; exchange: whether the head carries its exchange energy
-    (False: J ≡ 0, untrained); environment, local_order: the head's settings (:class:`SpinHead`);
+    (False: no energy, J and the Landau terms ≡ 0, untrained); environment, local_order, longitudinal: the
+    head's settings (:class:`SpinHead`);
     lr, weight_decay: its optimiser group's. The head's random initialisation is drawn from ``seed``.
     """
 
     def __init__(self, backbone: Backbone, kind: str, *, exchange: bool, environment: bool, local_order: bool,
-                 lr: float, weight_decay: float, seed: int) -> None:
+                 longitudinal: bool, lr: float, weight_decay: float, seed: int) -> None:
         torch.manual_seed(seed)
-        self.model = SpinBackbone.for_backbone(backbone, kind, environment=environment, local_order=local_order)
+        self.model = SpinBackbone.for_backbone(backbone, kind, environment=environment, local_order=local_order,
+                                               longitudinal=longitudinal)
         self.kind, self.exchange, self.lr, self.weight_decay, self.seed = kind, exchange, lr, weight_decay, seed
         self.exchange_start: ExchangeFit | None = None
         self._ordered: list | None = None
@@ -43,15 +49,15 @@ class SpinAddOn:
             raise ValueError(f"the spin head trains on moments: read the sets with magmoms={self.kind!r}")
 
     def graphs(self, data: PotentialSet) -> list[Any]:
-        """The model's graphs of ``data``'s frames, each frame's spin configuration its DFT moments'
-        directions (or signs), as a user sets it with set_initial_magnetic_moments."""
+        """The model's graphs of ``data``'s frames, each frame's spin configuration as a user sets it with
+        set_initial_magnetic_moments: :func:`configuration`."""
         if data.magmoms is None:
             raise ValueError(f"the spin head needs the moments of {data.source}: read it with magmoms=...")
         graphs = []
         for atoms, moments in zip(data.frames, data.magmoms):
             configured = atoms.copy()
             configured.set_initial_magnetic_moments(None)  # (n,) and (n, 3) moments do not replace each other
-            configured.set_initial_magnetic_moments(moments)
+            configured.set_initial_magnetic_moments(configuration(atoms, moments))
             graphs.append(self.model.graph(configured))
         return graphs
 
@@ -71,7 +77,9 @@ class SpinAddOn:
         features, order = (torch.cat(columns) for columns in zip(*parts))
         magnitudes = torch.as_tensor(np.concatenate([_magnitudes(m) for m in train.magmoms]))
         structures = torch.as_tensor(np.repeat(np.arange(len(train)), train.n_atoms()))
-        self.model.head.start_from_probe(features, magnitudes, structures, order)
+        # an atom given no moment (a non-magnetic state) carries none whatever its magnitude: it says nothing of it
+        given = torch.cat([graph.spins.norm(dim=-1) > 0 for graph in graphs]).cpu()
+        self.model.head.start_from_probe(features[given], magnitudes[given], structures[given], order[given])
         if self._ordered:
             self.model.head.start_environment(features)
 
@@ -84,14 +92,18 @@ class SpinAddOn:
         return dict(self.exchange_start.reference_shifts or {})
 
     def trainable(self) -> Trainable:
-        """The head's parameters, densely, at its own rate: J's network left out without exchange, the
-        environment projection (set at the start) never trained."""
+        """The head's parameters, densely, at its own rate, less those whose start is a closed-form fit or a
+        fixed random feature: the environment projection, the species embedding and J's hidden layer (J's and
+        the Landau layer's read-outs are fitted on them), the magnitudes' probe and order layer (the ridge
+        start; their MLP trains). At the head's rate a few steps of either moved the energies the read-outs
+        were fitted to by more than the fit's error (bench/RESULTS.md, "Moments that shrink and vanish").
+        Without exchange J's network and the Landau layer stay at their zero output."""
         head = dict(self.model.head.named_parameters())
-        if not self.exchange:  # J ≡ 0: its network stays at its zero output, untrained
-            for name in [n for n in head if n.startswith(("exchange.", "species."))]:
+        if not self.exchange:  # no energy: J's network and the Landau layer stay at their zero output, untrained
+            for name in [n for n in head if n.startswith(("exchange.", "species.", "landau."))]:
                 head.pop(name).requires_grad_(False)
         tensors = {f"spin_head.{n}": p for n, p in head.items()}
-        for name in [n for n in head if n.startswith("environment.")]:
+        for name in [n for n in head if n.startswith(FIXED)]:
             head.pop(name).requires_grad_(False)
         return Trainable([{"params": list(head.values()), "lr": self.lr, "weight_decay": self.weight_decay}], tensors)
 
@@ -101,6 +113,27 @@ class SpinAddOn:
 
     def restore(self, state: dict[str, torch.Tensor]) -> None:
         self.model.head.load_state_dict(state)
+
+
+COLLAPSED = 0.1
+"""μB: a DFT moment below this has no direction to speak of (the resolution of DFT moments)."""
+
+
+def configuration(atoms: Any, moments: np.ndarray) -> np.ndarray:
+    """The spin configuration a training frame was computed in, in the form of its DFT ``moments`` ((n,) signed
+    or (n, 3)): the moments' own directions, except where a moment collapsed (|m| < COLLAPSED): there its sign
+    or direction is noise, and the configuration is the initial moment the DFT run started from (zero where
+    the frame carries none: a non-magnetic atom), so the head learns that this configuration ends at zero."""
+    sizes = _magnitudes(moments)
+    if not (sizes < COLLAPSED).any():
+        return moments
+    initial = (np.asarray(atoms.get_initial_magnetic_moments(), dtype=np.float64) if atoms.has("initial_magmoms")
+               else np.zeros(len(atoms)))
+    if initial.ndim != moments.ndim:  # a collinear start of vector moments lies along z; the reverse: along z too
+        initial = (np.stack([np.zeros_like(initial), np.zeros_like(initial), initial], axis=1) if initial.ndim == 1
+                   else initial[:, 2])
+    collapsed = sizes < COLLAPSED
+    return np.where(collapsed.reshape((-1,) + (1,) * (moments.ndim - 1)), initial, moments)
 
 
 def _magnitudes(moments: np.ndarray) -> np.ndarray:

@@ -65,6 +65,8 @@ class FinetuneConfig(RunSettings):
     exchange_environment: whether J reads the atoms' environments (their node features) beside
     distance and species (False: the ablation of J(r, Z_i, Z_j) alone). local_order: whether the
     moments' magnitudes read the local spin order beside the geometry (False: geometry alone).
+    longitudinal: whether the head prices a moment's size (the on-site Landau energy, squared-moment
+    magnitudes that can reach zero; False: the ablation, exchange of the geometry's magnitudes only).
     loss: the loss (its weights); default 1:10:100 (energy, forces, stress),
     or 1:1:1:1 with moments when a spin head is trained. chunk_atoms: each batch is
     computed in chunks of at most this many atoms, their gradients accumulated
@@ -88,6 +90,7 @@ class FinetuneConfig(RunSettings):
     exchange: bool = True
     exchange_environment: bool = True
     local_order: bool = True
+    longitudinal: bool = True
     loss: PotentialLoss | None = None
     chunk_atoms: int | None = None
 
@@ -141,7 +144,7 @@ class Finetuner:
         self.reference_shifts: dict[int, float] = {}
         self.spin_addon = None if config.spin_head is None else SpinAddOn(
             backbone, config.spin_head, exchange=config.exchange, environment=config.exchange_environment,
-            local_order=config.local_order, lr=config.head_lr, weight_decay=config.weight_decay, seed=config.seed)
+            local_order=config.local_order, longitudinal=config.longitudinal, lr=config.head_lr, weight_decay=config.weight_decay, seed=config.seed)
         self.model = self.spin or backbone  # what computes energies, forces (and moments)
 
     @property

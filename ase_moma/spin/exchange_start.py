@@ -61,11 +61,12 @@ only up to a constant), so what they explain stays with them, not with J."""
 
 @dataclass
 class ExchangeFit:
-    """The start: ``coefficients`` (H + 1,) of J's last layer [w; b]; ``alpha``, the chosen relative ridge
-    strength (None: J stays zero, no strength beat it); ``held_out`` and ``zero``, the cross-validated
-    weighted squared error of the fit and of J = 0 (the per-element energies alone); ``structures``, how many
-    frames it saw; ``reference_shifts``, eV per atom of each element fitted beside J (empty when J stays
-    zero), for the backbone's reference energies."""
+    """The start: ``coefficients`` (:meth:`SpinHead.readout_size`,) of J's last layer [w; b] and a
+    longitudinal head's Landau layer; ``alpha`` and ``landau_alpha``, their chosen relative ridge strengths
+    (None: that part stays zero, no strength with it beat the same fit without it); ``held_out`` and
+    ``zero``, the cross-validated weighted squared error of the fit and of a head adding no energy (the
+    per-element energies alone); ``structures``, how many frames it saw; ``reference_shifts``, eV per atom
+    of each element fitted beside the head (empty when it stays zero), for the backbone's reference energies."""
 
     coefficients: np.ndarray
     alpha: float | None
@@ -73,9 +74,11 @@ class ExchangeFit:
     zero: float
     structures: int
     reference_shifts: dict[int, float]
+    landau_alpha: float | None = None
 
     def record(self) -> dict[str, Any]:
-        return {"alpha": self.alpha, "held_out_error": self.held_out, "zero_error": self.zero,
+        return {"alpha": self.alpha, "landau_alpha": self.landau_alpha, "held_out_error": self.held_out,
+                "zero_error": self.zero,
                 "structures": self.structures,
                 "reference_shifts": {str(z): v for z, v in self.reference_shifts.items()}}
 
@@ -107,10 +110,12 @@ def fit_exchange(spin: Any, graphs: Sequence[Any], data: PotentialSet, loss: Pot
     head = spin.head
     elements = sorted({int(z) for atoms in data.frames for z in atoms.numbers})
     column = {z: k for k, z in enumerate(elements)}
-    n_coupling = head.exchange[-1].in_features + 1
+    n_coupling, n_head = head.exchange[-1].in_features + 1, head.readout_size()
+    n_design = n_head + n_coupling
     geometry, n_geometries = geometries, len(set(geometries.values()))
-    # J's read-out, the pair term's, the per-element energies, then one energy per repeated geometry
-    width = 2 * n_coupling + len(elements) + n_geometries
+    # the head's read-out (J's, then a longitudinal head's Landau layer), the pair term's, the per-element
+    # energies, then one energy per repeated geometry
+    width = n_design + len(elements) + n_geometries
     n_folds = min(FOLDS, len(data))
     folds = np.random.default_rng(seed).permutation(len(data)) % n_folds
     normal = _Normal(n_folds, width)
@@ -125,65 +130,71 @@ def fit_exchange(spin: Any, graphs: Sequence[Any], data: PotentialSet, loss: Pot
         for k, row in enumerate(rows):
             count = int(n_atoms[row])
             design = np.zeros(width)
-            design[:2 * n_coupling] = energy_design[k]
-            np.add.at(design, [2 * n_coupling + column[int(z)] for z in data.frames[row].numbers], 1.0)
+            design[:n_design] = energy_design[k]
+            np.add.at(design, [n_design + column[int(z)] for z in data.frames[row].numbers], 1.0)
             if row in geometry:  # the backbone's error at this geometry, whatever the order: eV per atom
-                design[2 * n_coupling + len(elements) + geometry[row]] = count
+                design[n_design + len(elements) + geometry[row]] = count
             residual = (data.energy[row] - energy[k]) / count
             normal.add(folds[row], design[None] / count, np.array([residual]), energy_weight)
             if use_forces:
                 target = (data.forces[row] - forces[start:start + count]).reshape(-1)
                 rows_design = np.zeros((3 * count, width))
-                rows_design[:, :2 * n_coupling] = force_design[start:start + count].reshape(-1, 2 * n_coupling)
+                rows_design[:, :n_design] = force_design[start:start + count].reshape(-1, n_design)
                 normal.add(folds[row], rows_design, target, force_weight)
             start += count
-    fit = _choose_ridge(normal, len(data), n_coupling, elements, n_geometries=n_geometries)
-    head.set_exchange_readout(torch.as_tensor(fit.coefficients))
+    fit = _choose_ridge(normal, len(data), n_coupling, n_head, elements, n_geometries=n_geometries)
+    head.set_energy_readout(torch.as_tensor(fit.coefficients))
     return fit
 
 
-def _choose_ridge(normal: _Normal, structures: int, n_coupling: int, elements: list[int],
+def _choose_ridge(normal: _Normal, structures: int, n_coupling: int, n_head: int, elements: list[int],
                   n_geometries: int = 0) -> ExchangeFit:
-    """Fit J beside the nuisances (the pair term φ where it beats none on held-out folds, the per-element
-    energies of ``elements`` and one energy per repeated geometry; the normal matrix's columns are J's
-    ``n_coupling``, φ's ``n_coupling``, one per element, then one per geometry), J's ridge strength
-    cross-validated over the folds. The baseline is J = 0. The per-element energies returned are refitted
-    with J fixed and no per-geometry energies, which would otherwise share them."""
-    coupling, pair = slice(None, n_coupling), slice(n_coupling, 2 * n_coupling)
-    level = slice(2 * n_coupling, 2 * n_coupling + len(elements))
+    """Fit J (and a longitudinal head's A, B) beside the nuisances (the pair term φ where it beats none on
+    held-out folds, the per-element energies of ``elements`` and one energy per repeated geometry; the
+    normal matrix's columns are J's ``n_coupling``, the Landau layer's up to ``n_head``, φ's
+    ``n_coupling``, one per element, then one per geometry), J's and the Landau layer's ridge strengths
+    cross-validated over the folds, each on its own grid with "left at zero" as one more choice (a Landau
+    layer whose columns carry nothing but noise, where no order changes a moment's size, would otherwise fit
+    that noise at a strength scaled to it). The baseline is the head's energy at zero. The per-element energies returned are refitted with the head fixed and no
+    per-geometry energies, which would otherwise share them."""
+    coupling, landau = slice(None, n_coupling), slice(n_coupling, n_head)
+    pair = slice(n_head, n_head + n_coupling)
+    level = slice(n_head + n_coupling, n_head + n_coupling + len(elements))
     geometries = slice(level.stop, level.stop + n_geometries)
 
-    def fit(gram: np.ndarray, cross: np.ndarray, with_pair: bool, alpha: float | None,
+    def fit(gram: np.ndarray, cross: np.ndarray, with_pair: bool, alphas: tuple[float | None, float | None],
             per_geometry: bool = True) -> np.ndarray:
         blocks = [(level, LEVEL_RIDGE)] + ([(geometries, LEVEL_RIDGE)] if per_geometry and n_geometries else [])
         blocks += [(pair, LEVEL_RIDGE)] if with_pair else []
-        blocks += [(coupling, alpha)] if alpha is not None else []
+        blocks += [(block, alpha) for block, alpha in zip((coupling, landau), alphas) if alpha is not None]
         columns = np.concatenate([np.arange(len(cross))[block] for block, _ in blocks])
         ridge = np.concatenate([strength * _scale(gram[block, block]) for block, strength in blocks])
         c = np.zeros(len(cross))
         c[columns] = _solve(gram[np.ix_(columns, columns)], cross[columns], ridge)
         return c
 
-    def held_out(with_pair: bool, alpha: float | None) -> float:
+    def held_out(with_pair: bool, alphas: tuple[float | None, float | None]) -> float:
         error = 0.0
         for fold in range(len(normal.square)):
             c = fit(normal.gram.sum(0) - normal.gram[fold], normal.cross.sum(0) - normal.cross[fold], with_pair,
-                    alpha)
+                    alphas)
             error += float(c @ normal.gram[fold] @ c - 2 * c @ normal.cross[fold] + normal.square[fold])
         return error
 
-    alone, paired = held_out(False, None), held_out(True, None)
+    alone, paired = held_out(False, (None, None)), held_out(True, (None, None))
     with_pair, zero = paired < alone, min(alone, paired)
-    alpha, error = min(((float(a), held_out(with_pair, float(a))) for a in RIDGE_GRID), key=lambda trial: trial[1])
+    grid = [None, *map(float, RIDGE_GRID)]
+    trials = [(a, b) for a in grid for b in (grid if n_head > n_coupling else [None]) if (a, b) != (None, None)]
+    alphas, error = min(((trial, held_out(with_pair, trial)) for trial in trials), key=lambda trial: trial[1])
     if error >= zero:
-        return ExchangeFit(np.zeros(n_coupling), None, zero, zero, structures, {})
+        return ExchangeFit(np.zeros(n_head), None, zero, zero, structures, {})
     gram, cross = normal.gram.sum(0), normal.cross.sum(0)
-    c = fit(gram, cross, with_pair, alpha)
+    c = fit(gram, cross, with_pair, alphas)
     fixed = np.zeros(len(cross))
-    fixed[coupling] = c[coupling]
-    levels = fit(gram, cross - gram @ fixed, with_pair, None, per_geometry=False)
-    return ExchangeFit(c[coupling], alpha, error, zero, structures,
-                       {z: float(v) for z, v in zip(elements, levels[level])})
+    fixed[:n_head] = c[:n_head]
+    levels = fit(gram, cross - gram @ fixed, with_pair, (None, None), per_geometry=False)
+    return ExchangeFit(c[:n_head], alphas[0], error, zero, structures,
+                       {z: float(v) for z, v in zip(elements, levels[level])}, landau_alpha=alphas[1])
 
 
 def ordered_geometries(frames: Sequence[Any], spins: Sequence[np.ndarray]) -> dict[int, int]:
@@ -208,32 +219,39 @@ def _solve(gram: np.ndarray, cross: np.ndarray, ridge: np.ndarray) -> np.ndarray
 def _residual_design(spin: Any, graphs: Sequence[Any], forces: bool
                      ) -> tuple[np.ndarray, np.ndarray | None, np.ndarray, np.ndarray | None]:
     """For one batch: the model's energies (B,) eV and forces (N, 3) eV/Å, and the design for energies
-    (B, 2(H + 1)) and forces (N, 3, 2(H + 1)): the energy and forces each read-out coefficient adds per unit,
-    J's (weighting the pair by the head's alignment) then the pair term's (by |m_i||m_j|)."""
+    (B, C) and forces (N, 3, C): the energy and forces each read-out coefficient adds per unit, J's (weighting
+    the pair by what the head's exchange multiplies), a longitudinal head's Landau layer's (no forces: the
+    magnitudes are constants of the positions here), then the pair term's (by |m_i||m_j|)."""
     inner, spins, _ = spin.collate(list(graphs))
     head = spin.head
     captured: dict[str, torch.Tensor] = {}
 
     def record(features: NodeFeatures, edges: Edges, n_graphs: int) -> tuple[torch.Tensor, torch.Tensor]:
         with torch.no_grad():
-            magnitudes = head.magnitudes(features)  # of the parallel order, as the exchange reads them
-            moments = magnitudes[:, None] * spins.to(magnitudes.dtype)
+            directions = spins.to(features.invariant.dtype)
+            magnitudes = head.magnitudes(features)  # of the parallel order
+            moments = magnitudes[:, None] * directions
+            pair, onsite = head.energy_inputs(features, edges, directions)
             vectors = edges.vectors.detach()
             length = vectors.norm(dim=-1).clamp(min=1e-9)
             centre, neighbour = edges.index
-            sizes = magnitudes * spins.to(magnitudes.dtype).norm(dim=-1)
-            weights = 0.5 * torch.stack([head.alignment(magnitudes, spins.to(magnitudes.dtype), edges),
-                                         sizes[centre] * sizes[neighbour]], dim=1).to(length.dtype)
-        environment = features.invariant.detach()
+            sizes = magnitudes * directions.norm(dim=-1)
+            weights = 0.5 * torch.stack([pair, sizes[centre] * sizes[neighbour]], dim=1).to(length.dtype)
+            environment = features.invariant.detach()
+            landau = (head.landau_design(edges.numbers, environment, onsite.to(length.dtype)) if onsite is not None
+                      else length.new_zeros(len(magnitudes), 0))
         radial, slope = torch.func.jvp(lambda r: head.exchange_design(r, edges, environment), (length,),
                                        (torch.ones_like(length),))
-        design = torch.cat([radial * weights[:, :1], radial * weights[:, 1:]], dim=1)  # (E, 2(H + 1))
-        per_atom = torch.zeros(features.batch.shape[0], design.shape[1], dtype=design.dtype, device=design.device)
-        per_atom.index_add_(0, centre, design)
-        captured["energy"] = torch.zeros(n_graphs, design.shape[1], dtype=design.dtype,
-                                         device=design.device).index_add_(0, features.batch, per_atom)
+        on_edges = torch.cat([radial * weights[:, :1], radial * weights[:, 1:]], dim=1)  # (E, 2(H + 1))
+        per_atom = torch.zeros(features.batch.shape[0], on_edges.shape[1], dtype=on_edges.dtype,
+                               device=on_edges.device).index_add_(0, centre, on_edges)
+        split = radial.shape[1]
+        per_atom = torch.cat([per_atom[:, :split], landau, per_atom[:, split:]], dim=1)
+        captured["energy"] = torch.zeros(n_graphs, per_atom.shape[1], dtype=per_atom.dtype,
+                                         device=per_atom.device).index_add_(0, features.batch, per_atom)
         if forces:  # ∂E/∂v_e along the edge, then onto its two atoms: v_e = r_neighbour − r_centre
-            radial_slope = torch.cat([slope * weights[:, :1], slope * weights[:, 1:]], dim=1)
+            radial_slope = torch.cat([slope * weights[:, :1], torch.zeros_like(slope[:, :1]).expand(-1, landau.shape[1]),
+                                      slope * weights[:, 1:]], dim=1)
             along = radial_slope[:, :, None] * (vectors / length[:, None])[:, None, :]
             gradient = torch.zeros(features.batch.shape[0], *along.shape[1:], dtype=along.dtype, device=along.device)
             gradient.index_add_(0, neighbour, along)

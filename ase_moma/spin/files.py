@@ -11,9 +11,10 @@ from ase_moma.spin.head import SpinHead
 from ase_moma.spin.model import SpinBackbone
 
 SPIN_HEAD = "spin_head.safetensors"
-LEGACY_HEAD = {"parallel_reference": False, "exchange_unit": 1.0, "environment": False, "local_order": False}
+LEGACY_HEAD = {"parallel_reference": False, "exchange_unit": 1.0, "environment": False, "local_order": False,
+               "longitudinal": False}
 """The spin-head settings of files written before they were recorded: J in eV/μB², exchange ½ Σ J m_i·m_j, J of
-distance and species only, magnitudes of geometry only."""
+distance and species only, magnitudes of geometry only, no on-site (Landau) energy."""
 
 
 def head_record(spin: SpinBackbone, exchange_start: dict[str, Any] | None) -> dict[str, Any]:

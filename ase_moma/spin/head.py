@@ -15,13 +15,22 @@
   every moment is parallel: the pretrained backbone carries the parallel state (Materials Project
   calculations start ferromagnetic), the head what turning moments away from it costs. Rotating or
   flipping every spin leaves it unchanged.
+- **Moments that shrink and vanish** (``longitudinal``, the default): the magnitudes' layers give the
+  squared moment, |m_i|² = w·softplus(q_i/w) with a floor of width w = LANDAU_WIDTH (μB²) — in a Landau
+  model antiparallel neighbours shift a moment's quadratic coefficient, so its square falls linearly with
+  them and is zero past the point where the state stops being magnetic. The energy gains an on-site
+  Landau term Σ_i A_i (|m_i|² − |m⁰_i|²) + B_i (|m_i|⁴ − |m⁰_i|⁴) with A, B read from the atom's species and
+  environment, and the exchange multiplies the moments of the order, ½ Σ J (m_i·m_j − |m⁰_i||m⁰_j|): a state
+  whose moments collapse (or a non-magnetic one, every spin zero) costs its Landau energy, not an exchange
+  priced at moments that are not there. Without it (heads saved before), the exchange multiplies the
+  geometry's magnitudes m⁰ and the size of a moment costs nothing.
 - **An energy term**: the backbone adds E_spin before differentiating, so forces and stress are exact
   derivatives of the total at a fixed spin configuration.
 
 Why each choice (the parallel reference, J's view of the environment, the order layer, the geometry's
 magnitudes in the exchange): bench/RESULTS.md, "The spin-aware head". Heads saved before a choice carry
-the setting that undoes it (``parallel_reference``, ``environment``, ``local_order`` False:
-:data:`ase_moma.spin.files.LEGACY_HEAD`).
+the setting that undoes it (``parallel_reference``, ``environment``, ``local_order``, ``longitudinal``
+False: :data:`ase_moma.spin.files.LEGACY_HEAD`).
 """
 
 from __future__ import annotations
@@ -43,6 +52,13 @@ eV/μB² and, on fe_spin, a dozen steps set order gaps thirty times DFT's."""
 MIN_MAGNITUDE = 0.05
 """μB: the floor under training |m_i| before softplus⁻¹ (non-magnetic atoms would map to −∞); below the
 ≈ 0.1 μB resolution of the DFT moments this head learns from."""
+
+LANDAU_WIDTH = 0.01
+"""μB²: the width of the smooth floor under a longitudinal head's squared moments, w·softplus(q/w): a square q of
+zero reads as 0.08 μB and one of −0.05 μB² as 0.008 μB, under the ≈ 0.1 μB resolution of DFT moments; a few
+widths above zero the square is q."""
+SQUARE_FLOOR = 1e-12
+"""μB²: added under the square root so that |m| and its slope stay finite where the square underflows."""
 
 ENVIRONMENT_SPREAD = 1e-6
 """The spread of the training atoms' features, relative to their largest entry, below which they count as one
@@ -74,12 +90,14 @@ class SpinHead(torch.nn.Module):
     ``local_order`` (False for heads saved before it), the order features o
     (see the module's docstring): they start at ``initial_magnitude`` μB, and
     :meth:`start_from_probe` starts them at a ridge fit to training moments.
+    longitudinal: the squared-moment magnitudes and the on-site Landau energy (A, B of
+    the atom's species and environment, starting at zero); False for heads saved before it.
     """
 
     def __init__(self, kind: str, width: int, cutoff: float, hidden: int = 64, n_basis: int = 8,
                  n_elements: int = 119, embedding: int = 16, initial_magnitude: float = 1.0,
                  parallel_reference: bool = True, exchange_unit: float = EXCHANGE_UNIT,
-                 environment: bool = True, local_order: bool = True) -> None:
+                 environment: bool = True, local_order: bool = True, longitudinal: bool = True) -> None:
         super().__init__()
         if kind not in SPIN_KINDS:
             raise ValueError(f"spin head kind must be one of {', '.join(SPIN_KINDS)}, got {kind!r}")
@@ -87,13 +105,16 @@ class SpinHead(torch.nn.Module):
             raise ValueError(f"the initial magnitude must be positive, got {initial_magnitude}")
         if not exchange_unit > 0:
             raise ValueError(f"the exchange unit must be positive, got {exchange_unit}")
+        if longitudinal and not parallel_reference:
+            raise ValueError("a longitudinal spin head is referenced to the parallel state: parallel_reference=False "
+                             "is a setting of heads saved before it")
         self.kind, self.cutoff, self.parallel_reference = kind, float(cutoff), bool(parallel_reference)
         self.exchange_unit = float(exchange_unit)
         self.settings = {"kind": kind, "width": width, "cutoff": float(cutoff), "hidden": hidden,
                          "n_basis": n_basis, "n_elements": n_elements, "embedding": embedding,
                          "initial_magnitude": initial_magnitude, "parallel_reference": bool(parallel_reference),
                          "exchange_unit": float(exchange_unit), "environment": bool(environment),
-                         "local_order": bool(local_order)}
+                         "local_order": bool(local_order), "longitudinal": bool(longitudinal)}
         self.probe = torch.nn.Linear(width, 1)
         self.magnitude = torch.nn.Sequential(torch.nn.Linear(width, hidden), torch.nn.SiLU(),
                                              torch.nn.Linear(hidden, 1))
@@ -102,11 +123,15 @@ class SpinHead(torch.nn.Module):
         self.environment = torch.nn.Linear(width, embedding) if environment else None
         self.exchange = torch.nn.Sequential(torch.nn.Linear(n_basis + embedding, hidden), torch.nn.SiLU(),
                                             torch.nn.Linear(hidden, 1))
+        self.landau = torch.nn.Linear(embedding, 2) if longitudinal else None
         self.register_buffer("frequencies", torch.arange(1, n_basis + 1, dtype=torch.float64) * math.pi / cutoff)
         self.start_at(initial_magnitude)
         with torch.no_grad():
             torch.nn.init.zeros_(self.exchange[-1].weight)
             torch.nn.init.zeros_(self.exchange[-1].bias)
+            if self.landau is not None:
+                torch.nn.init.zeros_(self.landau.weight)
+                torch.nn.init.zeros_(self.landau.bias)
             if self.environment is not None:
                 torch.nn.init.zeros_(self.environment.weight)
                 torch.nn.init.zeros_(self.environment.bias)
@@ -122,12 +147,27 @@ class SpinHead(torch.nn.Module):
             raise ValueError(f"the starting magnitude must be positive, got {magnitude}")
         self._zero_corrections()
         self.probe.weight.zero_()
-        self.probe.bias.fill_(inverse_softplus(magnitude))
+        self.probe.bias.fill_(float(self._from_magnitude(torch.tensor(float(magnitude), dtype=torch.float64))))
+
+    def _to_magnitude(self, value: torch.Tensor) -> torch.Tensor:
+        """|m| in μB from the magnitudes' layers' output: softplus of it, or, for a longitudinal head, the square
+        root of its smooth floor (the output is then the squared moment, μB²)."""
+        if self.landau is None:
+            return torch.nn.functional.softplus(value)
+        return torch.sqrt(LANDAU_WIDTH * torch.nn.functional.softplus(value / LANDAU_WIDTH) + SQUARE_FLOOR)
+
+    def _from_magnitude(self, magnitude: torch.Tensor) -> torch.Tensor:
+        """The layers' output that gives |m| (μB): softplus⁻¹ of it, floored at MIN_MAGNITUDE where that
+        diverges; for a longitudinal head the squared moment (a zero moment: the floor's start, 0 μB²)."""
+        if self.landau is None:
+            return inverse_softplus(magnitude.clamp(min=MIN_MAGNITUDE))
+        return magnitude ** 2
 
     @torch.no_grad()
     def start_from_probe(self, features: torch.Tensor, magnitudes: torch.Tensor, structures: torch.Tensor,
                          order: torch.Tensor | None = None) -> RidgeProbe:
-        """Start the magnitudes at the ridge probe of softplus⁻¹(|m_i|) on per-atom features.
+        """Start the magnitudes at the ridge probe of softplus⁻¹(|m_i|) (a longitudinal head's: of |m_i|²) on
+        per-atom features.
 
         features: (N, F) invariant node features of training atoms (the frozen
         backbone's); magnitudes: (N,) their DFT |m_i| in μB, floored at
@@ -139,9 +179,10 @@ class SpinHead(torch.nn.Module):
         starts at the ridge fit of what the node features' probe leaves (zero
         where the training orders do not vary). Returns the node features' probe.
         """
-        targets = inverse_softplus(magnitudes.double().clamp(min=MIN_MAGNITUDE)).cpu().numpy()
+        targets = self._from_magnitude(magnitudes.double()).cpu().numpy()
         x, groups = features.double().cpu().numpy(), structures.cpu().numpy()
-        probe = fit_ridge_probe(x, targets, groups=groups, readout=lambda v: np.logaddexp(0.0, v))
+        probe = fit_ridge_probe(x, targets, groups=groups,
+                                readout=lambda v: self._to_magnitude(torch.as_tensor(v)).numpy())
         self.probe.weight.copy_(torch.as_tensor(probe.weight)[None].to(self.probe.weight))
         self.probe.bias.fill_(probe.bias)
         self._zero_corrections()
@@ -221,7 +262,7 @@ class SpinHead(torch.nn.Module):
             if frozen_weights:
                 order_w, order_b = order_w.detach(), order_b.detach()
             value = value + linear(self.order_features(edges, spins).to(x.dtype), order_w, order_b)
-        return torch.nn.functional.softplus(value.squeeze(-1))
+        return self._to_magnitude(value.squeeze(-1))
 
     def coupling(self, edges: Edges, features: torch.Tensor | None = None) -> torch.Tensor:
         """(E,) J(r_ij, Z_i, Z_j, h_i, h_j) in eV/μB², zero with zero slope at the cutoff.
@@ -232,25 +273,49 @@ class SpinHead(torch.nn.Module):
         return self.exchange(self._exchange_inputs(length, edges, features)).squeeze(-1).to(length.dtype) * (
             self.exchange_unit * _envelope(length, self.cutoff))
 
+    def landau_coefficients(self, numbers: torch.Tensor, features: torch.Tensor | None = None) -> torch.Tensor:
+        """(N, 2) a longitudinal head's on-site A (eV/μB²) and B (eV/μB⁴) of each atom, from its species and
+        environment (``numbers`` (N,), ``features`` (N, F) as for :meth:`coupling`)."""
+        return self.landau(self._atoms(numbers, features)) * self.exchange_unit
+
     def exchange_design(self, length: torch.Tensor, edges: Edges, features: torch.Tensor | None = None
                         ) -> torch.Tensor:
         """(E, H + 1) the exchange's read-out design: J = design @ [w; b] (eV/μB²) for the last layer's weight
         w (H,) and bias b, at edge lengths ``length`` (E,) Å and node features ``features`` (N, F); the unit
         and the envelope are included.
 
-        J is linear in the last layer, so a least-squares fit of it to energy and force residuals is a
-        closed-form start (:mod:`ase_moma.spin.exchange_start`).
+        J is linear in the last layer, and A, B in the Landau layer, so a least-squares fit of both to energy
+        and force residuals is a closed-form start (:mod:`ase_moma.spin.exchange_start`).
         """
         hidden = self.exchange[:-1](self._exchange_inputs(length, edges, features)).to(length.dtype)
         ones = torch.ones_like(length)[:, None]
         return torch.cat([hidden, ones], dim=-1) * (self.exchange_unit * _envelope(length, self.cutoff))[:, None]
 
+    def landau_design(self, numbers: torch.Tensor, features: torch.Tensor | None, onsite: torch.Tensor
+                      ) -> torch.Tensor:
+        """(N, 2(D + 1)) each atom's Landau energy per unit of the Landau layer's coefficients [w_A; b_A; w_B;
+        b_B], for ``onsite`` (N, 2) of :meth:`energy_inputs` (eV per unit, the unit included)."""
+        atoms = self._atoms(numbers, features).to(onsite.dtype)
+        inputs = torch.cat([atoms, torch.ones_like(atoms[:, :1])], dim=1)
+        return torch.cat([inputs * onsite[:, :1], inputs * onsite[:, 1:]], dim=1) * self.exchange_unit
+
+    def readout_size(self) -> int:
+        """How many coefficients :meth:`set_energy_readout` takes: J's H + 1, then a longitudinal head's 2(D + 1)."""
+        size = self.exchange[-1].in_features + 1
+        return size + (2 * (self.landau.in_features + 1) if self.landau is not None else 0)
+
     @torch.no_grad()
-    def set_exchange_readout(self, coefficients: torch.Tensor) -> None:
-        """Set the exchange's last layer from (H + 1,) coefficients [w; b] (see :meth:`exchange_design`)."""
+    def set_energy_readout(self, coefficients: torch.Tensor) -> None:
+        """Set the exchange's last layer, and a longitudinal head's Landau layer, from the (readout_size(),)
+        coefficients of :meth:`exchange_design` and :meth:`landau_design`, in that order."""
         layer = self.exchange[-1]
-        layer.weight.copy_(coefficients[:-1].reshape(layer.weight.shape).to(layer.weight))
-        layer.bias.copy_(coefficients[-1:].to(layer.bias))
+        split = layer.in_features + 1
+        layer.weight.copy_(coefficients[:split - 1].reshape(layer.weight.shape).to(layer.weight))
+        layer.bias.copy_(coefficients[split - 1:split].to(layer.bias))
+        if self.landau is not None:
+            landau = coefficients[split:].reshape(2, -1)
+            self.landau.weight.copy_(landau[:, :-1].to(self.landau.weight))
+            self.landau.bias.copy_(landau[:, -1].to(self.landau.bias))
 
     def alignment(self, magnitudes: torch.Tensor, spins: torch.Tensor, edges: Edges) -> torch.Tensor:
         """(E,) what J multiplies on each edge, in μB²: m_i·m_j − |m_i||m_j| (parallel reference), or m_i·m_j.
@@ -265,18 +330,44 @@ class SpinHead(torch.nn.Module):
         sizes = magnitudes * spins.norm(dim=-1)
         return product - sizes[centre] * sizes[neighbour]
 
-    def _exchange_inputs(self, length: torch.Tensor, edges: Edges, features: torch.Tensor | None) -> torch.Tensor:
-        """(E, n_basis + embedding) radial Bessel functions of the lengths beside the pair's embedding: the sum
-        over its two atoms of their species' embedding and, with ``environment``, tanh of their projected
-        features (bounded: an environment far outside the training set's, where the projection grows
-        without limit, gets a J of the training range's edge instead of one extrapolated linearly)."""
-        basis = self._radial(length)
+    def energy_inputs(self, features: NodeFeatures, edges: Edges, spins: torch.Tensor
+                      ) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """What the head's energy multiplies, its magnitudes taken with their weights frozen (the energy's
+        gradient reaches positions and backbone through them, not their weights): (E,) μB² per edge, what J
+        multiplies, and for a longitudinal head (N, 2) per atom what A and B multiply, |m_i|² − |m⁰_i|² and
+        |m_i|⁴ − |m⁰_i|⁴ (None otherwise). spins: (N, 3) unit directions, zero for an atom given no moment.
+
+        A longitudinal head's edges carry m_i·m_j − |m⁰_i||m⁰_j| with m_i = |m_i| s_i the order's moments and
+        m⁰ the parallel state's magnitudes, so that a ferromagnetic state adds nothing; other heads' carry
+        :meth:`alignment` of the geometry's magnitudes m⁰.
+        """
+        geometry = self.magnitudes(features, frozen_weights=True)
+        if self.landau is None:
+            return self.alignment(geometry, spins, edges), None
+        present = self.magnitudes(features, edges, spins, frozen_weights=True) * spins.norm(dim=-1)
         centre, neighbour = edges.index
-        atom = self.species(edges.numbers)
+        moments = present[:, None] * spins
+        pair = (moments[centre] * moments[neighbour]).sum(-1) - geometry[centre] * geometry[neighbour]
+        return pair, torch.stack([present ** 2 - geometry ** 2, present ** 4 - geometry ** 4], dim=1)
+
+    def _atoms(self, numbers: torch.Tensor, features: torch.Tensor | None) -> torch.Tensor:
+        """(N, D) each atom's input to J and to the Landau coefficients: its species' embedding plus, with
+        ``environment``, tanh of its projected features (bounded: an environment far outside the training
+        set's, where the projection grows without limit, gets the training range's edge instead of a value
+        extrapolated linearly)."""
+        atom = self.species(numbers)
         if self.environment is not None:
             if features is None:
-                raise ValueError("this spin head's exchange reads the atoms' environments: pass their node features")
+                raise ValueError("this spin head reads the atoms' environments: pass their node features")
             atom = atom + torch.tanh(self.environment(features.to(self.environment.weight.dtype)))
+        return atom
+
+    def _exchange_inputs(self, length: torch.Tensor, edges: Edges, features: torch.Tensor | None) -> torch.Tensor:
+        """(E, n_basis + embedding) radial Bessel functions of the lengths beside the pair's embedding: the sum
+        over its two atoms of :meth:`_atoms`."""
+        basis = self._radial(length)
+        centre, neighbour = edges.index
+        atom = self._atoms(edges.numbers, features)
         pair = atom[centre] + atom[neighbour]
         return torch.cat([basis.to(pair.dtype), pair], dim=-1)
 
@@ -286,17 +377,20 @@ class SpinHead(torch.nn.Module):
 
     def forward(self, features: NodeFeatures, edges: Edges, n_graphs: int,
                 spins: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """((B,) exchange energy in eV, (N, 3) moments m_i = |m_i| s_i in μB) for one batch.
+        """((B,) spin energy in eV, (N, 3) moments m_i = |m_i| s_i in μB) for one batch.
 
         spins: (N, 3) the input spin directions s_i: unit vectors, or zero for an
         atom given no moment (it then carries none).
         """
         spins = spins.to(features.invariant.dtype)
         moments = self.magnitudes(features, edges, spins)[:, None] * spins
-        pair_energy = 0.5 * self.coupling(edges, features.invariant) * self.alignment(
-            self.magnitudes(features, frozen_weights=True), spins, edges).to(edges.vectors.dtype)
+        pair, onsite = self.energy_inputs(features, edges, spins)
+        pair_energy = 0.5 * self.coupling(edges, features.invariant) * pair.to(edges.vectors.dtype)
         per_atom = torch.zeros(features.batch.shape[0], dtype=pair_energy.dtype, device=pair_energy.device)
         per_atom.index_add_(0, edges.index[0], pair_energy)
+        if onsite is not None:
+            landau = self.landau_coefficients(edges.numbers, features.invariant).to(per_atom.dtype)
+            per_atom = per_atom + (landau * onsite.to(per_atom.dtype)).sum(-1)
         energy = torch.zeros(n_graphs, dtype=per_atom.dtype, device=per_atom.device)
         return energy.index_add_(0, features.batch, per_atom), moments
 

@@ -15,7 +15,8 @@ from ase_moma.backbone import Backbone, BackboneOutput, NodeFeatures, PathWeight
 from ase_moma.spin.head import SpinHead
 
 DEFAULT_ORDER = ("no initial magnetic moments are set: assuming ferromagnetic order (every spin up, along z), "
-                 "as VASP does; set atoms.set_initial_magnetic_moments to choose the spin configuration")
+                 "as VASP does; set atoms.set_initial_magnetic_moments to choose the spin configuration "
+                 "(all zero: non-magnetic)")
 
 
 @dataclasses.dataclass
@@ -31,14 +32,16 @@ class SpinGraph:
 def spin_directions(atoms: Atoms) -> tuple[np.ndarray, bool]:
     """((n, 3) unit spin directions, collinear) from ``atoms``' initial magnetic moments.
 
-    (n,) moments give ±z (zero stays zero); (n, 3) moments give their
-    directions. With every moment zero (none set), every spin points up (a
-    warning says so): the ferromagnetic default of DFT codes.
+    (n,) moments give ±z (zero stays zero: that atom carries no moment); (n, 3)
+    moments give their directions. Moments set, all zero: the non-magnetic
+    state (a spin-polarised DFT run started there stays there). None set:
+    every spin points up (a warning says so), the ferromagnetic default of DFT
+    codes.
     """
     initial = np.asarray(atoms.get_initial_magnetic_moments(), dtype=np.float64)
     collinear = initial.ndim == 1
     vectors = np.stack([np.zeros_like(initial), np.zeros_like(initial), initial], axis=1) if collinear else initial
-    if not np.any(vectors):
+    if not atoms.has("initial_magmoms"):
         warnings.warn(DEFAULT_ORDER, stacklevel=3)
         vectors = np.tile([0.0, 0.0, 1.0], (len(atoms), 1))
     norms = np.linalg.norm(vectors, axis=1, keepdims=True)
