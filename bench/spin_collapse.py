@@ -14,7 +14,8 @@ and on those whose moments collapse (DFT |m| < 0.1 μB with a moment set). Besid
   the training set lacks);
 - a Heisenberg model with one J per 0.25 Å shell on the states' unit spins (zero for no moment), least
   squares on the training gaps;
-- the head without the Landau term (``--no-longitudinal``);
+- the head's start before training (its closed-form fits), and the head without the Landau term
+  (``--no-longitudinal``);
 - the training mean |m| (of the atoms given a moment) and CHGNet 0.3.0's own moments.
 
     python bench/spin_collapse.py --train data/magnetic/co_orders_pbe_training.extxyz \\
@@ -113,9 +114,11 @@ def moment_scores(predicted: np.ndarray, truth: np.ndarray, given: np.ndarray) -
             "collapsed_atoms": int(collapsed.sum())}
 
 
-def run_head(train, valid, held: dict, seed: int, longitudinal: bool) -> dict:
-    """Train a head (frozen backbone, defaults, seed) and score it on every held-out set."""
-    config = FinetuneConfig(method="zero_shot", spin_head="vector", loss=LOSS, seed=seed, longitudinal=longitudinal)
+def run_head(train, valid, held: dict, seed: int, longitudinal: bool, epochs: int = 100) -> dict:
+    """Train a head (frozen backbone, defaults, seed; ``epochs`` 0: its start alone) and score it on every
+    held-out set."""
+    config = FinetuneConfig(method="zero_shot", spin_head="vector", loss=LOSS, seed=seed, longitudinal=longitudinal,
+                            epochs=epochs)
     tuner = Finetuner(load_backbone("sevennet", device="cpu"), config)
     start = time.perf_counter()
     result = tuner.fit(train, valid, progress=False)
@@ -144,6 +147,7 @@ def main() -> None:
     parser.add_argument("--train", type=Path, nargs="+", required=True)
     parser.add_argument("--heldout", type=Path, nargs="+", required=True)
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
+    parser.add_argument("--no-ablation", action="store_true", help="train only the head with its Landau term")
     parser.add_argument("-o", "--output", type=Path, default=Path("bench/out/spin_collapse"))
     args = parser.parse_args()
     read = lambda frames, what: read_potential_set(frames, forces=True, stress=False, magmoms="vector",  # noqa: E731
@@ -175,8 +179,10 @@ def main() -> None:
             if seed == args.seeds[0]:
                 chg = np.concatenate([np.abs(row["magmoms"]) for row in chgnet.predict(frames, batch_size=8)])
                 rows.setdefault("CHGNet 0.3.0", {})[name] = moment_scores(chg, dft_m, given)
-        for label, longitudinal in (("head", True), ("head without the Landau term", False)):
-            rows[label] = run_head(train, valid, held, seed, longitudinal)
+        heads = (("head", True, 100), ("head's start (no training)", True, 0))
+        heads += (("head without the Landau term", False, 100),) if not args.no_ablation else ()
+        for label, longitudinal, epochs in heads:
+            rows[label] = run_head(train, valid, held, seed, longitudinal, epochs)
             print(f"seed {seed} {label}: " + "; ".join(
                 f"{name} gaps {rows[label][name]['gap_mae']:.1f} meV/atom, |m| {rows[label][name]['m_mae']:.3f} "
                 f"(collapsed {rows[label][name]['m_mae_collapsed'] if rows[label][name]['m_mae_collapsed'] is None else round(rows[label][name]['m_mae_collapsed'], 3)})"

@@ -43,6 +43,9 @@ def add_finetune_command(commands: argparse._SubParsersAction) -> None:
     finetune.add_argument("--no-stress-check", action="store_true",
                           help="skip comparing the stress labels' scale with the backbone's predictions")
     finetune.add_argument("--patience", type=int, help="default 10")
+    finetune.add_argument("--min-improvement", type=float, metavar="FRACTION",
+                          help="an epoch counts as better only where it lowers the validation loss by this "
+                          "fraction (default 0.01 with --spin-head, else 0)")
     finetune.add_argument("--max-steps", type=int, help="stop after this many optimiser steps")
     finetune.add_argument("--spin-head", choices=SPIN_KINDS,
                           help="also train a spin head on the moments (arrays['magmoms_vector'] or per-atom magmoms)")
@@ -116,6 +119,7 @@ def _finetune_potential(args: argparse.Namespace) -> int:
                             max_steps=args.max_steps, refit_references=not args.no_refit_references,
                             seed=args.seed, spin_head=args.spin_head, head_lr=args.head_lr,
                             exchange=not args.no_exchange, longitudinal=not args.no_longitudinal,
+                            min_improvement=args.min_improvement,
                             chunk_atoms=args.chunk_atoms, **given)
     weights = {key: value for key, value in (("energy", args.energy_weight), ("forces", args.forces_weight),
                                              ("stress", args.stress_weight), ("magmoms", args.magmoms_weight))

@@ -18,7 +18,9 @@
 - **Moments that shrink and vanish** (``longitudinal``, the default): the magnitudes' layers give the
   squared moment, |m_i|² = w·softplus(q_i/w) with a floor of width w = LANDAU_WIDTH (μB²) — in a Landau
   model antiparallel neighbours shift a moment's quadratic coefficient, so its square falls linearly with
-  them and is zero past the point where the state stops being magnetic. The energy gains an on-site
+  them and is zero past the point where the state stops being magnetic; how far an order shifts it may
+  depend on the lattice (the order layer also reads the order features times the environment's leading
+  directions). The energy gains an on-site
   Landau term Σ_i A_i (|m_i|² − |m⁰_i|²) + B_i (|m_i|⁴ − |m⁰_i|⁴) with A, B read from the atom's species and
   environment, and the exchange multiplies the moments of the order, ½ Σ J (m_i·m_j − |m⁰_i||m⁰_j|): a state
   whose moments collapse (or a non-magnetic one, every spin zero) costs its Landau energy, not an exchange
@@ -28,7 +30,7 @@
   derivatives of the total at a fixed spin configuration.
 
 Why each choice (the parallel reference, J's view of the environment, the order layer, the geometry's
-magnitudes in the exchange): bench/RESULTS.md, "The spin-aware head". Heads saved before a choice carry
+magnitudes in the exchange, the Landau term): bench/RESULTS.md, "The spin-aware head". Heads saved before a choice carry
 the setting that undoes it (``parallel_reference``, ``environment``, ``local_order``, ``longitudinal``
 False: :data:`ase_moma.spin.files.LEGACY_HEAD`).
 """
@@ -57,6 +59,13 @@ LANDAU_WIDTH = 0.01
 """μB²: the width of the smooth floor under a longitudinal head's squared moments, w·softplus(q/w): a square q of
 zero reads as 0.08 μB and one of −0.05 μB² as 0.008 μB, under the ≈ 0.1 μB resolution of DFT moments; a few
 widths above zero the square is q."""
+ORDER_ENVIRONMENT = 2
+"""How many of the environment projection's leading entries (the training atoms' main directions of variation)
+a longitudinal head's order layer multiplies the order features by."""
+COLLAPSED = 0.1
+"""μB: a DFT moment below this has collapsed (the resolution of DFT moments): its direction is noise, and for a
+longitudinal head its square is only bounded above by zero."""
+CENSORED_ROUNDS = 30  # fits of the censored least squares at most (it settles in a few on the shipped sets)
 SQUARE_FLOOR = 1e-12
 """μB²: added under the square root so that |m| and its slope stay finite where the square underflows."""
 
@@ -118,7 +127,9 @@ class SpinHead(torch.nn.Module):
         self.probe = torch.nn.Linear(width, 1)
         self.magnitude = torch.nn.Sequential(torch.nn.Linear(width, hidden), torch.nn.SiLU(),
                                              torch.nn.Linear(hidden, 1))
-        self.order = torch.nn.Linear(n_basis, 1) if local_order else None
+        # a longitudinal head's order layer also reads the order features times the environment (order_inputs)
+        self.order = (torch.nn.Linear(n_basis * (1 + ORDER_ENVIRONMENT if longitudinal and environment else 1), 1)
+                      if local_order else None)
         self.species = torch.nn.Embedding(n_elements, embedding)
         self.environment = torch.nn.Linear(width, embedding) if environment else None
         self.exchange = torch.nn.Sequential(torch.nn.Linear(n_basis + embedding, hidden), torch.nn.SiLU(),
@@ -178,20 +189,35 @@ class SpinHead(torch.nn.Module):
         (:meth:`order_features`), for a head with ``local_order``: the order layer
         starts at the ridge fit of what the node features' probe leaves (zero
         where the training orders do not vary). Returns the node features' probe.
+
+        A longitudinal head's node-feature probe is fitted to the atoms whose neighbours are all parallel
+        (where the training set has such atoms in three structures or more): m⁰ is the parallel state's
+        magnitude, which the other orders' moments would otherwise pull towards their mean. And a moment
+        that collapsed (|m_i| < COLLAPSED) says only that its square is at most zero — in a Landau model the
+        state's quadratic coefficient turned positive, by however much — so both fits count it as an error
+        only where they predict a square above zero (censored least squares).
         """
         targets = self._from_magnitude(magnitudes.double()).cpu().numpy()
         x, groups = features.double().cpu().numpy(), structures.cpu().numpy()
-        probe = fit_ridge_probe(x, targets, groups=groups,
-                                readout=lambda v: self._to_magnitude(torch.as_tensor(v)).numpy())
+        readout = lambda v: self._to_magnitude(torch.as_tensor(v)).numpy()  # noqa: E731
+        o = (self.order_inputs(order, features).double().cpu().numpy() if self.order is not None and order is not None
+             else np.zeros((len(targets), 0)))
+        varies = o.shape[1] > 0 and np.ptp(o, axis=0).max() > 0
+        self._zero_corrections()
+        if self.landau is not None and varies:  # one fit of node and order features: m⁰ is the parallel state's
+            censored = magnitudes.double().cpu().numpy() < COLLAPSED
+            joint = _censored_ridge(np.concatenate([x, o], axis=1), targets, censored, groups, readout=readout)
+            probe = RidgeProbe(weight=joint.weight[:x.shape[1]], bias=joint.bias, alpha=joint.alpha,
+                               loo_mae=joint.loo_mae)
+            self.order.weight.copy_(torch.as_tensor(joint.weight[x.shape[1]:])[None].to(self.order.weight))
+        else:
+            probe = fit_ridge_probe(x, targets, groups=groups, readout=readout)
         self.probe.weight.copy_(torch.as_tensor(probe.weight)[None].to(self.probe.weight))
         self.probe.bias.fill_(probe.bias)
-        self._zero_corrections()
-        if self.order is not None and order is not None:
-            o = order.double().cpu().numpy()
-            if np.ptp(o, axis=0).max() > 0:
-                correction = fit_ridge_probe(o, targets - probe.predict(x), groups=groups)
-                self.order.weight.copy_(torch.as_tensor(correction.weight)[None].to(self.order.weight))
-                self.order.bias.fill_(correction.bias)
+        if self.landau is None and varies:
+            correction = fit_ridge_probe(o, targets - probe.predict(x), groups=groups)
+            self.order.weight.copy_(torch.as_tensor(correction.weight)[None].to(self.order.weight))
+            self.order.bias.fill_(correction.bias)
         return probe
 
     @torch.no_grad()
@@ -239,15 +265,29 @@ class SpinHead(torch.nn.Module):
         return torch.zeros(len(spins), shells.shape[1], dtype=shells.dtype, device=shells.device).index_add_(
             0, centre, shells)
 
+    def order_inputs(self, order: torch.Tensor, features: torch.Tensor) -> torch.Tensor:
+        """What the order layer reads: the order features ``order`` (N, K), and for a longitudinal head that
+        reads the environment also each of them times each entry of tanh of the atoms' projected node
+        features ``features`` (N, F) — (N, K(1 + D)): how far an order shrinks a moment depends on the
+        lattice (cobalt's antiparallel planes keep a moment in hcp where fcc's lose it at one
+        nearest-neighbour distance), and the projection is zero, adding nothing, until
+        :meth:`start_environment` opens it."""
+        if self.order.in_features == order.shape[1]:
+            return order
+        environment = torch.tanh(self.environment(features.to(self.environment.weight.dtype)))
+        environment = environment[:, :ORDER_ENVIRONMENT].to(order.dtype)
+        return torch.cat([order, (order[:, :, None] * environment[:, None, :]).flatten(1)], dim=1)
+
     def magnitudes(self, features: NodeFeatures, edges: Edges | None = None, spins: torch.Tensor | None = None,
                    *, frozen_weights: bool = False) -> torch.Tensor:
         """(N,) |m_i| in μB, ≥ 0, invariant under rotations and inversion of the structure and under turning
         every spin together.
 
         edges, spins: (N, 3) the spin directions, read by the order layer of a head with ``local_order``;
-        none given: the geometry's magnitudes m⁰ (what the exchange reads). frozen_weights: the same
-        values, but no gradient reaches the head's own weights (it still flows through the features, to
-        positions and backbone).
+        none given: the geometry's magnitudes m⁰ (what the exchange reads; for a longitudinal head, those
+        of the parallel state, whose order features are zero, so the order layer adds its bias alone).
+        frozen_weights: the same values, but no gradient reaches the head's own weights (it still flows
+        through the features, to positions and backbone).
         """
         linear = torch.nn.functional.linear
         weights = [(layer.weight, layer.bias) for layer in (self.probe, self.magnitude[0], self.magnitude[2])]
@@ -261,7 +301,10 @@ class SpinHead(torch.nn.Module):
             order_w, order_b = self.order.weight, self.order.bias
             if frozen_weights:
                 order_w, order_b = order_w.detach(), order_b.detach()
-            value = value + linear(self.order_features(edges, spins).to(x.dtype), order_w, order_b)
+            order = self.order_inputs(self.order_features(edges, spins).to(x.dtype), x)
+            value = value + linear(order.to(x.dtype), order_w, order_b)
+        elif self.order is not None and self.landau is not None:
+            value = value + (self.order.bias.detach() if frozen_weights else self.order.bias)
         return self._to_magnitude(value.squeeze(-1))
 
     def coupling(self, edges: Edges, features: torch.Tensor | None = None) -> torch.Tensor:
@@ -393,6 +436,22 @@ class SpinHead(torch.nn.Module):
             per_atom = per_atom + (landau * onsite.to(per_atom.dtype)).sum(-1)
         energy = torch.zeros(n_graphs, dtype=per_atom.dtype, device=per_atom.device)
         return energy.index_add_(0, features.batch, per_atom), moments
+
+
+def _censored_ridge(x: np.ndarray, targets: np.ndarray, censored: np.ndarray, groups: np.ndarray,
+                    offset: np.ndarray | float = 0.0, readout=None) -> RidgeProbe:
+    """The ridge probe (:func:`fit_ridge_probe`) of ``targets`` (M,) minus ``offset`` on ``x`` (M, F), where
+    the ``censored`` rows' targets are upper bounds: a censored row predicted below its bound has its target
+    moved there and counts no error. Alternates fits and target moves until no target moves (at most
+    CENSORED_ROUNDS fits; without censored rows, one)."""
+    y = targets.copy()
+    for _ in range(CENSORED_ROUNDS):
+        probe = fit_ridge_probe(x, y - offset, groups=groups, readout=readout)
+        moved = np.where(censored, np.minimum(probe.predict(x) + offset, targets), targets)
+        if np.allclose(moved, y, rtol=0, atol=1e-9):
+            break
+        y = moved
+    return probe
 
 
 def _envelope(length: torch.Tensor, cutoff: float) -> torch.Tensor:

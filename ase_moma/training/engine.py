@@ -38,8 +38,9 @@ class Schedule:
     seeded by (``seed``, epoch); stop after ``patience`` epochs without a better score, or after
     ``max_steps`` optimiser steps in all, or, when ``to_beat`` is given (another model's score on the same
     validation set), after ``grace`` epochs whose best score is still not below it: a run that cannot beat
-    the alternative early is not worth its remaining epochs. ``epochs`` 0 keeps the starting point
-    (validated once)."""
+    the alternative early is not worth its remaining epochs. An epoch counts as better only where its
+    score is below the best × (1 − ``min_improvement``): a run creeping down by less is flat. ``epochs`` 0
+    keeps the starting point (validated once)."""
 
     epochs: int
     batch_size: int
@@ -48,6 +49,7 @@ class Schedule:
     max_steps: int | None = None
     to_beat: float | None = None
     grace: int = GRACE
+    min_improvement: float = 0.0
 
     def check(self) -> None:
         if self.epochs < 0:
@@ -57,6 +59,8 @@ class Schedule:
                 raise ValueError(f"{name} must be at least 1, got {getattr(self, name)}")
         if self.max_steps is not None and self.max_steps < 1:
             raise ValueError(f"max_steps must be at least 1, got {self.max_steps}")
+        if not 0 <= self.min_improvement < 1:
+            raise ValueError(f"min_improvement must be a fraction in [0, 1), got {self.min_improvement}")
 
     def budget(self, n_items: int) -> int:
         """Optimiser steps this schedule allows over ``n_items`` items."""
@@ -163,7 +167,7 @@ class TrainingEngine:
             metrics = validate()
             state["history"].append({"epoch": state["epoch"], "train_loss": float(np.mean(losses)), **metrics,
                                      "seconds": time.perf_counter() - epoch_start})
-            if metrics[self.score] < state["best"][self.score]:
+            if metrics[self.score] < state["best"][self.score] * (1 - self.schedule.min_improvement):
                 state.update(best=metrics, best_epoch=state["epoch"], bad_epochs=0)
                 best_values = self._snapshot()
             else:
