@@ -61,11 +61,12 @@ zero reads as 0.08 μB and one of −0.05 μB² as 0.008 μB, under the ≈ 0.1 
 widths above zero the square is q."""
 ORDER_ENVIRONMENT = 2
 """How many of the environment projection's leading entries (the training atoms' main directions of variation)
-a longitudinal head's order layer multiplies the order features by."""
+a longitudinal head's order layer multiplies the order features by: all 16 overfitted the shipped cobalt (a
+held-out antiparallel state at 79 μB), two did not (bench/RESULTS.md, "Moments that shrink and vanish")."""
 COLLAPSED = 0.1
 """μB: a DFT moment below this has collapsed (the resolution of DFT moments): its direction is noise, and for a
 longitudinal head its square is only bounded above by zero."""
-CENSORED_ROUNDS = 30  # fits of the censored least squares at most (it settles in a few on the shipped sets)
+CENSORED_ROUNDS = 30  # fits of the censored least squares at most
 SQUARE_FLOOR = 1e-12
 """μB²: added under the square root so that |m| and its slope stay finite where the square underflows."""
 
@@ -190,12 +191,12 @@ class SpinHead(torch.nn.Module):
         starts at the ridge fit of what the node features' probe leaves (zero
         where the training orders do not vary). Returns the node features' probe.
 
-        A longitudinal head's node-feature probe is fitted to the atoms whose neighbours are all parallel
-        (where the training set has such atoms in three structures or more): m⁰ is the parallel state's
-        magnitude, which the other orders' moments would otherwise pull towards their mean. And a moment
-        that collapsed (|m_i| < COLLAPSED) says only that its square is at most zero — in a Landau model the
-        state's quadratic coefficient turned positive, by however much — so both fits count it as an error
-        only where they predict a square above zero (censored least squares).
+        A longitudinal head fits node and order features together, in one ridge over every atom given a
+        moment (where the training orders vary): the node features' part, the parallel state's m⁰ (whose
+        order features are zero), is informed by the atoms of every order. A moment that collapsed
+        (|m_i| < COLLAPSED) says only that its square is at most zero — in a Landau model the state's
+        quadratic coefficient turned positive, by however much — so the fit counts it as an error only
+        where it predicts a square above zero (censored least squares).
         """
         targets = self._from_magnitude(magnitudes.double()).cpu().numpy()
         x, groups = features.double().cpu().numpy(), structures.cpu().numpy()
@@ -267,11 +268,11 @@ class SpinHead(torch.nn.Module):
 
     def order_inputs(self, order: torch.Tensor, features: torch.Tensor) -> torch.Tensor:
         """What the order layer reads: the order features ``order`` (N, K), and for a longitudinal head that
-        reads the environment also each of them times each entry of tanh of the atoms' projected node
-        features ``features`` (N, F) — (N, K(1 + D)): how far an order shrinks a moment depends on the
-        lattice (cobalt's antiparallel planes keep a moment in hcp where fcc's lose it at one
-        nearest-neighbour distance), and the projection is zero, adding nothing, until
-        :meth:`start_environment` opens it."""
+        reads the environment also each of them times each of the ORDER_ENVIRONMENT leading entries of tanh of
+        the atoms' projected node features ``features`` (N, F) — (N, K(1 + ORDER_ENVIRONMENT)): how far an
+        order shrinks a moment depends on the lattice (cobalt's antiparallel planes keep a moment in hcp
+        where fcc's lose it at one nearest-neighbour distance), and the projection is zero, adding nothing,
+        until :meth:`start_environment` opens it."""
         if self.order.in_features == order.shape[1]:
             return order
         environment = torch.tanh(self.environment(features.to(self.environment.weight.dtype)))
@@ -439,15 +440,15 @@ class SpinHead(torch.nn.Module):
 
 
 def _censored_ridge(x: np.ndarray, targets: np.ndarray, censored: np.ndarray, groups: np.ndarray,
-                    offset: np.ndarray | float = 0.0, readout=None) -> RidgeProbe:
-    """The ridge probe (:func:`fit_ridge_probe`) of ``targets`` (M,) minus ``offset`` on ``x`` (M, F), where
-    the ``censored`` rows' targets are upper bounds: a censored row predicted below its bound has its target
-    moved there and counts no error. Alternates fits and target moves until no target moves (at most
-    CENSORED_ROUNDS fits; without censored rows, one)."""
+                    readout=None) -> RidgeProbe:
+    """The ridge probe (:func:`fit_ridge_probe`) of ``targets`` (M,) on ``x`` (M, F), where the ``censored``
+    rows' targets are upper bounds: a censored row predicted below its bound has its target moved there and
+    counts no error. Alternates fits and target moves until no target moves (at most CENSORED_ROUNDS fits;
+    without censored rows, one)."""
     y = targets.copy()
     for _ in range(CENSORED_ROUNDS):
-        probe = fit_ridge_probe(x, y - offset, groups=groups, readout=readout)
-        moved = np.where(censored, np.minimum(probe.predict(x) + offset, targets), targets)
+        probe = fit_ridge_probe(x, y, groups=groups, readout=readout)
+        moved = np.where(censored, np.minimum(probe.predict(x), targets), targets)
         if np.allclose(moved, y, rtol=0, atol=1e-9):
             break
         y = moved
