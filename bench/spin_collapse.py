@@ -31,9 +31,7 @@ from pathlib import Path
 
 import ase.io
 import numpy as np
-from ase.neighborlist import neighbor_list
-from scipy.stats import spearmanr
-from spin_orders import predicted_energies, split_by_geometry
+from spin_orders import pair_scores, predicted_energies, shell_features, split_by_geometry
 
 from ase_moma import load_backbone, load_calculator
 from ase_moma.finetune import FinetuneConfig, Finetuner
@@ -42,7 +40,6 @@ from ase_moma.finetune.potential_data import read_potential_set
 
 LOSS = PotentialLoss(energy=1.0, forces=1.0, stress=0.0, magmoms=1.0)  # ideal cells: stress is the backbone's
 COLLAPSED = 0.1  # μB: a state given a moment whose DFT |m| ends below this has lost it
-SHELL_WIDTH, SHELL_CUTOFF = 0.25, 5.0  # Å
 
 
 def describe(atoms) -> tuple[str, float, str]:
@@ -73,19 +70,11 @@ def nearest_geometry(train: dict, keys: list) -> np.ndarray:
     return np.array(out)
 
 
-def shell_features(atoms) -> np.ndarray:
-    """(S,) per atom ½ Σ_ij σ_i σ_j over the pairs in each 0.25 Å shell: a Heisenberg model's energy per atom is
-    this dotted with one J per shell."""
-    sigma = spins(atoms)
-    first, second, distance = neighbor_list("ijd", atoms, SHELL_CUTOFF)
-    shell = np.minimum((distance / SHELL_WIDTH).astype(int), int(SHELL_CUTOFF / SHELL_WIDTH) - 1)
-    return 0.5 * np.bincount(shell, sigma[first] * sigma[second], minlength=int(SHELL_CUTOFF / SHELL_WIDTH)) / len(atoms)
-
-
 def heisenberg(train_frames: list, train_gaps: dict, frames: list, keys: list) -> np.ndarray:
     """(K,) the per-shell Heisenberg model's gaps (eV/atom), J by least squares on the training gaps."""
-    def differences(source: list, wanted: list) -> np.ndarray:
-        features = {describe(atoms): shell_features(atoms) for atoms in source}
+    def differences(source: list, wanted: list) -> np.ndarray:  # the state's unit spins: its signs along z
+        features = {describe(atoms): shell_features(atoms, np.outer(spins(atoms), [0.0, 0.0, 1.0]))
+                    for atoms in source}
         return np.array([features[key] - features[(key[0], key[1], "ferromagnetic")] for key in wanted])
 
     train_keys = list(train_gaps)
@@ -99,10 +88,9 @@ def gap_scores(predicted: np.ndarray, truth: np.ndarray) -> dict:
     known = np.isfinite(predicted)
     if not known.any():
         return {"gap_mae": None, "spearman": None, "signs": None, "count": 0}
-    p, t = predicted[known], truth[known]
-    return {"gap_mae": 1000 * float(np.abs(p - t).mean()), "count": int(known.sum()),
-            "spearman": None if np.ptp(p) < 1e-12 else float(spearmanr(p, t).statistic),
-            "signs": float(np.mean(np.sign(p[np.abs(t) > 1e-3]) == np.sign(t[np.abs(t) > 1e-3])))}
+    scores = pair_scores(predicted[known], truth[known])
+    return {"gap_mae": scores["pair_mae"], "count": int(known.sum()), "signs": scores["pair_sign_agreement"],
+            "spearman": None if np.isnan(scores["pair_spearman"]) else scores["pair_spearman"]}
 
 
 def moment_scores(predicted: np.ndarray, truth: np.ndarray, given: np.ndarray) -> dict:

@@ -121,11 +121,12 @@ def split_by_geometry(frames: list, seed: int) -> dict[str, list]:
 SHELL_WIDTH, SHELL_CUTOFF = 0.25, 5.0  # Å: the Heisenberg baseline's distance shells, to SevenNet-0's cutoff
 
 
-def shell_features(atoms) -> np.ndarray:
-    """(S,) per atom, ½ Σ_ij (s_i·s_j − 1) over the pairs in each distance shell, with unit spins s_i (the
-    directions of ``magmoms_vector``): the exchange per atom of a Heisenberg model with one J per shell,
-    referenced to the parallel order, is this dotted with J (times |m|²)."""
-    units = directions(atoms)
+def shell_features(atoms, units: np.ndarray | None = None) -> np.ndarray:
+    """(S,) per atom, ½ Σ_ij (s_i·s_j − 1) over the pairs in each distance shell, with unit spins s_i (``units``
+    (n, 3), zero for no moment; by default the directions of ``magmoms_vector``): the exchange per atom of a
+    Heisenberg model with one J per shell, referenced to the parallel order, is this dotted with J (times
+    |m|²)."""
+    units = directions(atoms) if units is None else units
     first, second, distance = neighbor_list("ijd", atoms, SHELL_CUTOFF)
     shell = np.minimum((distance / SHELL_WIDTH).astype(int), int(SHELL_CUTOFF / SHELL_WIDTH) - 1)
     product = np.einsum("ij,ij->i", units[first], units[second]) - 1.0
