@@ -13,6 +13,10 @@ class AseMomaError(Exception):
     """Base of the errors ase-moma raises for input it refuses."""
 
 
+class HubIntegrityError(AseMomaError, ValueError):
+    """A saved file failed a check (checksum, stray file, fingerprint, format or version)."""
+
+
 class UsageError(AseMomaError, ValueError):
     """A command line that cannot work: a flag missing, or two that exclude each other."""
 

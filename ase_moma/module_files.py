@@ -17,24 +17,21 @@ from typing import Any, Mapping
 
 import torch
 
-from ase_moma.errors import AseMomaError
+from ase_moma.errors import HubIntegrityError
+from ase_moma.formats import Format
+from ase_moma.module_format import MODULE
 from ase_moma.version import CREATED_BY
 
 MODULE_JSON = "module.json"
 WEIGHTS = "weights.safetensors"
 HEAD = "head.safetensors"
 DELTA = "delta.safetensors"
-FUSION = "fusion.safetensors"  # a fusion head over other views of the structure (ase_moma.modalities)
 # What a module changes, and the kind it merges as: every backbone weight (full), adapters after each
 # interaction block (adapter), or a sparse change of the backbone weights (delta: a fine-tuned
 # potential, which is a whole backbone state once added to the pretrained one).
 MODULE_KINDS = {"full": "full", "adapter": "adapter", "delta": "full"}
 TRAINED_KINDS = ("full", "adapter")  # what hub training and composition produce
 PICKLE_SUFFIXES = (".pt", ".pth", ".pkl", ".pickle", ".ckpt", ".bin", ".model", ".tar", ".npy", ".joblib")
-
-
-class HubIntegrityError(AseMomaError, ValueError):
-    """A hub or module folder failed a check (checksum, stray file, fingerprint, schema)."""
 
 
 def check_module_kind(kind: Any, where: str) -> str:
@@ -72,21 +69,19 @@ def read_json(path: Path, what: str) -> dict[str, Any]:
     return content
 
 
-def read_record(path: Path, what: str, schema: str) -> dict[str, Any]:
-    """:func:`read_json` of a record that must carry ``schema``; HubIntegrityError naming the file if not."""
-    record = read_json(path, what)
-    if record.get("schema") != schema:
-        raise HubIntegrityError(f"{path} is not an ase-moma {what} (schema {record.get('schema')!r})")
-    return record
+def read_record(path: Path, form: Format) -> dict[str, Any]:
+    """The record in ``path``, of format ``form``, migrated to its current version; HubIntegrityError naming
+    the file when it is not one, or is of a newer version."""
+    return form.read(read_json(path, form.what), path)
 
 
-def read_folder_record(folder: str | Path, name: str, what: str, schema: str, kind: str) -> dict[str, Any]:
+def read_folder_record(folder: str | Path, name: str, form: Format, kind: str) -> dict[str, Any]:
     """:func:`read_record` of the file ``name`` in ``folder``; FileNotFoundError saying that ``folder`` is not
     a ``kind`` when the file is absent."""
     path = Path(folder) / name
     if not path.is_file():
         raise FileNotFoundError(f"{folder} is not {kind}: it has no {name}")
-    return read_record(path, what, schema)
+    return read_record(path, form)
 
 
 def write_json(path: Path, content: dict[str, Any]) -> None:
@@ -96,7 +91,8 @@ def write_json(path: Path, content: dict[str, Any]) -> None:
 
 
 def check_module_folder(folder: Path) -> dict[str, Any]:
-    """Verify a module folder; return its ``module.json`` content.
+    """Verify a module folder; return its ``module.json`` content, migrated to the current version
+    (:data:`ase_moma.module_format.MODULE`).
 
     Checks, before reading any weights: no file other than ``module.json`` and
     the listed safetensors files (a pickle is named and refused); each listed
@@ -106,6 +102,7 @@ def check_module_folder(folder: Path) -> dict[str, Any]:
     if not folder.is_dir():
         raise HubIntegrityError(f"module folder {folder} does not exist")
     meta = read_json(folder / MODULE_JSON, "module metadata")
+    MODULE.version_of(meta, folder / MODULE_JSON)  # a newer format is refused before anything else
     files = meta.get("files")
     if not isinstance(files, dict) or not files:
         raise HubIntegrityError(f"{folder / MODULE_JSON} lists no files with their sha256")
@@ -125,7 +122,7 @@ def check_module_folder(folder: Path) -> dict[str, Any]:
             )
         raise HubIntegrityError(f"{path} is not part of the module (module.json does not list it)")
     verify_files(folder, files, MODULE_JSON)
-    return meta
+    return MODULE.read(meta, folder / MODULE_JSON)
 
 
 def verify_files(folder: Path, files: Mapping[str, str | None], record: str) -> None:
@@ -155,9 +152,9 @@ def write_module_folder(folder: Path, meta: dict[str, Any], tensors: dict[str, d
     """
     check_module_kind(meta.get("kind"), str(folder / MODULE_JSON))
     files = {filename: save_tensors(folder / filename, content) for filename, content in tensors.items()}
-    record = dict(meta, files=files, created_by=CREATED_BY,
+    record = MODULE.current(dict(meta, files=files, created_by=CREATED_BY,
                   backbone={k: backbone.get(k) for k in ("name", "version", "source", "fingerprint")},
-                  created=datetime.now(timezone.utc).isoformat(timespec="seconds"))
+                  created=datetime.now(timezone.utc).isoformat(timespec="seconds")))
     write_json(folder / MODULE_JSON, record)
 
 

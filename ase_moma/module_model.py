@@ -14,7 +14,8 @@ from ase_moma.adapters import AdapterSet
 from ase_moma.backbone import Backbone
 from ase_moma.delta import apply_delta, read_delta
 from ase_moma.heads import EnergyReference, PropertyHead
-from ase_moma.module_files import DELTA, FUSION, HEAD, WEIGHTS, load_state, load_tensors
+from ase_moma.module_files import DELTA, HEAD, WEIGHTS, load_state, load_tensors
+from ase_moma.module_format import FUSION
 from ase_moma.property_model import PropertyModel
 
 

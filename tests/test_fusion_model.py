@@ -24,7 +24,8 @@ from loading_imports import training_imported_by_loading
 
 from ase_moma import load_calculator
 from ase_moma.hub import Hub, TrainConfig, train_module
-from ase_moma.module_files import FUSION, MODULE_JSON, write_json
+from ase_moma.module_files import MODULE_JSON, write_json
+from ase_moma.module_format import FUSION
 from ase_moma.modalities.registry import EncoderMismatch
 from ase_moma.process_state import kept_process_state
 
@@ -149,8 +150,9 @@ def test_a_model_trained_with_another_encoder_is_refused(fused_module, tmp_path)
 
 
 def test_the_fusion_averages_its_members_and_reads_a_file_of_one_unprefixed_head(fused_module, tmp_path):
-    """Modules saved before fusion had members hold one head and its forests without a member prefix; they
-    load as a fusion of that one head."""
+    """Modules saved before fusion had members (module.json version 1, without a schema) hold one head and its
+    forests without a member prefix, a forest that is its trees' mean without its combination; they load as a
+    fusion of that one head."""
     import shutil
 
     from safetensors.torch import load_file
@@ -169,9 +171,14 @@ def test_the_fusion_averages_its_members_and_reads_a_file_of_one_unprefixed_head
     older = tmp_path / "older"
     shutil.copytree(folder, older)
     prefix = MEMBER.format(0)
-    tensors = {k[len(prefix):]: v for k, v in load_file(str(folder / FUSION)).items() if k.startswith(prefix)}
+    saved = load_file(str(folder / FUSION))
+    means = [k for k, v in saved.items() if k.startswith(prefix) and k.endswith(".combine")
+             and v[0] == 0 and np.isclose(float(v[1]) * len(saved[k[:-len("combine")] + "roots"]), 1)]
+    assert means  # a forest that is the mean of its trees was saved without its combination before boosting
+    tensors = {k[len(prefix):]: v for k, v in saved.items() if k.startswith(prefix) and k not in means}
     record = json.loads((older / MODULE_JSON).read_text())
-    del record["fusion"]["members"]
+    assert record["schema"] == "ase-moma.module/2"
+    del record["fusion"]["members"], record["schema"]
     record["files"][FUSION] = save_tensors(older / FUSION, tensors)
     write_json(older / MODULE_JSON, record)
     np.testing.assert_allclose(load_calculator(str(older), device="cpu").model.predict(frames), each[0], rtol=0,

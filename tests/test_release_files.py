@@ -48,3 +48,69 @@ def test_a_property_model_with_fusion_predicts_what_it_did(release, name):
     model = load_calculator(str(release / name), device="cpu").model
     np.testing.assert_allclose(model.predict(frames(expected["frames"])), expected["predictions"], rtol=1e-5,
                                atol=1e-6)
+
+
+def file_digests(folder: Path) -> dict[str, str]:
+    from ase_moma.module_files import sha256_file
+
+    return {str(path.relative_to(folder)): sha256_file(path) for path in sorted(folder.rglob("*")) if path.is_file()}
+
+
+def test_reading_migrates_the_records_in_memory_and_leaves_the_files_as_they_are():
+    from ase_moma.finetune.tuned_folder import FINETUNE, read_tuned
+    from ase_moma.module_files import check_module_folder
+    from ase_moma.module_format import MODULE
+
+    release = FIXTURES / "release-0.1.0"
+    before = file_digests(release)
+    tuned = read_tuned(release / "tuned_spin")
+    assert (tuned["schema"], tuned["migrated_from"]) == (FINETUNE.tag, "ase-moma/finetune-1")
+    assert FINETUNE.version == 2 and set(tuned["spin_head"]["config"]) >= {"longitudinal", "local_order"}
+    module = check_module_folder(release / "fused_module")
+    assert (module["schema"], module["migrated_from"]) == (MODULE.tag, "ase-moma.module/1")
+    assert len(module["fusion"]["members"]) == 3
+    assert file_digests(release) == before
+
+
+def test_a_spin_head_recorded_before_its_settings_reads_with_the_settings_it_had():
+    from ase_moma.finetune.tuned_folder import FINETUNE
+    from ase_moma.spin.files import LEGACY_HEAD
+
+    old = {"schema": "ase-moma/finetune-1", "spin_head": {"config": {"mode": "collinear", "exchange": True}}}
+    config = FINETUNE.read(old, "finetune.json")["spin_head"]["config"]
+    assert config == {**LEGACY_HEAD, "mode": "collinear", "exchange": True} and config["longitudinal"] is False
+    assert FINETUNE.read({"schema": "ase-moma/finetune-1", "spin_head": None}, "finetune.json")["spin_head"] is None
+    assert old["spin_head"]["config"] == {"mode": "collinear", "exchange": True}  # the input is left alone
+
+
+@pytest.mark.parametrize("name, record, what", [
+    ("finetune.json", "tuned_spin/finetune.json", "fine-tuning record"),
+    ("module.json", "fused_module/module.json", "module metadata"),
+    ("recipe.json", "composed/recipe.json", "composition recipe")])
+def test_a_file_from_a_newer_release_is_refused_naming_both_versions(tmp_path, name, record, what):
+    import shutil
+
+    from ase_moma.errors import HubIntegrityError
+
+    folder = tmp_path / "newer"
+    shutil.copytree((FIXTURES / "release-0.1.0" / record).parent, folder)
+    content = json.loads((folder / name).read_text())
+    content["schema"] = {"finetune.json": "ase-moma/finetune-9", "module.json": "ase-moma.module/9",
+                         "recipe.json": "ase-moma.composition/9"}[name]
+    (folder / name).write_text(json.dumps(content))
+    with pytest.raises(HubIntegrityError, match=rf"{what} of version 9, written by a newer ase-moma; this one "
+                                                r"reads versions up to \d"):
+        load_calculator(str(folder), device="cpu")
+
+
+def test_a_hub_takes_an_older_module_as_it_was_written_and_serves_it(tmp_path, sevennet):
+    from ase_moma.hub import Hub
+
+    release = FIXTURES / "release-0.1.0"
+    hub = Hub.create(tmp_path / "hub", sevennet)
+    hub.add(release / "fused_module", name="older")
+    assert "schema" not in json.loads((hub.folder("older") / "module.json").read_text())
+    expected = json.loads((release / "expected.json").read_text())["fused_module"]
+    model = hub.load_module("older", device="cpu")
+    np.testing.assert_allclose(model.predict(frames(expected["frames"])), expected["predictions"], rtol=1e-5,
+                               atol=1e-6)

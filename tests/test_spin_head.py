@@ -273,6 +273,7 @@ def test_saved_head_gives_magnetic_moments_in_ase(tmp_path):
     record = json.loads((out / "finetune.json").read_text())  # as written before the parallel reference
     for setting in ("parallel_reference", "longitudinal"):  # (and before the Landau terms, which came after it)
         del record["spin_head"]["config"][setting]
+    record["schema"] = "ase-moma/finetune-1"  # a record of then: its head's settings are completed when read
     tensors = {k: v for k, v in load_file(out / "spin_head.safetensors").items() if not k.startswith("landau.")}
     tensors["order.weight"] = tensors["order.weight"][:, :8].contiguous()  # the order features alone, as then
     save_file(tensors, out / "spin_head.safetensors")

@@ -11,10 +11,11 @@ from typing import Any
 import torch
 
 from ase_moma.backbone import Backbone
+from ase_moma.formats import Format, Migration
 from ase_moma.module_files import load_state, load_tensors, read_folder_record, verify_files
 from ase_moma.provenance import load_recorded_backbone
 from ase_moma.saved_models import SavedModelKind
-from ase_moma.spin.files import load_head
+from ase_moma.spin.files import complete_head_settings, load_head
 from ase_moma.spin.model import SpinBackbone
 
 FINETUNE_JSON = "finetune.json"
@@ -22,12 +23,16 @@ MODEL = "model.safetensors"
 MODULE = "module"
 REPORT = "report.json"
 CHART = "sparsity.png"
-SCHEMA = "ase-moma/finetune-1"
+FINETUNE = Format("ase-moma/finetune", "fine-tuning record", separator="-", migrations=(
+    Migration("the spin head's settings are recorded in full: a head written before a setting existed gets "
+              "the value it had then (LEGACY_HEAD)", record=complete_head_settings),))
+"""finetune.json's format. Version 2 records every spin-head setting; version 1 files (release 0.1.0 and
+before) may lack those added after they were written."""
 
 
 def read_tuned(out: str | Path) -> dict[str, Any]:
     """finetune.json of ``out``; a clear error when ``out`` is not a fine-tuned potential."""
-    return read_folder_record(out, FINETUNE_JSON, "fine-tuning record", SCHEMA, "a fine-tuned potential")
+    return read_folder_record(out, FINETUNE_JSON, FINETUNE, "a fine-tuned potential")
 
 
 def load_tuned_backbone(out: str | Path, device: str | torch.device = "auto",

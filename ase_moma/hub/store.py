@@ -156,7 +156,9 @@ class Hub:
         def fill(target: Path) -> None:
             for filename in meta["files"]:
                 shutil.copyfile(source / filename, target / filename)
-            write_json(target / MODULE_JSON, dict(meta, name=name))
+            # the source's own record, renamed: a copy keeps the format it was written in (its tensors are in
+            # that format too), and is migrated when read like the original
+            write_json(target / MODULE_JSON, dict(read_json(source / MODULE_JSON, "module metadata"), name=name))
             check_module_folder(target)  # the copy, too, before it goes live
 
         self._install(name, fill, overwrite)

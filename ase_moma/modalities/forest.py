@@ -46,11 +46,7 @@ class Forest:
     left: np.ndarray
     right: np.ndarray
     value: np.ndarray
-    combine: np.ndarray | None = None
-
-    def __post_init__(self) -> None:
-        if self.combine is None:  # a forest saved before boosting was stored the same way
-            self.combine = np.array([0.0, 1.0 / len(self.roots)])
+    combine: np.ndarray
 
     @property
     def kind(self) -> str:
@@ -114,11 +110,11 @@ class Forest:
 
     @classmethod
     def from_tensors(cls, tensors: dict[str, torch.Tensor], prefix: str) -> "Forest":
-        """The forest stored by :meth:`tensors` (without ``combine``: a forest's mean, as files before boosting
-        stored it); ValueError naming what is wrong when the arrays do not fit."""
+        """The forest stored by :meth:`tensors`; ValueError naming what is wrong when the arrays do not fit.
+        (A forest saved before boosting lacks ``combine``: module.json's migration supplies it.)"""
         try:
             arrays = {name: tensors[prefix + name].numpy() for name in ("roots", "feature", "threshold", "left",
-                                                                        "right", "value")}
+                                                                        "right", "value", "combine")}
         except KeyError as error:
             raise ValueError(f"the forest {prefix!r} lacks {error.args[0]}") from None
         nodes = len(arrays["feature"])
@@ -127,7 +123,6 @@ class Forest:
         if any(len(arrays[name]) != nodes for name in ("threshold", "left", "right", "value")) or \
                 (links.size and (links.min() < 0 or links.max() >= nodes)):
             raise ValueError(f"the forest {prefix!r} has node arrays that do not fit together")
-        combine = tensors.get(prefix + "combine")
-        if combine is not None and tuple(combine.shape) != (2,):
-            raise ValueError(f"the forest {prefix!r} has a combine of shape {tuple(combine.shape)}, not (2,)")
-        return cls(**arrays, combine=None if combine is None else combine.numpy().astype(np.float64))
+        if arrays["combine"].shape != (2,):
+            raise ValueError(f"the forest {prefix!r} has a combine of shape {arrays['combine'].shape}, not (2,)")
+        return cls(**{**arrays, "combine": arrays["combine"].astype(np.float64)})

@@ -36,7 +36,7 @@ from ase_moma.modalities.fused_model import (BOOSTED, JOINT, FusedPropertyModel,
                                              with_expert)
 from ase_moma.modalities.fusion_head import GRAPH, FusionHead
 from ase_moma.modalities.registry import build_modality
-from ase_moma.module_files import FUSION
+from ase_moma.module_format import FUSION
 from ase_moma.probe import fit_ridge_probe
 from ase_moma.property_model import PropertyModel
 from ase_moma.training.run_settings import RunSettings

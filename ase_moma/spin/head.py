@@ -30,9 +30,9 @@
   derivatives of the total at a fixed spin configuration.
 
 Why each choice (the parallel reference, J's view of the environment, the order layer, the geometry's
-magnitudes in the exchange, the Landau term): bench/RESULTS.md, "The spin-aware head". Heads saved before a choice carry
-the setting that undoes it (``parallel_reference``, ``environment``, ``local_order``, ``longitudinal``
-False: :data:`ase_moma.spin.files.LEGACY_HEAD`).
+magnitudes in the exchange, the Landau term): bench/RESULTS.md, "The spin-aware head". Each choice is a setting that
+a head records; a file written before a setting existed is read with the value that undoes it
+(:data:`ase_moma.spin.files.LEGACY_HEAD`, applied by finetune.json's migration to version 2).
 """
 
 from __future__ import annotations
