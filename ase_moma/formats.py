@@ -8,8 +8,8 @@ by the steps that change them. Files on disk are never rewritten by reading: a h
 read-only, and the checksums the records keep stay true. A record written by a newer release is refused with a
 one-line error naming both versions.
 
-Each format is defined beside the code that reads it (:data:`ase_moma.module_format.MODULE`,
-:data:`ase_moma.finetune.tuned_folder.FINETUNE`, :data:`ase_moma.compose.recipe.COMPOSITION`); the
+Each format is defined beside the code that reads it (:data:`ase_moma.module_format.MODULE_FORMAT`,
+:data:`ase_moma.finetune.tuned_folder.FINETUNE_FORMAT`, :data:`ase_moma.compose.recipe.RECIPE_FORMAT`); the
 fixtures in tests/fixtures hold the files each release wrote, and the tests load them with today's code.
 """
 

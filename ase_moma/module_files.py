@@ -19,7 +19,7 @@ import torch
 
 from ase_moma.errors import HubIntegrityError
 from ase_moma.formats import Format
-from ase_moma.module_format import MODULE
+from ase_moma.module_format import MODULE_FORMAT
 from ase_moma.version import CREATED_BY
 
 MODULE_JSON = "module.json"
@@ -92,7 +92,7 @@ def write_json(path: Path, content: dict[str, Any]) -> None:
 
 def check_module_folder(folder: Path) -> dict[str, Any]:
     """Verify a module folder; return its ``module.json`` content, migrated to the current version
-    (:data:`ase_moma.module_format.MODULE`).
+    (:data:`ase_moma.module_format.MODULE_FORMAT`).
 
     Checks, before reading any weights: no file other than ``module.json`` and
     the listed safetensors files (a pickle is named and refused); each listed
@@ -102,7 +102,7 @@ def check_module_folder(folder: Path) -> dict[str, Any]:
     if not folder.is_dir():
         raise HubIntegrityError(f"module folder {folder} does not exist")
     meta = read_json(folder / MODULE_JSON, "module metadata")
-    MODULE.version_of(meta, folder / MODULE_JSON)  # a newer format is refused before anything else
+    MODULE_FORMAT.version_of(meta, folder / MODULE_JSON)  # a newer format is refused before anything else
     files = meta.get("files")
     if not isinstance(files, dict) or not files:
         raise HubIntegrityError(f"{folder / MODULE_JSON} lists no files with their sha256")
@@ -122,7 +122,7 @@ def check_module_folder(folder: Path) -> dict[str, Any]:
             )
         raise HubIntegrityError(f"{path} is not part of the module (module.json does not list it)")
     verify_files(folder, files, MODULE_JSON)
-    return MODULE.read(meta, folder / MODULE_JSON)
+    return MODULE_FORMAT.read(meta, folder / MODULE_JSON)
 
 
 def verify_files(folder: Path, files: Mapping[str, str | None], record: str) -> None:
@@ -152,7 +152,7 @@ def write_module_folder(folder: Path, meta: dict[str, Any], tensors: dict[str, d
     """
     check_module_kind(meta.get("kind"), str(folder / MODULE_JSON))
     files = {filename: save_tensors(folder / filename, content) for filename, content in tensors.items()}
-    record = MODULE.current(dict(meta, files=files, created_by=CREATED_BY,
+    record = MODULE_FORMAT.current(dict(meta, files=files, created_by=CREATED_BY,
                   backbone={k: backbone.get(k) for k in ("name", "version", "source", "fingerprint")},
                   created=datetime.now(timezone.utc).isoformat(timespec="seconds")))
     write_json(folder / MODULE_JSON, record)

@@ -41,7 +41,7 @@ def _members_and_forest_means(tensors: dict[str, torch.Tensor]) -> dict[str, tor
     return tensors
 
 
-MODULE = Format("ase-moma.module", "module metadata", unversioned=True, migrations=(
+MODULE_FORMAT = Format("ase-moma.module", "module metadata", unversioned=True, migrations=(
     Migration("fusion heads are stored as members, forests with their combination", record=_one_member,
               tensors={FUSION: _members_and_forest_means}),))
 """module.json's format; a module.json without ``"schema"`` is version 1."""

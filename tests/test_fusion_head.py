@@ -144,7 +144,7 @@ def test_boosting_predicts_as_scikit_learn_and_an_older_forest_file_still_loads(
     from sklearn.ensemble import GradientBoostingRegressor
 
     from ase_moma.modalities.forest import BOOSTING, Forest
-    from ase_moma.module_format import FUSION, MODULE
+    from ase_moma.module_format import FUSION, MODULE_FORMAT
 
     rng = np.random.default_rng(1)
     x, x_new = rng.normal(size=(150, 6)), rng.normal(size=(40, 6))
@@ -160,7 +160,7 @@ def test_boosting_predicts_as_scikit_learn_and_an_older_forest_file_still_loads(
              if not name.endswith("combine")}  # saved before boosting (module.json version 1): the mean of its trees
     with pytest.raises(ValueError, match="lacks member0.expert.joint.combine"):
         Forest.from_tensors(older, "member0.expert.joint.")
-    loaded = Forest.from_tensors(MODULE.migrations[0].tensors[FUSION](older), "member0.expert.joint.")
+    loaded = Forest.from_tensors(MODULE_FORMAT.migrations[0].tensors[FUSION](older), "member0.expert.joint.")
     assert loaded.kind == "forest" and np.allclose(loaded.predict(x_new), forest.predict(x_new), rtol=0, atol=1e-12)
 
 

@@ -57,29 +57,30 @@ def file_digests(folder: Path) -> dict[str, str]:
 
 
 def test_reading_migrates_the_records_in_memory_and_leaves_the_files_as_they_are():
-    from ase_moma.finetune.tuned_folder import FINETUNE, read_tuned
+    from ase_moma.finetune.tuned_folder import FINETUNE_FORMAT, read_tuned
     from ase_moma.module_files import check_module_folder
-    from ase_moma.module_format import MODULE
+    from ase_moma.module_format import MODULE_FORMAT
 
     release = FIXTURES / "release-0.1.0"
     before = file_digests(release)
     tuned = read_tuned(release / "tuned_spin")
-    assert (tuned["schema"], tuned["migrated_from"]) == (FINETUNE.tag, "ase-moma/finetune-1")
-    assert FINETUNE.version == 2 and set(tuned["spin_head"]["config"]) >= {"longitudinal", "local_order"}
+    assert (tuned["schema"], tuned["migrated_from"]) == (FINETUNE_FORMAT.tag, "ase-moma/finetune-1")
+    assert FINETUNE_FORMAT.version == 2 and set(tuned["spin_head"]["config"]) >= {"longitudinal", "local_order"}
     module = check_module_folder(release / "fused_module")
-    assert (module["schema"], module["migrated_from"]) == (MODULE.tag, "ase-moma.module/1")
+    assert (module["schema"], module["migrated_from"]) == (MODULE_FORMAT.tag, "ase-moma.module/1")
     assert len(module["fusion"]["members"]) == 3
     assert file_digests(release) == before
 
 
 def test_a_spin_head_recorded_before_its_settings_reads_with_the_settings_it_had():
-    from ase_moma.finetune.tuned_folder import FINETUNE
+    from ase_moma.finetune.tuned_folder import FINETUNE_FORMAT
     from ase_moma.spin.files import LEGACY_HEAD
 
     old = {"schema": "ase-moma/finetune-1", "spin_head": {"config": {"mode": "collinear", "exchange": True}}}
-    config = FINETUNE.read(old, "finetune.json")["spin_head"]["config"]
+    config = FINETUNE_FORMAT.read(old, "finetune.json")["spin_head"]["config"]
     assert config == {**LEGACY_HEAD, "mode": "collinear", "exchange": True} and config["longitudinal"] is False
-    assert FINETUNE.read({"schema": "ase-moma/finetune-1", "spin_head": None}, "finetune.json")["spin_head"] is None
+    without_head = {"schema": "ase-moma/finetune-1", "spin_head": None}
+    assert FINETUNE_FORMAT.read(without_head, "finetune.json")["spin_head"] is None
     assert old["spin_head"]["config"] == {"mode": "collinear", "exchange": True}  # the input is left alone
 
 

@@ -20,7 +20,7 @@ from ase_moma.atomic_io import atomic_directory
 from ase_moma.compose.embeddings import module_embeddings
 from ase_moma.compose.knn import knn_proxy, spearman
 from ase_moma.compose.merge import merge_safetensors
-from ase_moma.compose.recipe import CHART, COMPOSITION, MERGED, RECIPE, relative_paths, resolve_paths
+from ase_moma.compose.recipe import CHART, RECIPE_FORMAT, MERGED, RECIPE, relative_paths, resolve_paths
 from ase_moma.compose.report import weights_chart
 from ase_moma.compose.strategies import STRATEGIES, strategy_weights
 from ase_moma.devices import resolve_device
@@ -85,7 +85,7 @@ def compose(hub: Hub | str | Path, data: str | Path, target: str, out: str | Pat
                                          seed=seed, softmax_temperature=softmax_temperature)
     timings["solver_s"] = solution.seconds if solution is not None else 0.0
     recipe = {
-        "schema": COMPOSITION.tag, "hub": str(hub.path.resolve()), "backbone": hub.backbone, "kind": kind,
+        "schema": RECIPE_FORMAT.tag, "hub": str(hub.path.resolve()), "backbone": hub.backbone, "kind": kind,
         "strategy": strategy,
         "task": {"data": str(Path(data).resolve()), "target": target, "unit": unit,
                  "task": task, "split": str(Path(split).resolve()) if split else None,
@@ -117,7 +117,7 @@ def replay(recipe_path: str | Path, out: str | Path, *, hub: Hub | str | Path | 
     module's weights must still have the recorded sha256; the merged file is
     then identical to the original's.
     """
-    recipe = resolve_paths(read_record(Path(recipe_path), COMPOSITION), Path(recipe_path).parent)
+    recipe = resolve_paths(read_record(Path(recipe_path), RECIPE_FORMAT), Path(recipe_path).parent)
     hub = hub if isinstance(hub, Hub) else Hub(hub or recipe["hub"])
     if hub.backbone["fingerprint"] != recipe["backbone"]["fingerprint"]:
         raise ValueError(f"hub {hub.path} holds modules of another backbone than the recipe {recipe_path}")

@@ -34,7 +34,7 @@ from ase_moma.compose.knn import knn_proxy, spearman
 from ase_moma.compose.merge import MIN_WEIGHT
 from ase_moma.compose.potential_scores import FramePredictions, frame_errors, predict_frames, reference_shifts
 from ase_moma.compose.potential_weights import solve_potential_weights
-from ase_moma.compose.recipe import CHART, COMPOSITION, MERGED, RECIPE, relative_paths
+from ase_moma.compose.recipe import CHART, RECIPE_FORMAT, MERGED, RECIPE, relative_paths
 from ase_moma.compose.report import weights_chart
 from ase_moma.compose.weights import WeightSolution, solve_weights
 from ase_moma.delta import Delta, apply_delta, read_delta
@@ -139,7 +139,7 @@ def compose_potential(hub: Hub | str | Path, data: str | Path | Sequence[Atoms],
     timings["merge_s"] = time.perf_counter() - start
 
     recipe = {
-        "schema": COMPOSITION.tag, "hub": str(hub.path.resolve()), "backbone": hub.backbone,
+        "schema": RECIPE_FORMAT.tag, "hub": str(hub.path.resolve()), "backbone": hub.backbone,
         "kind": "full", "strategy": strategy,
         "task": {"data": str(Path(data).resolve()) if isinstance(data, (str, Path)) else None, "target": TARGET,
                  "unit": "eV", "task": _task_name(data), "split": None, "split_source": "all frames",

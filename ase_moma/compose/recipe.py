@@ -19,13 +19,13 @@ from ase_moma.module_files import read_folder_record
 RECIPE = "recipe.json"
 MERGED = "merged.safetensors"
 CHART = "weights.png"
-COMPOSITION = Format("ase-moma.composition", "composition recipe")
+RECIPE_FORMAT = Format("ase-moma.composition", "composition recipe")
 """The recipe's format (version 1: no migrations yet)."""
 
 
 def read_recipe(out: str | Path) -> dict[str, Any]:
     """The recipe of a composition folder, its paths absolute; a clear error when ``out`` is not one."""
-    return resolve_paths(read_folder_record(out, RECIPE, COMPOSITION, "a composed model"), Path(out))
+    return resolve_paths(read_folder_record(out, RECIPE, RECIPE_FORMAT, "a composed model"), Path(out))
 
 
 PATHS = (("hub",), ("task", "data"), ("task", "split"), ("replayed_from",))

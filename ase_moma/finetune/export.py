@@ -23,7 +23,7 @@ from ase_moma.delta import Delta, changed_entries, delta_tensors
 from ase_moma.finetune.potential_data import PotentialSet
 from ase_moma.finetune.report import sparsity_chart, sparsity_report
 from ase_moma.finetune.trainer import FinetuneConfig
-from ase_moma.finetune.tuned_folder import CHART, FINETUNE, FINETUNE_JSON, MODEL, MODULE, REPORT
+from ase_moma.finetune.tuned_folder import CHART, FINETUNE_FORMAT, FINETUNE_JSON, MODEL, MODULE, REPORT
 from ase_moma.module_files import DELTA, save_tensors, write_json, write_module_folder
 from ase_moma.spin.files import SPIN_HEAD, head_record
 from ase_moma.spin.model import SpinBackbone
@@ -67,7 +67,7 @@ def write_tuned(out: str | Path, backbone: Backbone, base: dict[str, Any], delta
             "training": settings, "data": data_record, **summary}, {DELTA: delta_tensors(delta)}, base)
         write_json(tmp / REPORT, {**summary, "sparsity": report, "thresholds": thresholds or {}})
         sparsity_chart(report, f"{config.method} on {name}", tmp / CHART)
-        record = {"schema": FINETUNE.tag, "backbone": base, "name": name, **summary, "config": settings,
+        record = {"schema": FINETUNE_FORMAT.tag, "backbone": base, "name": name, **summary, "config": settings,
                   "result": dict(dataclasses.asdict(result), thresholds=thresholds or {},
                                  reference_shifts=reference_shifts or {}),
                   "metrics": metrics, "data": data_record,

@@ -23,7 +23,7 @@ MODEL = "model.safetensors"
 MODULE = "module"
 REPORT = "report.json"
 CHART = "sparsity.png"
-FINETUNE = Format("ase-moma/finetune", "fine-tuning record", separator="-", migrations=(
+FINETUNE_FORMAT = Format("ase-moma/finetune", "fine-tuning record", separator="-", migrations=(
     Migration("the spin head's settings are recorded in full: a head written before a setting existed gets "
               "the value it had then (LEGACY_HEAD)", record=complete_head_settings),))
 """finetune.json's format. Version 2 records every spin-head setting; version 1 files (release 0.1.0 and
@@ -32,7 +32,7 @@ before) may lack those added after they were written."""
 
 def read_tuned(out: str | Path) -> dict[str, Any]:
     """finetune.json of ``out``; a clear error when ``out`` is not a fine-tuned potential."""
-    return read_folder_record(out, FINETUNE_JSON, FINETUNE, "a fine-tuned potential")
+    return read_folder_record(out, FINETUNE_JSON, FINETUNE_FORMAT, "a fine-tuned potential")
 
 
 def load_tuned_backbone(out: str | Path, device: str | torch.device = "auto",

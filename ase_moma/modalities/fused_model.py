@@ -23,7 +23,7 @@ from ase_moma.modalities.forest import Forest
 from ase_moma.modalities.fusion_head import GRAPH, FusionHead
 from ase_moma.modalities.registry import EncoderMismatch, build_modality
 from ase_moma.module_files import HubIntegrityError, load_state, load_tensors
-from ase_moma.module_format import FUSION, MODULE
+from ase_moma.module_format import FUSION, MODULE_FORMAT
 from ase_moma.property_model import PropertyModel
 
 
@@ -32,7 +32,7 @@ EXPERT = "expert."
 MEMBER = "member{}."
 """Prefix of member k's head weights and experts in ``fusion.safetensors`` (``member0.query``,
 ``member0.expert.composition.roots``; a file written before members existed is read as one member:
-:data:`ase_moma.module_format.MODULE`)."""
+:data:`ase_moma.module_format.MODULE_FORMAT`)."""
 JOINT = "joint"
 """The view of the joint expert: a forest over every non-graph view at once, whose disagreement with the graph
 model is this view's one column. Forests of one view each miss what the views say together (a density that
@@ -274,7 +274,7 @@ def load_fused(folder: Path, meta: dict[str, Any], graph: PropertyModel) -> Fuse
             raise EncoderMismatch(
                 f"{folder} was trained with a different {name} encoder than the one installed "
                 f"({', '.join(f'{key}: trained {str(recorded.get(key))[:24]}, installed {str(installed.get(key))[:24]}' for key in changed)})")
-    tensors = MODULE.load(load_tensors(folder / FUSION), FUSION, meta)
+    tensors = MODULE_FORMAT.load(load_tensors(folder / FUSION), FUSION, meta)
     prefixes = [MEMBER.format(k) for k in range(len(record["members"]))]
     unclaimed = [key for key in tensors if not key.startswith(tuple(prefixes))]
     if unclaimed:
