@@ -12,10 +12,10 @@ does; on validation and at prediction time it sees the graph model's own predict
 A fusion is MEMBERS members averaged. Each member is fitted with its own seed (its out-of-fold folds,
 its forests' bootstraps, its head's initial weights and batch order): its head starts as the graph model
 (zero correction); its linear read-outs then start at a blend of the graph model and the forests plus a
-ridge fit of what the blend leaves (:func:`linear_start`); then the whole head trains (AdamW, normalised
-Huber loss, modality dropout, early stopping on validation MAE), keeping the start when training never
-improved on it. The members' mean prediction is kept when its validation MAE beats the graph model's,
-so fusion never ends worse on validation than the graph model it was given.
+ridge fit of what the blend leaves (:func:`linear_start`); then the whole head trains through the training
+engine (AdamW, normalised Huber loss, modality dropout, early stopping on validation MAE), keeping the start
+when training never improved on it. The members' mean prediction is kept when its validation MAE beats the
+graph model's, so fusion never ends worse on validation than the graph model it was given.
 """
 
 from __future__ import annotations
@@ -39,6 +39,7 @@ from ase_moma.modalities.registry import build_modality
 from ase_moma.module_format import FUSION
 from ase_moma.probe import fit_ridge_probe
 from ase_moma.property_model import PropertyModel
+from ase_moma.training.engine import Schedule, TrainingEngine
 from ase_moma.training.run_settings import RunSettings
 
 OOF_FOLDS = 5
@@ -319,31 +320,22 @@ def head_config(head: FusionHead) -> dict[str, Any]:
 
 def _train(head: FusionHead, views: Views, targets: torch.Tensor, val_mae: Callable[[], float],
            config: FusionConfig) -> tuple[float, int]:
-    """Train ``head`` in place with early stopping; leave it at its best validation state."""
+    """Train ``head`` in place through the training engine (AdamW on the normalised Huber loss, early stopping
+    on validation MAE); leave it at its best validation state. Returns that MAE and the epochs run."""
     scale = float(targets.std()) or 1.0
     trained = [value for name, value in head.named_parameters() if config.learned_gates or name != "query"]
-    optimizer = torch.optim.AdamW(trained, lr=config.lr, weight_decay=config.weight_decay)
-    generator = torch.Generator().manual_seed(config.seed)
-    best, best_state, since, epoch = val_mae(), copy.deepcopy(head.state_dict()), 0, 0
-    for epoch in range(1, config.epochs + 1):
-        head.train()
-        for rows in torch.randperm(len(targets), generator=generator).split(config.batch_size):
-            batch = views.rows(rows)
-            prediction, _ = head(batch.graph_prediction, batch.features, batch.present)
-            loss = torch.nn.functional.huber_loss(prediction / scale, targets[rows] / scale, delta=1.0)
-            optimizer.zero_grad()
-            loss.backward()
-            optimizer.step()
-        head.eval()
-        score = val_mae()
-        if score < best:
-            best, best_state, since = score, copy.deepcopy(head.state_dict()), 0
-        else:
-            since += 1
-            if since >= config.patience:
-                break
-    head.load_state_dict(best_state)
-    return best, epoch
+
+    def loss(rows: Sequence[int]) -> torch.Tensor:
+        batch = views.rows(rows)
+        prediction, _ = head(batch.graph_prediction, batch.features, batch.present)
+        return torch.nn.functional.huber_loss(prediction / scale, targets[rows] / scale, delta=1.0)
+
+    engine = TrainingEngine(dict(head.state_dict(keep_vars=True)),
+                            torch.optim.AdamW(trained, lr=config.lr, weight_decay=config.weight_decay),
+                            Schedule(config.epochs, config.batch_size, config.patience, config.seed),
+                            "val_mae", modes=head.train, progress=False, desc="fusion")
+    result = engine.run(len(targets), loss, lambda: {"val_mae": val_mae()})
+    return result.best["val_mae"], result.epochs_run
 
 
 def add_fusion(meta: dict[str, Any], tensors: dict[str, dict[str, torch.Tensor]], graph_model: PropertyModel,

@@ -1,4 +1,4 @@
-"""The one training loop under hub modules, composed models and fine-tuned potentials.
+"""The one training loop under hub modules, composed models, fine-tuned potentials and fusion heads.
 
 Callers bring what is their own concern — which tensors train, the optimiser,
 a loss for a batch of item indices, a validation that returns metrics — and the
