@@ -6,21 +6,16 @@ The names below are imported on first use, so that loading a composed model
 
 from __future__ import annotations
 
-from importlib import import_module
-from typing import Any
+from ase_moma.lazy_names import imported_on_first_use
 
-_WHERE = {"DOWNSTREAM": "finetune", "MERGES": "delta_merge", "POTENTIAL_STRATEGIES": "potential", "STRATEGIES":
-          "strategies", "WeightSolution": "weights", "compose": "composer", "compose_potential":
-          "potential", "finetune_composed": "finetune", "knn_proxy": "knn", "load_composed_backbone":
-          "composed", "load_composed_model": "composed", "merge_deltas": "delta_merge", "merge_safetensors":
-          "merge", "module_embeddings": "embeddings", "read_recipe": "recipe", "replay": "composer",
-          "solve_potential_weights": "potential_weights", "solve_weights": "weights", "spearman": "knn",
-          "strategy_weights": "strategies"}
+_WHERE = {"DOWNSTREAM": ".finetune", "MERGES": ".delta_merge", "POTENTIAL_STRATEGIES": ".potential", "STRATEGIES":
+          ".strategies", "WeightSolution": ".weights", "compose": ".composer", "compose_potential":
+          ".potential", "finetune_composed": ".finetune", "knn_proxy": ".knn", "load_composed_backbone":
+          ".composed", "load_composed_model": ".composed", "merge_deltas": ".delta_merge", "merge_safetensors":
+          ".merge", "module_embeddings": ".embeddings", "read_recipe": ".recipe", "replay": ".composer",
+          "solve_potential_weights": ".potential_weights", "solve_weights": ".weights", "spearman": ".knn",
+          "strategy_weights": ".strategies"}
 
 __all__ = sorted(_WHERE)
 
-
-def __getattr__(name: str) -> Any:
-    if name not in _WHERE:
-        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-    return getattr(import_module(f"{__name__}.{_WHERE[name]}"), name)
+__getattr__ = imported_on_first_use(__name__, _WHERE)

@@ -11,16 +11,11 @@ imports no training code.
 
 from __future__ import annotations
 
-from importlib import import_module
-from typing import Any
+from ase_moma.lazy_names import imported_on_first_use
 
-_WHERE = {"METHODS": "trainer", "FinetuneConfig": "trainer", "Finetuner": "trainer", "PRESETS": "methods.sparse",
-          "SparseOptions": "methods.sparse", "LoRAOptions": "methods.lora", "finetune_potential": "pipeline"}
+_WHERE = {"METHODS": ".trainer", "FinetuneConfig": ".trainer", "Finetuner": ".trainer", "PRESETS": ".methods.sparse",
+          "SparseOptions": ".methods.sparse", "LoRAOptions": ".methods.lora", "finetune_potential": ".pipeline"}
 
 __all__ = sorted(_WHERE)
 
-
-def __getattr__(name: str) -> Any:
-    if name not in _WHERE:
-        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-    return getattr(import_module(f"{__name__}.{_WHERE[name]}"), name)
+__getattr__ = imported_on_first_use(__name__, _WHERE)

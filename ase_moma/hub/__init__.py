@@ -6,16 +6,11 @@ The names below are imported on first use, so that loading a hub module
 
 from __future__ import annotations
 
-from importlib import import_module
-from typing import Any
+from ase_moma.lazy_names import imported_on_first_use
 
-_WHERE = {"Hub": "ase_moma.hub.store", "HubIntegrityError": "ase_moma.module_files", "TrainConfig": "ase_moma.fitting",
+_WHERE = {"Hub": "ase_moma.hub.store", "HubIntegrityError": "ase_moma.errors", "TrainConfig": "ase_moma.fitting",
           "train_module": "ase_moma.hub.training"}
 
 __all__ = sorted(_WHERE)
 
-
-def __getattr__(name: str) -> Any:
-    if name not in _WHERE:
-        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-    return getattr(import_module(_WHERE[name]), name)
+__getattr__ = imported_on_first_use(__name__, _WHERE)
