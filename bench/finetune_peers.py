@@ -9,16 +9,23 @@ ase-moma's ``result.history[*].seconds``: both an epoch's steps and its validati
 by the same code on the same test frames: energy MAE per atom, force-component MAE, stress-component MAE
 (Voigt, GPa).
 
+``--backbone chgnet`` does the same for CHGNet 0.3.0: the native trainer is chgnet's own ``Trainer`` with the
+recipe of its fine-tuning example (``bench/chgnet_trainer.py``; it trains on its own and reports its wall time
+per epoch as the training's total over the epochs), beside ``ase-moma finetune --backbone chgnet``'s methods
+that apply to it (full, sparse-L, sparse-H, LoRA; CHGNet names no read-out layers) and zero-shot
+(chgnet's own calculator).
+
 Splits are those of bench/compose_potentials.py (mlearn sets: their own test file; InP and the alloy set
 80/10/10, seed 0); the training frames are the first ``--train`` of a seeded draw (data seed 0, the same for
 every method and training seed), validation the set's first ``VALID`` validation frames.
 
     python bench/finetune_peers.py run [--sets mlearn_Si ...] [--methods native full sparse-L ...]
                                        [--train 40] [--epochs 10] [--batch-size 4] [--seeds 0 1 2]
+                                       [--backbone sevennet|chgnet]
     python bench/finetune_peers.py tables
 
-Rows are appended to ``bench/out/finetune_peers/rows.jsonl`` as runs finish; a (set, method, seed) already
-there is skipped.
+Rows are appended to ``bench/out/finetune_peers/rows.jsonl`` as runs finish; a (backbone, set, method, seed)
+already there is skipped.
 """
 
 from __future__ import annotations
@@ -110,13 +117,25 @@ def _seconds(clock: str) -> float:
     return 3600 * int(hours) + 60 * int(minutes) + float(seconds)
 
 
-def run_ours(split: dict[str, Path], folder: Path, method: str, epochs: int, batch_size: int, seed: int) -> dict:
-    """``ase-moma finetune --backbone sevennet`` with ``method``'s settings and otherwise its defaults."""
+def run_chgnet_native(split: dict[str, Path], folder: Path, epochs: int, batch_size: int, seed: int) -> dict:
+    """Fine-tune CHGNet with its own Trainer (bench/chgnet_trainer.py, in its own process); its test errors,
+    wall time per epoch and peak memory."""
+    folder.mkdir(parents=True, exist_ok=True)
+    script = Path(__file__).resolve().parent / "chgnet_trainer.py"
+    measured = run_measured([sys.executable, str(script), str(split["train"]), str(split["valid"]), str(split["test"]),
+                             "--epochs", str(epochs), "--batch-size", str(batch_size), "--seed", str(seed),
+                             "--out", str(folder / "result.json")], folder, folder / "stdout.log")
+    return {**measured, **json.loads((folder / "result.json").read_text())}
+
+
+def run_ours(split: dict[str, Path], folder: Path, method: str, epochs: int, batch_size: int, seed: int,
+             backbone: str = "sevennet") -> dict:
+    """``ase-moma finetune --backbone BACKBONE`` with ``method``'s settings and otherwise its defaults."""
     name, preset = OURS[method]
     shutil.rmtree(folder, ignore_errors=True)
     folder.parent.mkdir(parents=True, exist_ok=True)
     command = [sys.executable, "-c", "import sys; from ase_moma.cli import main; sys.exit(main(sys.argv[1:]))",
-               "finetune", "--backbone", "sevennet", "--train", str(split["train"]), "--valid", str(split["valid"]),
+               "finetune", "--backbone", backbone, "--train", str(split["train"]), "--valid", str(split["valid"]),
                "--method", name, "--preset", preset, "--epochs", str(epochs), "--batch-size", str(batch_size),
                "--seed", str(seed), "--device", "cpu", "-o", str(folder)]
     measured = run_measured(command, folder.parent, folder.parent / f"{folder.name}.log")
@@ -126,12 +145,16 @@ def run_ours(split: dict[str, Path], folder: Path, method: str, epochs: int, bat
             "moved": record["path_weights_updated"]["fraction"], "steps": record["result"]["steps"]}
 
 
-def calculator(method: str, model: str | None):
-    """The ASE calculator of a run's result (SevenNet's own for its checkpoints and for zero-shot)."""
+def calculator(method: str, model: str | None, backbone: str = "sevennet"):
+    """The ASE calculator of a run's result (the backbone's own for its checkpoints and for zero-shot)."""
     if method in OURS:
         from ase_moma import load_calculator
 
         return load_calculator(model, device="cpu")
+    if backbone == "chgnet":
+        from chgnet.model.dynamics import CHGNetCalculator
+
+        return CHGNetCalculator(use_device="cpu")
     import torch
     from sevenn.calculator import SevenNetCalculator
 
@@ -159,30 +182,37 @@ def _voigt(stress: np.ndarray) -> np.ndarray:
     return stress if stress.shape == (6,) else stress[[0, 1, 2, 1, 0, 0], [0, 1, 2, 2, 2, 1]]
 
 
-def run(sets: list[str], methods: list[str], n_train: int, epochs: int, batch_size: int, seeds: list[int]) -> None:
+def run(sets: list[str], methods: list[str], n_train: int, epochs: int, batch_size: int, seeds: list[int],
+        backbone: str = "sevennet") -> None:
     rows_path = OUT / "rows.jsonl"
-    done = {(r["set"], r["method"], r["seed"], r["train"], r["epochs"]) for r in _rows(rows_path)}
+    done = {(r.get("backbone", "sevennet"), r["set"], r["method"], r["seed"], r["train"], r["epochs"])
+            for r in _rows(rows_path)}
     for set_name in sets:
         split = write_split(set_name, n_train, OUT / "data" / f"{set_name}-n{n_train}")
         test = ase.io.read(split["test"], ":")
         for seed in seeds:
             for method in methods:
-                if (set_name, method, seed, n_train, epochs) in done or (method == ZERO_SHOT and seed != seeds[0]):
+                if ((backbone, set_name, method, seed, n_train, epochs) in done
+                        or (method == ZERO_SHOT and seed != seeds[0])):
                     continue
-                folder = OUT / "runs" / f"{set_name}-n{n_train}-e{epochs}-{method}-s{seed}"
+                folder = OUT / "runs" / f"{backbone}-{set_name}-n{n_train}-e{epochs}-{method}-s{seed}"
                 if method == ZERO_SHOT:
                     result = {"model": None}
+                elif method == NATIVE and backbone == "chgnet":
+                    result = run_chgnet_native(split, folder, epochs, batch_size, seed)
                 elif method == NATIVE:
                     result = run_native(split, folder, epochs, batch_size, seed)
                 else:
-                    result = run_ours(split, folder, method, epochs, batch_size, seed)
-                errors = test_errors(calculator(method, result["model"]), test)
-                row = {"set": set_name, "method": method, "seed": seed, "train": n_train, "epochs": epochs,
+                    result = run_ours(split, folder, method, epochs, batch_size, seed, backbone)
+                errors = result.pop("test") if "test" in result else test_errors(
+                    calculator(method, result["model"], backbone), test)
+                row = {"backbone": backbone, "set": set_name, "method": method, "seed": seed, "train": n_train,
+                       "epochs": epochs,
                        "batch_size": batch_size, "test": errors, "test_frames": len(test),
                        **{k: v for k, v in result.items() if k != "model"}}
                 with open(rows_path, "a") as handle:
                     handle.write(json.dumps(row) + "\n")
-                print(f"{set_name} {method:9s} seed {seed}: F {errors['forces_mae']:6.1f} meV/Å  "
+                print(f"{backbone} {set_name} {method:9s} seed {seed}: F {errors['forces_mae']:6.1f} meV/Å  "
                       f"E {errors['energy_mae']:6.2f} meV/atom  S {errors['stress_mae']:.3f} GPa"
                       + (f"  {np.mean(result['epoch_seconds']):.1f} s/epoch  {result['peak_rss_mib']:.0f} MiB"
                          if "epoch_seconds" in result else ""), flush=True)
@@ -200,15 +230,17 @@ def print_tables() -> None:
     rows = _rows(OUT / "rows.jsonl")
     groups: dict[tuple, list[dict]] = {}
     for row in rows:
-        groups.setdefault((row["set"], row["train"], row["epochs"], row["method"]), []).append(row)
-    print("| set | n, epochs | method | seeds | F meV/Å | E meV/atom | S GPa | F ÷ native | s/epoch | ÷ native | "
-          "peak MiB |")
-    print("|---|---|---|---|---|---|---|---|---|---|---|")
-    for (set_name, n, epochs, method) in sorted(groups, key=lambda k: (k[0], k[1], k[2], METHODS.index(k[3]))):
-        group = groups[(set_name, n, epochs, method)]
-        native = groups.get((set_name, n, epochs, NATIVE))
+        groups.setdefault((row.get("backbone", "sevennet"), row["set"], row["train"], row["epochs"], row["method"]),
+                          []).append(row)
+    print("| backbone | set | n, epochs | method | seeds | F meV/Å | E meV/atom | S GPa | F ÷ native | s/epoch | "
+          "÷ native | peak MiB |")
+    print("|---|---|---|---|---|---|---|---|---|---|---|---|")
+    for key in sorted(groups, key=lambda k: (k[0], k[1], k[2], k[3], METHODS.index(k[4]))):
+        backbone, set_name, n, epochs, method = key
+        group = groups[key]
+        native = groups.get((backbone, set_name, n, epochs, NATIVE))
         f = [r["test"]["forces_mae"] for r in group]
-        cells = [set_name, f"{n}, {epochs}", method, str(len(group)), _ms(f),
+        cells = [backbone, set_name, f"{n}, {epochs}", method, str(len(group)), _ms(f),
                  _ms([r["test"]["energy_mae"] for r in group]), _ms([r["test"]["stress_mae"] for r in group], digits=3)]
         cells.append(f"{np.mean(f) / np.mean([r['test']['forces_mae'] for r in native]):.2f}" if native else "–")
         if "epoch_seconds" in group[0]:
@@ -231,10 +263,11 @@ def main() -> None:
     runs.add_argument("--epochs", type=int, default=10)
     runs.add_argument("--batch-size", type=int, default=4, help="the sevenn preset's")
     runs.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
+    runs.add_argument("--backbone", choices=("sevennet", "chgnet"), default="sevennet")
     stages.add_parser("tables")
     args = parser.parse_args()
     if args.stage == "run":
-        run(args.sets, args.methods, args.train, args.epochs, args.batch_size, args.seeds)
+        run(args.sets, args.methods, args.train, args.epochs, args.batch_size, args.seeds, args.backbone)
     else:
         print_tables()
 
