@@ -34,8 +34,7 @@ def test_energy_and_delta_modules_work_beyond_sevennet(name, sources, hub_data, 
     train, valid = small_mlearn_si(tmp_path)
     frames = ase.io.read(train, ":6")
     ase.io.write(tmp_path / "si6.extxyz", frames)
-    config = FinetuneConfig(method="sparse", batch_size=3, epochs=1, max_steps=2,
-                            refit_references=base.capabilities.reference_energies)
+    config = FinetuneConfig(method="sparse", batch_size=3, epochs=1, max_steps=2)  # refits where it can
     finetune_potential(name, tmp_path / "si6.extxyz", valid, tmp_path / "tuned", config, source=sources[name],
                        device="cpu", progress=False)
     hub.add(tmp_path / "tuned" / "module", name="si_delta")
@@ -49,3 +48,22 @@ def test_energy_and_delta_modules_work_beyond_sevennet(name, sources, hub_data, 
     assert probe.get_potential_energy() == pytest.approx(expected[0] * len(probe), rel=1e-6)
     assert probe.calc.parameters["fingerprint"] == tuned.fingerprint()
     assert torch.isfinite(torch.as_tensor(probe.get_forces())).all()
+
+
+def test_chgnet_fine_tunes_with_the_defaults_and_keeps_its_composition_model(tmp_path):
+    """CHGNet's reference energies are a composition model, not per-element shifts to refit: the default
+    keeps them (and says so in finetune.json); asking for a refit is refused before any data is read."""
+    import json
+
+    from ase_moma.capabilities import MissingCapability
+    from ase_moma.cli import main
+    from ase_moma.finetune import Finetuner
+
+    train, valid = small_mlearn_si(tmp_path)
+    ase.io.write(tmp_path / "si4.extxyz", ase.io.read(train, ":4"))
+    assert main(["finetune", "--backbone", "chgnet", "--train", str(tmp_path / "si4.extxyz"), "--valid", str(valid),
+                 "--method", "sparse", "--epochs", "1", "--max-steps", "1", "--batch-size", "2", "--device", "cpu",
+                 "-o", str(tmp_path / "tuned")]) == 0
+    assert json.loads((tmp_path / "tuned" / "finetune.json").read_text())["config"]["refit_references"] is False
+    with pytest.raises(MissingCapability, match="refitting reference energies"):
+        Finetuner(load_backbone("chgnet", device="cpu"), FinetuneConfig(method="sparse", refit_references=True))

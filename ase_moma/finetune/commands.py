@@ -61,7 +61,8 @@ def add_finetune_command(commands: argparse._SubParsersAction) -> None:
     finetune.add_argument("--stress-weight", type=float)
     finetune.add_argument("--magmoms-weight", type=float)
     finetune.add_argument("--no-refit-references", action="store_true",
-                          help="keep the per-element reference energies instead of refitting them")
+                          help="keep the per-element reference energies instead of refitting them (by default "
+                               "they are refitted where the backbone has them: not CHGNet's composition model)")
     finetune.add_argument("--modalities", metavar="VIEWS",
                           help="a composed model only: views read beside the graph, e.g. graph,text,composition "
                                "(a fusion head, kept when it beats the graph model on validation)")
@@ -116,7 +117,7 @@ def _finetune_potential(args: argparse.Namespace) -> int:
     given = {key: value for key, value in (("epochs", args.epochs), ("batch_size", args.batch_size),
                                            ("lr", args.lr), ("patience", args.patience)) if value is not None}
     config = FinetuneConfig(method=args.method, options=method_class(args.method).options_from(args),
-                            max_steps=args.max_steps, refit_references=not args.no_refit_references,
+                            max_steps=args.max_steps, refit_references=False if args.no_refit_references else None,
                             seed=args.seed, spin_head=args.spin_head, head_lr=args.head_lr,
                             exchange=not args.no_exchange, longitudinal=not args.no_longitudinal,
                             min_improvement=args.min_improvement,

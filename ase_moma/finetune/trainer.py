@@ -62,7 +62,9 @@ class FinetuneConfig(RunSettings):
     validation loss, checked once per epoch; epochs 0 only starts (reference
     energies refitted, a spin head at its ridge probe). max_steps: stop after
     this many optimiser steps in all (short runs). refit_references: refit the
-    per-element reference energies to the training energies before training.
+    per-element reference energies to the training energies before training (None: where the backbone
+    has reference energies that can be refitted, as SevenNet and MACE do; CHGNet's composition model is
+    kept. True refuses a backbone without them; :meth:`resolved_for` settles None).
     seed: of the method's initialisation and the batch order.
     spin_head: ``"vector"``, ``"collinear"`` or None; head_lr: its learning rate.
     exchange: whether the spin head carries its exchange energy (False: moments only, J ≡ 0,
@@ -90,7 +92,7 @@ class FinetuneConfig(RunSettings):
     patience: int = 10
     max_steps: int | None = None
     warmup_steps: int = 0
-    refit_references: bool = True
+    refit_references: bool | None = None
     seed: int = 0
     spin_head: str | None = None
     head_lr: float = 1e-3
@@ -114,6 +116,13 @@ class FinetuneConfig(RunSettings):
         """A fresh instance of the method with these options (ValueError for an unknown method or a
         setting that cannot work)."""
         return method_class(self.method)(self.options)
+
+    def resolved_for(self, backbone: Backbone) -> "FinetuneConfig":
+        """This config with ``refit_references`` None settled for ``backbone``: True where it has reference
+        energies to refit, else False."""
+        if self.refit_references is not None:
+            return self
+        return dataclasses.replace(self, refit_references=backbone.capabilities.reference_energies)
 
     def check(self) -> None:
         self.make_method()
@@ -141,6 +150,7 @@ class Finetuner:
 
     def __init__(self, backbone: Backbone, config: FinetuneConfig) -> None:
         config.check()
+        config = config.resolved_for(backbone)
         self.method = config.make_method()
         backbone.require(f"{config.method} fine-tuning", *self.method.requires)
         if config.refit_references:
