@@ -2,14 +2,15 @@
 
 Graphs are CHGNet's own crystal graphs, built from the pymatgen structure as
 ``CHGNetCalculator`` builds them; a batch is a list of graphs, which CHGNet
-batches itself. CHGNet predicts per-atom magnetic moment magnitudes (μB).
+batches itself. CHGNet predicts per-atom magnetic moment magnitudes (μB). Its composition model's
+per-element energies are the reference energies that fine-tuning refits.
 CHGNet hard-codes float32 tensors, so it runs in float32 only.
 """
 
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Mapping, Sequence
 
 import numpy as np
 import torch
@@ -29,7 +30,7 @@ class CHGNetBackbone(Backbone):
     name = "chgnet"
     requires = ("chgnet",)
     has_default = True
-    capabilities = Capabilities(magmoms=True, adapters=True, path_weights=True)
+    capabilities = Capabilities(magmoms=True, adapters=True, path_weights=True, reference_energies=True)
 
     @classmethod
     def load(cls, source: str | None = None, *, device: torch.device,
@@ -108,6 +109,18 @@ class CHGNetBackbone(Backbone):
     def hook_node_features(self, site: str, transform: Any) -> torch.utils.hooks.RemovableHandle:
         module = self.model.get_submodule(site)
         return module.register_forward_hook(lambda _module, _inputs, features: transform(features))
+
+    def add_reference_energies(self, shifts: Mapping[int, float]) -> str:
+        """CHGNet's composition model (AtomRef) gives element Z the energy ``weight[0, Z - 1]`` per atom (an
+        intensive model averages it over the atoms and multiplies back): the references to shift."""
+        name = "composition_model.fc.weight"
+        weight = self.model.get_parameter(name)
+        with torch.no_grad():
+            for z, value in shifts.items():
+                if not 1 <= int(z) <= weight.shape[1]:
+                    raise ValueError(f"element {z} is not covered by this CHGNet model")
+                weight[0, int(z) - 1] += value
+        return name
 
     def path_weights(self) -> list[PathWeight]:
         weights = []

@@ -50,20 +50,28 @@ def test_energy_and_delta_modules_work_beyond_sevennet(name, sources, hub_data, 
     assert torch.isfinite(torch.as_tensor(probe.get_forces())).all()
 
 
-def test_chgnet_fine_tunes_with_the_defaults_and_keeps_its_composition_model(tmp_path):
-    """CHGNet's reference energies are a composition model, not per-element shifts to refit: the default
-    keeps them (and says so in finetune.json); asking for a refit is refused before any data is read."""
+
+def test_chgnet_refits_its_composition_model_to_the_frames(tmp_path):
+    """CHGNet's reference energies are its composition model's per-element weights: shifting them moves each
+    structure's energy by the sum over its atoms and leaves forces and stress alone, and fine-tuning with the
+    defaults refits them to the frames."""
     import json
 
-    from ase_moma.capabilities import MissingCapability
     from ase_moma.cli import main
-    from ase_moma.finetune import Finetuner
 
     train, valid = small_mlearn_si(tmp_path)
-    ase.io.write(tmp_path / "si4.extxyz", ase.io.read(train, ":4"))
+    frames = ase.io.read(train, ":4")
+    ase.io.write(tmp_path / "si4.extxyz", frames)
+    base = load_backbone("chgnet", device="cpu")
+    batch = base.collate([base.graph(frames[0])])
+    before = base.forward(batch)
+    assert base.add_reference_energies({14: 0.25}) == "composition_model.fc.weight"
+    after = base.forward(batch)
+    assert float(after.energy[0] - before.energy[0]) == pytest.approx(0.25 * len(frames[0]), rel=1e-4)
+    for field in ("forces", "stress"):
+        np.testing.assert_allclose(getattr(after, field).detach(), getattr(before, field).detach(), atol=1e-6)
     assert main(["finetune", "--backbone", "chgnet", "--train", str(tmp_path / "si4.extxyz"), "--valid", str(valid),
-                 "--method", "sparse", "--epochs", "1", "--max-steps", "1", "--batch-size", "2", "--device", "cpu",
+                 "--method", "sparse", "--epochs", "0", "--batch-size", "2", "--device", "cpu",
                  "-o", str(tmp_path / "tuned")]) == 0
-    assert json.loads((tmp_path / "tuned" / "finetune.json").read_text())["config"]["refit_references"] is False
-    with pytest.raises(MissingCapability, match="refitting reference energies"):
-        Finetuner(load_backbone("chgnet", device="cpu"), FinetuneConfig(method="sparse", refit_references=True))
+    record = json.loads((tmp_path / "tuned" / "finetune.json").read_text())
+    assert record["config"]["refit_references"] is True and set(record["result"]["reference_shifts"]) == {"14"}

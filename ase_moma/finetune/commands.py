@@ -62,7 +62,7 @@ def add_finetune_command(commands: argparse._SubParsersAction) -> None:
     finetune.add_argument("--magmoms-weight", type=float)
     finetune.add_argument("--no-refit-references", action="store_true",
                           help="keep the per-element reference energies instead of refitting them (by default "
-                               "they are refitted where the backbone has them: not CHGNet's composition model)")
+                               "they are refitted where the backbone has them: not matgl's or Orb's)")
     finetune.add_argument("--modalities", metavar="VIEWS",
                           help="a composed model only: views read beside the graph, e.g. graph,text,composition "
                                "(a fusion head, kept when it beats the graph model on validation)")

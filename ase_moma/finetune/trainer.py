@@ -63,8 +63,8 @@ class FinetuneConfig(RunSettings):
     energies refitted, a spin head at its ridge probe). max_steps: stop after
     this many optimiser steps in all (short runs). refit_references: refit the
     per-element reference energies to the training energies before training (None: where the backbone
-    has reference energies that can be refitted, as SevenNet and MACE do; CHGNet's composition model is
-    kept. True refuses a backbone without them; :meth:`resolved_for` settles None).
+    has reference energies that can be refitted, as SevenNet, MACE, CHGNet and JMP do, and not matgl or
+    Orb; True refuses a backbone without them; :meth:`resolved_for` settles None).
     seed: of the method's initialisation and the batch order.
     spin_head: ``"vector"``, ``"collinear"`` or None; head_lr: its learning rate.
     exchange: whether the spin head carries its exchange energy (False: moments only, J ≡ 0,
