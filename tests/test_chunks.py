@@ -10,7 +10,7 @@ from potential_fixtures import emt_copper
 
 from ase_moma import load_backbone
 from ase_moma.finetune import FinetuneConfig, Finetuner
-from ase_moma.finetune.chunks import CPU_CHUNK_ATOMS, atom_chunks, default_chunk_atoms
+from ase_moma.finetune.chunks import CPU_CHUNK_ATOMS, atom_chunks, default_chunk_atoms, evaluation_batches
 from ase_moma.finetune.potential_data import label_frames, read_potential_set
 
 
@@ -22,6 +22,15 @@ def test_chunks_hold_at_most_the_bound_and_keep_frames_whole_and_in_order():
         atom_chunks([3], 0)
     assert default_chunk_atoms(torch.device("cpu")) == CPU_CHUNK_ATOMS
     assert default_chunk_atoms(torch.device("cuda")) is None
+
+
+def test_evaluation_batches_hold_at_most_sixteen_frames_and_the_atom_bound():
+    counts = [64] * 5 + [8] * 40
+    batches = evaluation_batches(counts, 64)
+    assert [i for batch in batches for i in batch] == list(range(len(counts)))
+    assert all(len(b) <= 16 and (sum(counts[i] for i in b) <= 64 or len(b) == 1) for b in batches)
+    assert batches[:5] == [[0], [1], [2], [3], [4]] and [len(b) for b in batches[5:]] == [8, 3, 8, 8, 8, 5]
+    assert [len(b) for b in evaluation_batches(counts, None)] == [16, 16, 13]
 
 
 def test_chunk_atoms_below_one_is_refused():

@@ -14,6 +14,7 @@ import numpy as np
 import torch
 
 from ase_moma.backbone import Backbone, BackboneOutput
+from ase_moma.finetune.chunks import evaluation_batches
 from ase_moma.finetune.potential_data import PotentialSet
 
 EV_PER_A3_IN_GPA = 160.21766208
@@ -88,13 +89,13 @@ def batch_labels(data: PotentialSet, rows: Sequence[int], device: torch.device) 
 
 
 def evaluate(backbone: Backbone, graphs: Sequence[Any], data: PotentialSet, loss: PotentialLoss,
-             batch_size: int = 16) -> dict[str, float]:
+             max_atoms: int | None = None) -> dict[str, float]:
     """Loss and errors of ``backbone`` on ``data`` (graphs prebuilt): ``loss``, ``energy_mae``
     (meV/atom), ``forces_mae`` (meV/Å, over components), ``stress_mae`` (GPa) where labelled, and with
-    moments ``magmoms_mae`` (μB, over components) and ``magmom_magnitude_mae`` (μB, of |m|)."""
+    moments ``magmoms_mae`` (μB, over components) and ``magmom_magnitude_mae`` (μB, of |m|). Frames are
+    evaluated in batches of :func:`~ase_moma.finetune.chunks.evaluation_batches` (``max_atoms`` atoms)."""
     losses, sizes, energy, forces, stress, moments, magnitudes = [], [], [], [], [], [], []
-    for start in range(0, len(graphs), batch_size):
-        rows = list(range(start, min(start + batch_size, len(graphs))))
+    for rows in evaluation_batches(data.n_atoms(), max_atoms):
         labels = batch_labels(data, rows, backbone.device)
         out = backbone.forward(backbone.collate([graphs[i] for i in rows]), forces=labels.forces is not None,
                                stress=labels.stress is not None)

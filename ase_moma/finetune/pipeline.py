@@ -17,6 +17,7 @@ import numpy as np
 from ase import Atoms
 from ase.stress import voigt_6_to_full_3x3_stress
 
+from ase_moma.finetune.chunks import evaluation_batches
 from ase_moma.finetune.export import write_tuned
 from ase_moma.finetune.loss import evaluate
 from ase_moma.calculators.batch import predict
@@ -69,7 +70,9 @@ def finetune_potential(backbone: str, train: DataSource, valid: DataSource, out:
             print(f"{role}: dropped {len(part.dropped)} frames of {part.source} with a stress above "
                   f"{max_stress} eV/Å³: {', '.join(map(str, part.dropped[:20]))}{more}")
         if stress_check and part.stress is not None:
-            rows = predict(model, part.frames[:32], progress=False)
+            frames = part.frames[:32]
+            rows = [row for batch in evaluation_batches([len(a) for a in frames], tuner.chunk_atoms)
+                    for row in predict(model, [frames[i] for i in batch], batch_size=len(batch), progress=False)]
             if all("stress" in row for row in rows):
                 predicted = np.stack([voigt_6_to_full_3x3_stress(row["stress"]) for row in rows])
                 check_stress_unit(predicted, _first(part, len(rows)), stress_unit)
@@ -81,7 +84,7 @@ def finetune_potential(backbone: str, train: DataSource, valid: DataSource, out:
         print(f"resumed from the checkpoint of epoch {result.resumed_from} in {work.path}")
     thresholds = tuner.thresholds()
     delta = tuner.export()
-    metrics = {role: evaluate(tuner.model, tuner.graphs(part), part, config.loss)
+    metrics = {role: evaluate(tuner.model, tuner.graphs(part), part, config.loss, tuner.chunk_atoms)
                for role, part in data.items() if role != "train"}
     task = name or (Path(train).stem if isinstance(train, (str, Path)) else "finetune")
     record = write_tuned(out, model, base, delta, config, result, data, metrics, name=task, overwrite=overwrite,

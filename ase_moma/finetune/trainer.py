@@ -168,6 +168,11 @@ class Finetuner:
         self.model = self.spin or backbone  # what computes energies, forces (and moments)
 
     @property
+    def chunk_atoms(self) -> int | None:
+        """Atoms per chunk of a training batch, and per batch of an evaluation (None: a whole batch)."""
+        return self.config.chunk_atoms or default_chunk_atoms(self.backbone.device)
+
+    @property
     def spin(self) -> SpinBackbone | None:
         """The backbone with its spin head attached (None without one)."""
         return self.spin_addon.model if self.spin_addon is not None else None
@@ -250,8 +255,7 @@ class Finetuner:
         a time, and returns the batch's loss detached, its gradient already accumulated.
         """
         counts = counts[rows]
-        size = self.config.chunk_atoms or default_chunk_atoms(self.backbone.device)
-        chunks = atom_chunks(counts, size)
+        chunks = atom_chunks(counts, self.chunk_atoms)
         if len(chunks) == 1:
             return scale * self._chunk_loss(graphs, data, rows)
         total = torch.zeros((), dtype=torch.float64, device=self.backbone.device)
@@ -279,7 +283,7 @@ class Finetuner:
 
     def _validate(self, graphs: list[Any], valid: PotentialSet) -> dict[str, float]:
         """The validation metrics, and the method's own (e.g. the fraction of path weights moved now)."""
-        return {**evaluate(self.model, graphs, valid, self.config.loss), **self.method.metrics()}
+        return {**evaluate(self.model, graphs, valid, self.config.loss, self.chunk_atoms), **self.method.metrics()}
 
     @torch.no_grad()
     def export(self) -> Delta:
