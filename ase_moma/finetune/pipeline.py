@@ -55,8 +55,8 @@ def finetune_potential(backbone: str, train: DataSource, valid: DataSource, out:
         raise FileExistsError(f"{out} already exists (pass overwrite=True / --overwrite to replace it)")
     model = load_backbone(backbone, source, device=device, dtype=dtype, **options)
     base = backbone_record(model)
-    config = config.resolved_for(model)
     tuner = Finetuner(model, config)  # refuses what the backbone cannot do, before any data is read
+    config = tuner.config  # its reference refit settled for this backbone
     need = {"forces": config.loss.forces > 0, "stress": config.loss.stress > 0, "magmoms": config.spin_head,
             "stress_unit": stress_unit, "max_stress": max_stress}
     data: dict[str, PotentialSet] = {
