@@ -20,7 +20,8 @@ import torch
 from ase_moma.adapters import AdapterSet
 from ase_moma.backbone import Backbone
 from ase_moma.heads import PropertyHead
-from ase_moma.labelled_data import LabelledSet, TaskData
+from ase_moma.labelled_data import TaskData
+from ase_moma.labelled_set import LabelledSet
 from ase_moma.probe import fit_ridge_probe
 from ase_moma.module_files import HEAD, TRAINED_KINDS, WEIGHTS
 from ase_moma.property_model import READOUTS, PropertyModel

@@ -1,8 +1,8 @@
-"""Structures with one per-structure target each, read from extended XYZ, and their splits."""
+"""Structures with one per-structure target each, read from extended XYZ, and their splits (as
+:class:`~ase_moma.labelled_set.LabelledSet`)."""
 
 from __future__ import annotations
 
-import hashlib
 import json
 import math
 from dataclasses import dataclass
@@ -13,44 +13,8 @@ import numpy as np
 from ase import Atoms
 
 from ase_moma.checkpoints import require_file
-from ase_moma.structures import add_geometry, read_structures
-
-
-@dataclass
-class LabelledSet:
-    """Frames and their targets.
-
-    frames: the structures; targets: (M,) float64, from ``atoms.info[key]``;
-    indices: each frame's position in the source file; key: the info key.
-    """
-
-    frames: list[Atoms]
-    targets: np.ndarray
-    indices: list[int]
-    key: str
-    source: str
-
-    def __len__(self) -> int:
-        return len(self.frames)
-
-    def subset(self, positions: Sequence[int]) -> "LabelledSet":
-        """The frames at ``positions`` (positions in this set, not in the file)."""
-        return LabelledSet([self.frames[i] for i in positions], self.targets[list(positions)],
-                           [self.indices[i] for i in positions], self.key, self.source)
-
-    def data_hash(self) -> str:
-        """sha256 of the structures (see :func:`structures_hash`) and the targets, in order."""
-        digest = hashlib.sha256(structures_hash(self.frames).encode())
-        digest.update(np.ascontiguousarray(self.targets, dtype=np.float64).tobytes())
-        return digest.hexdigest()
-
-
-def structures_hash(frames: Sequence[Atoms]) -> str:
-    """sha256 of the species, positions, cells and pbc of ``frames``, in order."""
-    digest = hashlib.sha256()
-    for atoms in frames:
-        add_geometry(digest, atoms)
-    return digest.hexdigest()
+from ase_moma.labelled_set import LabelledSet
+from ase_moma.structures import read_structures
 
 
 def read_labelled(path: str | Path, key: str, indices: Sequence[int] | None = None) -> LabelledSet:
@@ -84,7 +48,7 @@ def read_labelled(path: str | Path, key: str, indices: Sequence[int] | None = No
         if not math.isfinite(value):
             raise ValueError(f"{path}: frame {index} target {key!r} is {value}, not a finite number")
         targets[row] = value
-    return LabelledSet([frames[i] for i in indices], targets, indices, key, str(path))
+    return LabelledSet([frames[i] for i in indices], str(path), indices, targets=targets, key=key)
 
 
 def _with_stored_energy(atoms: Atoms) -> dict[str, Any]:

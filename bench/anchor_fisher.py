@@ -29,7 +29,7 @@ from ase.build import bulk
 from ase.data import chemical_symbols, reference_states
 
 from ase_moma.finetune import Finetuner
-from ase_moma.finetune.potential_data import PotentialSet
+from ase_moma.labelled_set import LabelledSet
 
 BUILDABLE = ("fcc", "bcc", "hcp", "diamond", "sc")  # reference states ase.build.bulk makes a primitive cell of
 
@@ -82,7 +82,7 @@ def force_fisher(backbone, anchors: list[Atoms], probes: int = 2, seed: int = 0)
     return {name: value / count for name, value in fisher.items()}
 
 
-def anchors_for(backbone, train: PotentialSet) -> list[Atoms]:
+def anchors_for(backbone, train: LabelledSet) -> list[Atoms]:
     """The anchors of a run: one crystal per element ``backbone`` covers and ``train`` lacks."""
     trained = {int(z) for atoms in train.frames for z in atoms.numbers}
     return anchor_structures(backbone.covered_numbers, trained)
@@ -97,7 +97,7 @@ def frame_forces(model, graphs: list) -> list[torch.Tensor]:
 class AnchoredFinetuner(Finetuner):
     """A :class:`Finetuner` whose sparse start ranks entries by |∂L/∂W| / sqrt(1 + F/F̄) (module docstring)."""
 
-    def _path_gradients(self, graphs: list, train: PotentialSet) -> dict[str, torch.Tensor]:
+    def _path_gradients(self, graphs: list, train: LabelledSet) -> dict[str, torch.Tensor]:
         gradients = super()._path_gradients(graphs, train)
         anchors = anchors_for(self.backbone, train)
         fisher = force_fisher(self.backbone, anchors)
@@ -109,7 +109,7 @@ class AnchoredFinetuner(Finetuner):
 class ReplayFinetuner(Finetuner):
     """A :class:`Finetuner` whose loss also replays the anchors against the untuned model (module docstring)."""
 
-    def fit(self, train: PotentialSet, valid: PotentialSet, **options):
+    def fit(self, train: LabelledSet, valid: LabelledSet, **options):
         self.anchor_graphs = [self.backbone.graph(atoms) for atoms in anchors_for(self.backbone, train)]
         self.anchor_forces = [f.detach() for f in frame_forces(self.backbone, self.anchor_graphs)]
         self.replayed = 0

@@ -28,7 +28,8 @@ from ase.calculators.emt import EMT
 from ase_moma import load_backbone
 from ase_moma.finetune import FinetuneConfig, Finetuner, SparseOptions
 from ase_moma.finetune.loss import evaluate
-from ase_moma.finetune.potential_data import PotentialSet, label_frames, read_potential_set
+from ase_moma.finetune.potential_data import label_frames, read_potential_set
+from ase_moma.labelled_set import LabelledSet
 from anchor_fisher import AnchoredFinetuner, ReplayFinetuner
 from sparse_mlip import FORGETTING_SET, forgetting_probe, restrict_path_weights
 
@@ -49,7 +50,7 @@ def alloy_cells(count: int = 40, seed: int = 7) -> list[Atoms]:
     return label_frames(frames, EMT())
 
 
-def emt_alloy_sets() -> dict[str, PotentialSet]:
+def emt_alloy_sets() -> dict[str, LabelledSet]:
     """The bench's train (24 cells), valid (4) and test (12) sets of ``alloy_cells()``."""
     frames = alloy_cells()
     return {role: read_potential_set(part, forces=True, stress=True, what=f"EMT alloy {role} set")

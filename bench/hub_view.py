@@ -24,7 +24,7 @@ import numpy as np
 
 from ase_moma.compose.embeddings import modules_in_turn
 from ase_moma.hub import Hub
-from ase_moma.labelled_data import structures_hash
+from ase_moma.labelled_set import structures_hash
 
 
 def main() -> None:

@@ -36,9 +36,10 @@ import numpy as np
 from ase_moma import load_backbone
 from ase_moma.finetune import FinetuneConfig, Finetuner
 from ase_moma.finetune.loss import evaluate
-from ase_moma.finetune.potential_data import PotentialSet, read_potential_set, split_frames
 from ase_moma.finetune.methods import method_options
+from ase_moma.finetune.potential_data import read_potential_set, split_frames
 from ase_moma.finetune.report import sparsity_report
+from ase_moma.labelled_set import LabelledSet
 from anchor_fisher import AnchoredFinetuner
 
 DATA = Path(__file__).resolve().parents[2] / "shared" / "data" / "mlip"
@@ -48,7 +49,7 @@ METHODS = {"zero_shot": ("zero_shot", {}), "readout": ("readout", {}), "full": (
 FORGETTING_SET = "alexandria_val"
 
 
-def load_set(name: str, caps: tuple[int, int, int] | None) -> dict[str, PotentialSet]:
+def load_set(name: str, caps: tuple[int, int, int] | None) -> dict[str, LabelledSet]:
     """train/valid/test of one set, each a seeded random subset of at most ``caps`` frames in quick mode."""
     if name.startswith("mlearn_"):
         frames = ase.io.read(DATA / f"{name}_training.extxyz", ":")
@@ -69,7 +70,7 @@ def load_set(name: str, caps: tuple[int, int, int] | None) -> dict[str, Potentia
 class ForgettingProbe:
     """Force MAE (meV/Å) on the forgetting set's frames, measured before tuning and after it."""
 
-    data: PotentialSet
+    data: LabelledSet
     graphs: list
     loss: object
     before: float

@@ -186,7 +186,7 @@ def predicted_energies(model, graphs: list, batch_size: int = 16) -> np.ndarray:
 
 
 def read_heldout(path: Path) -> tuple[Any, list, list[tuple[int, int]], np.ndarray]:
-    """A held-out set: its PotentialSet, frames, pairs of different orders and their DFT ΔE (eV/atom)."""
+    """A held-out set: its LabelledSet, frames, pairs of different orders and their DFT ΔE (eV/atom)."""
     frames = ase.io.read(path, ":")
     labelled = read_potential_set(frames, forces=True, stress=True, magmoms="vector", what=str(path))
     pairs = different_orders(frames)

@@ -23,7 +23,7 @@ from ase_moma.atomic_io import atomic_file
 from ase_moma.backbone import Backbone
 from ase_moma.module_files import load_tensors, save_tensors, weights_file
 from ase_moma.hub.store import Hub
-from ase_moma.labelled_data import structures_hash
+from ase_moma.labelled_set import structures_hash
 from ase_moma.property_model import PropertyModel
 
 

@@ -39,9 +39,9 @@ from ase_moma.compose.report import weights_chart
 from ase_moma.compose.weights import WeightSolution, solve_weights
 from ase_moma.delta import Delta, apply_delta, read_delta
 from ase_moma.finetune.loss import PotentialLoss
-from ase_moma.finetune.potential_data import PotentialSet, read_potential_set
+from ase_moma.finetune.potential_data import read_potential_set
 from ase_moma.hub.store import Hub
-from ase_moma.labelled_data import structures_hash
+from ase_moma.labelled_set import LabelledSet, structures_hash
 from ase_moma.module_files import DELTA, load_tensors, save_tensors, write_json
 from ase_moma.structures import has_volume, read_structures
 from ase_moma.version import CREATED_BY
@@ -87,7 +87,7 @@ def compose_potential(hub: Hub | str | Path, data: str | Path | Sequence[Atoms],
             raise ValueError(f"unknown {what} {value!r}; choose one of {', '.join(allowed)}")
     loss = loss or PotentialLoss()
     frames_source = _frames(data)
-    labelled = read_labelled(frames_source, data)
+    labelled = potential_labels(frames_source, data)
     names = potential_candidates(hub, modules, labelled)
     metas = {name: hub.read_module(name) for name in names}
     if proxy == "knn" and strategy != "no_hub" and len(labelled) < k + 1:
@@ -200,7 +200,7 @@ def is_potential(recipe: dict[str, Any]) -> bool:
     return recipe.get("potential") is not None
 
 
-def read_labelled(frames: list[Atoms], data: Any) -> PotentialSet:
+def potential_labels(frames: list[Atoms], data: Any) -> LabelledSet:
     """The frames with their energies, and their forces and stress where every frame has them; a one-line
     error naming the frame that has no energy."""
     results = [atoms.calc.results if atoms.calc is not None else {} for atoms in frames]
@@ -209,7 +209,7 @@ def read_labelled(frames: list[Atoms], data: Any) -> PotentialSet:
     return read_potential_set(frames, forces=forces, stress=stress, what=_name(data))
 
 
-def potential_candidates(hub: Hub, modules: Sequence[str] | None, data: PotentialSet) -> list[str]:
+def potential_candidates(hub: Hub, modules: Sequence[str] | None, data: LabelledSet) -> list[str]:
     """The hub's potential modules to score (``modules`` restricts them); refuses a hub without any, an
     unknown or non-potential name, and candidates none of which covers any frame's elements."""
     entries = {entry["name"]: entry for entry in hub.modules}
@@ -232,7 +232,7 @@ def potential_candidates(hub: Hub, modules: Sequence[str] | None, data: Potentia
     return names
 
 
-def _covered(meta: dict[str, Any], data: PotentialSet) -> int:
+def _covered(meta: dict[str, Any], data: LabelledSet) -> int:
     """How many frames of ``data`` hold only elements the module was fitted to (all of them when the
     module does not record its elements)."""
     elements = meta.get("elements")
@@ -241,7 +241,7 @@ def _covered(meta: dict[str, Any], data: PotentialSet) -> int:
     return sum(set(atoms.get_chemical_symbols()) <= set(elements) for atoms in data.frames)
 
 
-def _module_entry(name: str, meta: dict[str, Any], weight: float, errors: dict[str, float], data: PotentialSet,
+def _module_entry(name: str, meta: dict[str, Any], weight: float, errors: dict[str, float], data: LabelledSet,
                   knn: dict[str, Any] | None) -> dict[str, Any]:
     return {"name": name, "task": meta.get("task"), "kind": "delta", "file": DELTA, "sha256": meta["files"][DELTA],
             "weight": weight, "proxy_mae": _proxy_value(errors, knn), "errors": errors, "elements": meta.get("elements"),
@@ -257,7 +257,7 @@ def _proxy_value(errors: dict[str, float], knn: dict[str, Any] | None) -> float:
 
 def _weights(strategy: str, proxy: str, names: list[str], predictions: dict[str | None, FramePredictions],
              errors: dict[str | None, dict[str, float]], knn: dict[str | None, dict[str, Any]] | None,
-             data: PotentialSet, loss: PotentialLoss, solver: str | None
+             data: LabelledSet, loss: PotentialLoss, solver: str | None
              ) -> tuple[dict[str, float], WeightSolution | None]:
     """``{module: weight}`` (what they leave of 1 is the pretrained potential's) and the AMC solution."""
     weights = {name: 0.0 for name in names}
@@ -281,7 +281,7 @@ def _weights(strategy: str, proxy: str, names: list[str], predictions: dict[str 
 
 
 def _knn_scores(hub: Hub, names: list[str], backbone: Backbone, pretrained_state: dict[str, torch.Tensor],
-                graphs: list[Any], data: PotentialSet, k: int, temperature: float,
+                graphs: list[Any], data: LabelledSet, k: int, temperature: float,
                 device: str) -> dict[str | None, dict[str, Any]]:
     """MoMa's proxy for each candidate: leave-one-out kNN predictions of the frames' per-atom energies in its
     embedding space, their MAE (meV/atom) and Spearman ρ."""
@@ -302,7 +302,7 @@ def _knn_scores(hub: Hub, names: list[str], backbone: Backbone, pretrained_state
 
 
 def _evaluate(backbone: Backbone, pretrained_state: dict[str, torch.Tensor], merged: Delta, graphs: list[Any],
-              data: PotentialSet, loss: PotentialLoss, ask: dict[str, bool]) -> dict[str, Any]:
+              data: LabelledSet, loss: PotentialLoss, ask: dict[str, bool]) -> dict[str, Any]:
     """The merged model's energies on the frames and its errors there (references refitted)."""
     backbone.model.load_state_dict(pretrained_state)
     apply_delta(backbone.model, merged)

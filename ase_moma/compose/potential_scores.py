@@ -17,7 +17,7 @@ from ase import Atoms
 
 from ase_moma.backbone import Backbone
 from ase_moma.finetune.loss import EV_PER_A3_IN_GPA, PotentialLoss
-from ase_moma.finetune.potential_data import PotentialSet
+from ase_moma.labelled_set import LabelledSet
 
 
 @dataclass
@@ -56,7 +56,7 @@ def composition_matrix(frames: Sequence[Atoms]) -> tuple[np.ndarray, list[int]]:
     return counts, elements
 
 
-def reference_shifts(predicted_energy: np.ndarray, data: PotentialSet) -> dict[int, float]:
+def reference_shifts(predicted_energy: np.ndarray, data: LabelledSet) -> dict[int, float]:
     """``{Z: shift}`` (eV per atom of Z): the least-squares fit of the labels' energies minus the predicted
     ones over the frames' compositions, as fine-tuning refits them."""
     counts, elements = composition_matrix(data.frames)
@@ -64,7 +64,7 @@ def reference_shifts(predicted_energy: np.ndarray, data: PotentialSet) -> dict[i
     return {z: float(s) for z, s in zip(elements, shifts)}
 
 
-def frame_errors(predicted: FramePredictions, data: PotentialSet, loss: PotentialLoss,
+def frame_errors(predicted: FramePredictions, data: LabelledSet, loss: PotentialLoss,
                  refit_references: bool = True) -> dict[str, float]:
     """Errors of ``predicted`` on ``data``: ``energy_mae`` (meV/atom, after the reference refit when
     ``refit_references``), ``forces_mae`` (meV/Å), ``stress_mae`` (GPa) where both sides have them, and

@@ -25,10 +25,10 @@ import numpy as np
 from ase_moma.compose.potential_scores import FramePredictions, composition_matrix
 from ase_moma.compose.weights import WeightSolution, pick_solver, solve_for_weights
 from ase_moma.finetune.loss import PotentialLoss
-from ase_moma.finetune.potential_data import PotentialSet
+from ase_moma.labelled_set import LabelledSet
 
 
-def solve_potential_weights(candidates: Sequence[FramePredictions], data: PotentialSet, loss: PotentialLoss,
+def solve_potential_weights(candidates: Sequence[FramePredictions], data: LabelledSet, loss: PotentialLoss,
                             solver: str | None = None) -> WeightSolution:
     """(N,) simplex weights of ``candidates`` minimising the loss of their averaged predictions on ``data``.
 

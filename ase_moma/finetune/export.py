@@ -20,10 +20,10 @@ from typing import Any
 from ase_moma.atomic_io import atomic_directory
 from ase_moma.backbone import Backbone
 from ase_moma.delta import Delta, changed_entries, delta_tensors
-from ase_moma.finetune.potential_data import PotentialSet
 from ase_moma.finetune.report import sparsity_chart, sparsity_report
 from ase_moma.finetune.trainer import FinetuneConfig
 from ase_moma.finetune.tuned_folder import CHART, FINETUNE_FORMAT, FINETUNE_JSON, MODEL, MODULE, REPORT
+from ase_moma.labelled_set import LabelledSet
 from ase_moma.module_files import DELTA, save_tensors, write_json, write_module_folder
 from ase_moma.spin.files import SPIN_HEAD, head_record
 from ase_moma.spin.model import SpinBackbone
@@ -32,7 +32,7 @@ from ase_moma.version import CREATED_BY
 
 
 def write_tuned(out: str | Path, backbone: Backbone, base: dict[str, Any], delta: Delta,
-                config: FinetuneConfig, result: EngineResult, data: dict[str, PotentialSet],
+                config: FinetuneConfig, result: EngineResult, data: dict[str, LabelledSet],
                 metrics: dict[str, dict[str, float]], *, name: str, overwrite: bool = False,
                 spin: SpinBackbone | None = None, thresholds: dict[str, float] | None = None,
                 reference_shifts: dict[int, float] | None = None,

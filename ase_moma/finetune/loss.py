@@ -15,7 +15,7 @@ import torch
 
 from ase_moma.backbone import Backbone, BackboneOutput
 from ase_moma.finetune.chunks import evaluation_batches
-from ase_moma.finetune.potential_data import PotentialSet
+from ase_moma.labelled_set import LabelledSet
 
 EV_PER_A3_IN_GPA = 160.21766208
 
@@ -74,7 +74,7 @@ class Labels:
     magmoms: torch.Tensor | None = None
 
 
-def batch_labels(data: PotentialSet, rows: Sequence[int], device: torch.device) -> Labels:
+def batch_labels(data: LabelledSet, rows: Sequence[int], device: torch.device) -> Labels:
     """The labels of frames ``rows`` of ``data``, in float64 on ``device``."""
     counts = data.n_atoms()[list(rows)]
     as_tensor = lambda a: torch.as_tensor(np.asarray(a), dtype=torch.float64, device=device)  # noqa: E731
@@ -88,7 +88,7 @@ def batch_labels(data: PotentialSet, rows: Sequence[int], device: torch.device) 
 
 
 
-def evaluate(backbone: Backbone, graphs: Sequence[Any], data: PotentialSet, loss: PotentialLoss,
+def evaluate(backbone: Backbone, graphs: Sequence[Any], data: LabelledSet, loss: PotentialLoss,
              max_atoms: int | None = None) -> dict[str, float]:
     """Loss and errors of ``backbone`` on ``data`` (graphs prebuilt): ``loss``, ``energy_mae``
     (meV/atom), ``forces_mae`` (meV/Å, over components), ``stress_mae`` (GPa) where labelled, and with

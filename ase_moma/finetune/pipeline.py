@@ -17,12 +17,13 @@ import numpy as np
 from ase import Atoms
 from ase.stress import voigt_6_to_full_3x3_stress
 
+from ase_moma.calculators.batch import predict
 from ase_moma.finetune.chunks import evaluation_batches
 from ase_moma.finetune.export import write_tuned
 from ase_moma.finetune.loss import evaluate
-from ase_moma.calculators.batch import predict
-from ase_moma.finetune.potential_data import PotentialSet, check_stress_unit, read_potential_set
+from ase_moma.finetune.potential_data import check_stress_unit, read_potential_set
 from ase_moma.finetune.trainer import FinetuneConfig, Finetuner
+from ase_moma.labelled_set import LabelledSet
 from ase_moma.loading import load_backbone
 from ase_moma.provenance import backbone_record
 from ase_moma.training.work_folder import WorkFolder
@@ -59,7 +60,7 @@ def finetune_potential(backbone: str, train: DataSource, valid: DataSource, out:
     config = tuner.config  # its reference refit settled for this backbone
     need = {"forces": config.loss.forces > 0, "stress": config.loss.stress > 0, "magmoms": config.spin_head,
             "stress_unit": stress_unit, "max_stress": max_stress}
-    data: dict[str, PotentialSet] = {
+    data: dict[str, LabelledSet] = {
         "train": read_potential_set(train, what="training set", **need),
         "valid": read_potential_set(valid, what="validation set", **need)}
     if test is not None:
@@ -100,7 +101,6 @@ def _defining(config: FinetuneConfig) -> dict:
     return {key: value for key, value in dataclasses.asdict(config).items() if key != "chunk_atoms"}
 
 
-def _first(data: PotentialSet, count: int) -> PotentialSet:
+def _first(data: LabelledSet, count: int) -> LabelledSet:
     """The first ``count`` frames of ``data`` with their stress labels (for the unit check)."""
-    return dataclasses.replace(data, frames=data.frames[:count], energy=data.energy[:count], forces=None,
-                               stress=data.stress[:count], magmoms=None)
+    return dataclasses.replace(data.subset(range(min(count, len(data)))), forces=None, magmoms=None)

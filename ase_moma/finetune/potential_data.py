@@ -11,8 +11,6 @@ contradicts. Every check names the file and frame at fault.
 
 from __future__ import annotations
 
-import hashlib
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Sequence
 
@@ -20,58 +18,16 @@ import numpy as np
 from ase import Atoms, units
 from ase.stress import voigt_6_to_full_3x3_stress
 
-from ase_moma.labelled_data import structures_hash
+from ase_moma.labelled_set import LabelledSet
 from ase_moma.structures import has_volume, read_structures
 
 # Declared stress units and their value in eV/Å³ (ASE's unit).
 STRESS_UNITS = {"eV/A^3": 1.0, "GPa": units.GPa, "kbar": units.GPa / 10}
 
 
-@dataclass
-class PotentialSet:
-    """Structures with their labels.
-
-    energy: (B,) eV. forces: one (n_i, 3) eV/Å array per frame, or None when
-    forces are not used. stress: (B, 3, 3) eV/Å³ (ASE sign), or None.
-    source: the file (or a description) the frames came from. magmoms: one
-    (n_i, 3) or (n_i,) μB array per frame when a spin head trains on them.
-    dropped: positions in the source of frames left out for exceeding the stress bound.
-    """
-
-    frames: list[Atoms]
-    energy: np.ndarray
-    forces: list[np.ndarray] | None
-    stress: np.ndarray | None
-    source: str
-    magmoms: list[np.ndarray] | None = None
-    dropped: list[int] | None = None
-
-    def __len__(self) -> int:
-        return len(self.frames)
-
-    def n_atoms(self) -> np.ndarray:
-        """(B,) atoms per frame."""
-        return np.array([len(atoms) for atoms in self.frames])
-
-    def elements(self) -> list[str]:
-        """The chemical symbols present in any frame, in order of atomic number."""
-        from ase.data import chemical_symbols
-
-        numbers = sorted({int(z) for atoms in self.frames for z in atoms.numbers})
-        return [chemical_symbols[z] for z in numbers]
-
-    def data_hash(self) -> str:
-        """sha256 of the structures and every label used, in order."""
-        digest = hashlib.sha256(structures_hash(self.frames).encode())
-        for part in (self.energy, *(self.forces or []), *([self.stress] if self.stress is not None else []),
-                     *(self.magmoms or [])):
-            digest.update(np.ascontiguousarray(part, dtype=np.float64).tobytes())
-        return digest.hexdigest()
-
-
 def read_potential_set(source: str | Path | Sequence[Atoms], *, forces: bool, stress: bool,
                        what: str = "data", magmoms: str | None = None, stress_unit: str = "eV/A^3",
-                       max_stress: float | None = None) -> PotentialSet:
+                       max_stress: float | None = None) -> LabelledSet:
     """Read and check a labelled set.
 
     source: a file any ase.io format reads, or frames with a calculator holding
@@ -101,17 +57,17 @@ def read_potential_set(source: str | Path | Sequence[Atoms], *, forces: bool, st
         kept = sorted(set(kept) - set(dropped))
         if not kept:
             raise ValueError(f"every frame of {name} has a stress above {max_stress} eV/Å³; nothing is left")
-    return PotentialSet(
-        frames=[frames[i] for i in kept], energy=np.array([_energy(frames[i], i, name) for i in kept]),
+    return LabelledSet(
+        frames=[frames[i] for i in kept], source=name, indices=kept,
+        energy=np.array([_energy(frames[i], i, name) for i in kept]),
         forces=[_forces(frames[i], i, name) for i in kept] if forces else None,
         stress=np.stack([stresses[i] for i in kept]) if stresses is not None else None,
-        source=name,
         magmoms=[frame_moments(frames[i], magmoms, f"frame {i} of {name}") for i in kept] if magmoms else None,
         dropped=dropped,
     )
 
 
-def check_stress_unit(predicted: np.ndarray, data: PotentialSet, stress_unit: str = "eV/A^3") -> None:
+def check_stress_unit(predicted: np.ndarray, data: LabelledSet, stress_unit: str = "eV/A^3") -> None:
     """Refuse labels whose scale contradicts the declared unit, naming the frames and the fix.
 
     predicted: (B, 3, 3) a backbone's stresses (eV/Å³) for ``data``'s frames.

@@ -15,9 +15,9 @@ import numpy as np
 import torch
 
 from ase_moma.backbone import Backbone
-from ase_moma.spin.exchange_start import ExchangeFit, fit_exchange, ordered_geometries
 from ase_moma.finetune.methods.base import Trainable
-from ase_moma.finetune.potential_data import PotentialSet
+from ase_moma.labelled_set import LabelledSet
+from ase_moma.spin.exchange_start import ExchangeFit, fit_exchange, ordered_geometries
 from ase_moma.spin.head import COLLAPSED
 from ase_moma.spin.model import SpinBackbone
 
@@ -44,12 +44,12 @@ class SpinAddOn:
         self.exchange_start: ExchangeFit | None = None
         self._ordered: list | None = None
 
-    def check(self, *sets: PotentialSet) -> None:
+    def check(self, *sets: LabelledSet) -> None:
         """Refuse sets read without their moments."""
         if any(data.magmoms is None for data in sets):
             raise ValueError(f"the spin head trains on moments: read the sets with magmoms={self.kind!r}")
 
-    def graphs(self, data: PotentialSet) -> list[Any]:
+    def graphs(self, data: LabelledSet) -> list[Any]:
         """The model's graphs of ``data``'s frames, each frame's spin configuration as a user sets it with
         set_initial_magnetic_moments: :func:`configuration`."""
         if data.magmoms is None:
@@ -63,7 +63,7 @@ class SpinAddOn:
         return graphs
 
     @torch.no_grad()
-    def start_magnitudes(self, graphs: list[Any], train: PotentialSet, batch_size: int = 16) -> None:
+    def start_magnitudes(self, graphs: list[Any], train: LabelledSet, batch_size: int = 16) -> None:
         """The magnitudes start at the ridge probe of the training |m_i| on the frozen backbone's per-atom
         features, then of what it leaves on the training spins' order features (LP-FT, as for property
         heads). J's view of the environment is pointed along those features' main directions of
@@ -84,7 +84,7 @@ class SpinAddOn:
         given = torch.cat([graph.spins.norm(dim=-1) > 0 for graph in graphs]).cpu()
         self.model.head.start_from_probe(features[given], magnitudes[given], structures[given], order[given])
 
-    def start_exchange(self, graphs: list[Any], train: PotentialSet, loss: Any) -> dict[int, float]:
+    def start_exchange(self, graphs: list[Any], train: LabelledSet, loss: Any) -> dict[int, float]:
         """Fit J's start (after :meth:`start_magnitudes` and the reference refit); the per-element
         reference-energy shifts (eV per atom) the fit asks for beside it (empty without exchange)."""
         if not self.exchange:

@@ -28,13 +28,13 @@ import torch
 from ase_moma.backbone import Backbone
 from ase_moma.delta import Delta, apply_delta, state_delta
 from ase_moma.finetune.chunks import atom_chunks, default_chunk_atoms
-from ase_moma.spin.exchange_start import ExchangeFit
 from ase_moma.finetune.loss import PotentialLoss, batch_labels, evaluate
 from ase_moma.finetune.methods import FinetuneMethod, MethodOptions, StartContext, method_class, method_names
 from ase_moma.finetune.methods.sparse import PRESETS
-from ase_moma.finetune.potential_data import PotentialSet
-from ase_moma.spin.head import SPIN_KINDS
 from ase_moma.finetune.spin_addon import SpinAddOn
+from ase_moma.labelled_set import LabelledSet
+from ase_moma.spin.exchange_start import ExchangeFit
+from ase_moma.spin.head import SPIN_KINDS
 from ase_moma.spin.model import SpinBackbone
 from ase_moma.training.engine import EngineResult, Schedule, TrainingEngine
 from ase_moma.training.references import fit_reference_energies, shifts_of
@@ -182,7 +182,7 @@ class Finetuner:
         """The spin head's exchange start (None without one, or without exchange)."""
         return self.spin_addon.exchange_start if self.spin_addon is not None else None
 
-    def fit(self, train: PotentialSet, valid: PotentialSet, *, progress: bool = True,
+    def fit(self, train: LabelledSet, valid: LabelledSet, *, progress: bool = True,
             checkpoint: Path | None = None, run_hash: str = "") -> EngineResult:
         """Train on ``train`` with early stopping on ``valid``; the model keeps the best weights.
 
@@ -221,7 +221,7 @@ class Finetuner:
             result = dataclasses.replace(result, best=untouched[0], best_epoch=0, kept_start=True)
         return result
 
-    def _untouched(self, graphs: list[Any], valid: PotentialSet
+    def _untouched(self, graphs: list[Any], valid: LabelledSet
                    ) -> tuple[dict[str, float], dict[str, dict[str, torch.Tensor]]] | None:
         """The validation metrics and state of the backbone as it is before the method changes it (its
         reference energies refitted, a spin head at its start), for methods that change the backbone:
@@ -245,7 +245,7 @@ class Finetuner:
         if self.spin_addon is not None:
             self.spin_addon.restore(state["head"])
 
-    def _batch_loss(self, graphs: list[Any], data: PotentialSet, counts: np.ndarray, rows: list[int],
+    def _batch_loss(self, graphs: list[Any], data: LabelledSet, counts: np.ndarray, rows: list[int],
                     scale: float = 1.0) -> torch.Tensor:
         """``scale`` times the training loss of frames ``rows`` of ``data`` (``graphs``: their model graphs,
         ``counts``: ``data.n_atoms()``).
@@ -267,21 +267,21 @@ class Finetuner:
             total += value.detach()
         return total
 
-    def _chunk_loss(self, graphs: list[Any], data: PotentialSet, rows: list[int], **shares: float) -> torch.Tensor:
+    def _chunk_loss(self, graphs: list[Any], data: LabelledSet, rows: list[int], **shares: float) -> torch.Tensor:
         """The loss of frames ``rows``, scaled by their ``shares`` of a batch (``PotentialLoss``)."""
         loss = self.config.loss
         predicted = self.model.forward(self.model.collate([graphs[i] for i in rows]),
                                        forces=loss.forces > 0, stress=loss.stress > 0)
         return loss(predicted, batch_labels(data, rows, self.backbone.device), **shares)
 
-    def graphs(self, data: PotentialSet) -> list[Any]:
+    def graphs(self, data: LabelledSet) -> list[Any]:
         """The model's graphs of ``data``'s frames (with a spin head, each in its DFT spin configuration:
         :meth:`SpinAddOn.graphs`)."""
         if self.spin_addon is not None:
             return self.spin_addon.graphs(data)
         return [self.backbone.graph(atoms) for atoms in data.frames]
 
-    def _validate(self, graphs: list[Any], valid: PotentialSet) -> dict[str, float]:
+    def _validate(self, graphs: list[Any], valid: LabelledSet) -> dict[str, float]:
         """The validation metrics, and the method's own (e.g. the fraction of path weights moved now)."""
         return {**evaluate(self.model, graphs, valid, self.config.loss, self.chunk_atoms), **self.method.metrics()}
 
@@ -305,7 +305,7 @@ class Finetuner:
         """``{layer: θ}`` of a thresholded method (empty for other methods)."""
         return self.method.thresholds()
 
-    def _path_gradients(self, graphs: list[Any], train: PotentialSet) -> dict[str, torch.Tensor]:
+    def _path_gradients(self, graphs: list[Any], train: LabelledSet) -> dict[str, torch.Tensor]:
         """``{name: ∂L/∂W}`` of the mean training loss for every path weight W: one pass over the
         training set, forward and backward, without a step (the cost of one epoch)."""
         model, size = self.backbone.model, self.config.batch_size

@@ -29,7 +29,7 @@ from typing import Any, Callable, Sequence
 import numpy as np
 import torch
 
-from ase_moma.labelled_data import LabelledSet
+from ase_moma.labelled_set import LabelledSet
 from ase_moma.modalities.forest import Forest
 from ase_moma.modalities.fused_model import (BOOSTED, JOINT, FusedPropertyModel, FusionMember, Views, derived_reads,
                                              encode_views, fuse_members, joint_features, member_tensors, with_derived,

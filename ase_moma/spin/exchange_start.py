@@ -46,7 +46,7 @@ import torch
 
 from ase_moma.backbone import Edges, NodeFeatures
 from ase_moma.finetune.loss import PotentialLoss
-from ase_moma.finetune.potential_data import PotentialSet
+from ase_moma.labelled_set import LabelledSet
 from ase_moma.spin.orders import differ_in_order, repeated_geometries
 
 RIDGE_GRID = np.logspace(-8, 0, 9)
@@ -97,7 +97,7 @@ class _Normal:
         self.square[fold] += weight * float(target @ target)
 
 
-def fit_exchange(spin: Any, graphs: Sequence[Any], data: PotentialSet, loss: PotentialLoss, *,
+def fit_exchange(spin: Any, graphs: Sequence[Any], data: LabelledSet, loss: PotentialLoss, *,
                  geometries: dict[int, int], batch_size: int = 16, seed: int = 0) -> ExchangeFit:
     """Fit J's last layer to ``data``'s energy and force residuals and set it on ``spin.head``.
 
