@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import dataclasses
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any, Sequence
 
 import numpy as np
@@ -22,13 +21,14 @@ from ase_moma.backbone import Backbone
 from ase_moma.heads import PropertyHead
 from ase_moma.labelled_data import TaskData
 from ase_moma.labelled_set import LabelledSet
-from ase_moma.probe import fit_ridge_probe
 from ase_moma.module_files import HEAD, TRAINED_KINDS, WEIGHTS
+from ase_moma.probe import fit_ridge_probe
 from ase_moma.property_model import READOUTS, PropertyModel
 from ase_moma.training.engine import EngineResult, TrainingEngine
 from ase_moma.training.losses import NormalisedHuber
 from ase_moma.training.references import fit_reference_energies
 from ase_moma.training.run_settings import RunSettings
+from ase_moma.training.work_folder import WorkFolder
 
 ENERGY_KEYS = ("energy_per_atom",)
 
@@ -119,12 +119,12 @@ def build_property_model(backbone: Backbone, config: TrainConfig, readout: str, 
 
 
 def fit(model: PropertyModel, config: TrainConfig, train_graphs: Sequence[Any], train: LabelledSet,
-        val_graphs: Sequence[Any], val: LabelledSet, work: Path, run_hash: str, *,
+        val_graphs: Sequence[Any], val: LabelledSet, work: WorkFolder | None, *,
         progress: bool = True, desc: str = "train", to_beat: float | None = None) -> EngineResult:
     """Train ``model`` in place; on return it holds the weights with the best validation MAE.
 
-    work: checkpoint folder; a checkpoint there with the same ``run_hash``
-    (a digest of everything that defines the run) is resumed from. to_beat: another model's validation
+    work: the run's checkpoint folder and hash; a checkpoint there with the same run hash (a digest of
+    everything that defines the run) is resumed from (None: no checkpoints). to_beat: another model's validation
     MAE; the run stops after the schedule's grace epochs (GRACE) that have not beaten it.
     """
     loss = NormalisedHuber(float(train.targets.mean()), float(train.targets.std()))
@@ -134,7 +134,8 @@ def fit(model: PropertyModel, config: TrainConfig, train_graphs: Sequence[Any], 
     engine = TrainingEngine(
         tensors={f"{gi}.{pi}": p for gi, group in enumerate(groups) for pi, p in enumerate(group["params"])},
         optimizer=optimizer, schedule=config.schedule(to_beat=to_beat),
-        score="val_mae", checkpoint=work, run_hash=run_hash, progress=progress, desc=desc)
+        score="val_mae", checkpoint=work.path if work is not None else None,
+        run_hash=work.run_hash if work is not None else "", progress=progress, desc=desc)
     return engine.run(
         len(train_graphs),
         lambda rows: loss(model.normalised([train_graphs[i] for i in rows], loss.mean, loss.std), targets[rows]),
@@ -184,14 +185,16 @@ def module_record(model: PropertyModel, config: TrainConfig, task_data: TaskData
 
 
 def trained_module_files(model: PropertyModel, config: TrainConfig, meta: dict[str, Any],
-                         parts: dict[str, tuple[Sequence[Any], LabelledSet]]) -> dict[str, dict[str, torch.Tensor]]:
+                         parts: dict[str, tuple[Sequence[Any], LabelledSet]],
+                         work: WorkFolder | None = None) -> dict[str, dict[str, torch.Tensor]]:
     """The safetensors files of a trained module (:func:`model_tensors`), with a fusion head over
-    ``config.modalities`` fitted and recorded in ``meta`` when any are asked for."""
+    ``config.modalities`` fitted and recorded in ``meta`` when any are asked for; its members checkpoint
+    in the model's ``work`` folder (see :func:`~ase_moma.modalities.fusion_training.fit_fusion`)."""
     tensors = model_tensors(model, config.kind)
     if config.modalities:
         from ase_moma.modalities.fusion_training import FusionConfig, add_fusion
 
-        add_fusion(meta, tensors, model, config.modalities, parts, FusionConfig(seed=config.seed))
+        add_fusion(meta, tensors, model, config.modalities, parts, FusionConfig(seed=config.seed), work)
     return tensors
 
 

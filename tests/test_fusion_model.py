@@ -67,7 +67,7 @@ def fused_module(tmp_path_factory, cache, sevennet):
     config = TrainConfig(kind="adapter", epochs=1, batch_size=12, val_fraction=0.25, hidden=32,
                          modalities=("composition", "text"))
     meta = train_module(hub, "tmax", data, "tmax", config=config, unit="kK", device="cpu", progress=False)
-    return hub.folder("tmax"), meta
+    return hub.folder("tmax"), dict(meta, training_config=config)
 
 
 def test_fusion_learns_what_only_the_composition_carries(fused_module):
@@ -183,6 +183,46 @@ def test_the_fusion_averages_its_members_and_reads_a_file_of_one_unprefixed_head
     write_json(older / MODULE_JSON, record)
     np.testing.assert_allclose(load_calculator(str(older), device="cpu").model.predict(frames), each[0], rtol=0,
                                atol=1e-12)
+
+
+def test_fusion_interrupted_mid_member_resumes_to_the_same_heads(fused_module, sevennet, tmp_path, monkeypatch):
+    """Each fusion member checkpoints in its own stage of the module's work folder: stopped during member 1's
+    second epoch, the same call resumes the graph model and member 0 where they ended and member 1 from its
+    first epoch, and writes the heads an uninterrupted run wrote."""
+    from safetensors.torch import load_file
+
+    from ase_moma.training import engine as engine_module
+
+    folder, meta = fused_module
+    data = tmp_path / "compounds.extxyz"
+    ase.io.write(data, compounds(36, seed=0))
+    hub = Hub.create(tmp_path / "hub", sevennet)
+    real_checkpoint = engine_module.save_checkpoint
+    seen = []
+
+    def interrupt_member_1(checkpoint, *args, **kwargs):
+        seen.append(checkpoint.name)
+        if seen.count("fusion-1") == 2:
+            raise KeyboardInterrupt
+        real_checkpoint(checkpoint, *args, **kwargs)
+
+    monkeypatch.setattr(engine_module, "save_checkpoint", interrupt_member_1)
+    with pytest.raises(KeyboardInterrupt):
+        train_module(hub, "tmax", data, "tmax", config=meta["training_config"], unit="kK",
+                     device="cpu", progress=False)
+    work = hub.path / ".work" / "tmax"
+    assert sorted(p.name for p in work.iterdir() if p.is_dir()) == ["fusion-0", "fusion-1"]
+    monkeypatch.setattr(engine_module, "save_checkpoint", real_checkpoint)
+    resumed = train_module(hub, "tmax", data, "tmax", config=meta["training_config"], unit="kK",
+                           device="cpu", progress=False)
+    members = resumed["fusion"]["members"]
+    assert [m["resumed_from"] for m in members] == [meta["fusion"]["members"][0]["epochs_run"], 1, 0]
+    assert [m["epochs_run"] for m in members] == [m["epochs_run"] for m in meta["fusion"]["members"]]
+    assert not work.exists()
+    a, b = load_file(str(folder / FUSION)), load_file(str(hub.folder("tmax") / FUSION))
+    assert a.keys() == b.keys()
+    for key in a:
+        torch.testing.assert_close(a[key], b[key], rtol=1e-6, atol=1e-9, msg=key)
 
 
 def test_modalities_are_checked_on_the_command_line():

@@ -73,7 +73,7 @@ def finetune_composed(out: str | Path, config: TrainConfig | None = None, *, dev
     data_hashes = {"train_hash": task["train_hash"], "val_hash": task_data.val.data_hash()}
     work = WorkFolder.for_output(out, FINETUNED, {"merged": recipe["merged"], "config": dataclasses.asdict(config),
                                                   **data_hashes})
-    result = fit(model, config, *parts["train"], *parts["val"], work.path, work.run_hash, progress=progress,
+    result = fit(model, config, *parts["train"], *parts["val"], work, progress=progress,
                  desc=f"fine-tune {task['task']}", to_beat=plain_val)
     clock.lap("fine-tune")
     kept = "fine-tuned composition"
@@ -86,7 +86,7 @@ def finetune_composed(out: str | Path, config: TrainConfig | None = None, *, dev
     meta.update(name=_module_name(f"{task['task']}_{recipe['strategy']}"), composition={
         "strategy": recipe["strategy"], "merged": recipe["merged"], "kept": kept, "plain_probe_val_mae": plain_val,
         "modules": [{k: m[k] for k in ("name", "sha256", "weight")} for m in recipe["modules"] if m["weight"] > 0]})
-    tensors = trained_module_files(model, config, meta, parts)
+    tensors = trained_module_files(model, config, meta, parts, work)
     if config.modalities:
         clock.lap("fusion")
     meta["timings"] = clock.seconds

@@ -50,12 +50,12 @@ def train_module(hub: Hub | str | Path, name: str, data: str | Path, target: str
     work = WorkFolder.for_output(hub.path, name, {"hub": hub.backbone["fingerprint"], "name": name, "target": target,
                                                   "readout": readout, "config": dataclasses.asdict(config),
                                                   **data_hashes})
-    result = fit(model, config, *parts["train"], *parts["val"], work.path, work.run_hash, progress=progress,
+    result = fit(model, config, *parts["train"], *parts["val"], work, progress=progress,
                  desc=f"train {name}")
 
     meta = module_record(model, config, task_data, parts, result, task=task or Path(data).stem, unit=unit,
                          source=str(data), data_hashes=data_hashes)
-    hub.write_module(name, meta, trained_module_files(model, config, meta, parts), overwrite=overwrite)
+    hub.write_module(name, meta, trained_module_files(model, config, meta, parts, work), overwrite=overwrite)
     work.remove()
     return hub.read_module(name)
 

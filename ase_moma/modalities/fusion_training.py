@@ -39,8 +39,9 @@ from ase_moma.modalities.registry import build_modality
 from ase_moma.module_format import FUSION
 from ase_moma.probe import fit_ridge_probe
 from ase_moma.property_model import PropertyModel
-from ase_moma.training.engine import Schedule, TrainingEngine
+from ase_moma.training.engine import EngineResult, Schedule, TrainingEngine
 from ase_moma.training.run_settings import RunSettings
+from ase_moma.training.work_folder import WorkFolder
 
 OOF_FOLDS = 5
 """Folds of the training structures for their out-of-fold graph predictions: each fit sees 80 % of
@@ -101,15 +102,17 @@ class FusionResult:
 
 
 def fit_fusion(graph_model: PropertyModel, modalities: Sequence[str], train: tuple[Sequence[Any], LabelledSet],
-               val: tuple[Sequence[Any], LabelledSet], config: FusionConfig | None = None) -> FusionResult:
+               val: tuple[Sequence[Any], LabelledSet], config: FusionConfig | None = None,
+               work: WorkFolder | None = None) -> FusionResult:
     """Fit a fusion head over ``modalities`` on top of the (trained, frozen) ``graph_model``.
 
-    train, val: (graphs, labelled set) of each split, the graphs built by the model's backbone.
+    train, val: (graphs, labelled set) of each split, the graphs built by the model's backbone. work: the
+    graph model's work folder; each member checkpoints in its stage ``fusion-K`` and resumes from it.
     """
     encoders = {name: build_modality(name) for name in sorted(modalities)}
     train_views = encode_views(graph_model, train[0], train[1].frames, encoders)
     val_views = encode_views(graph_model, val[0], val[1].frames, encoders)
-    fit = fit_heads(train_views, train[1].targets, val_views, val[1].targets, config)
+    fit = fit_heads(train_views, train[1].targets, val_views, val[1].targets, config, work)
     fit.record["encoders"] = {name: encoder.identity() for name, encoder in encoders.items()}
     model = FusedPropertyModel(graph_model, fit.members, encoders).eval() if fit.members else None
     return FusionResult(model, fit.record, fit.val_prediction)
@@ -127,9 +130,10 @@ class HeadFit:
 
 
 def fit_heads(train_views: Views, train_targets: np.ndarray, val_views: Views, val_targets: np.ndarray,
-              config: FusionConfig | None = None) -> HeadFit:
+              config: FusionConfig | None = None, work: WorkFolder | None = None) -> HeadFit:
     """Fit ``config.members`` fusion members on views already encoded (as :func:`encode_views` gives them)
-    and keep their mean when it beats the graph model on validation."""
+    and keep their mean when it beats the graph model on validation. work: where member K checkpoints
+    (its stage ``fusion-K``; None: no checkpoints)."""
     config = config or FusionConfig()
     if len(train_targets) < MIN_TRAIN:
         raise ValueError(f"fusion needs at least {MIN_TRAIN} training structures (its graph predictions are "
@@ -137,8 +141,10 @@ def fit_heads(train_views: Views, train_targets: np.ndarray, val_views: Views, v
     if config.members < 1:
         raise ValueError(f"fusion needs at least one member, got {config.members}")
     y_val = np.asarray(val_targets, dtype=np.float64)
-    fits = [fit_member(train_views, train_targets, val_views, y_val, dataclasses.replace(config, seed=config.seed + k))
-            for k in range(config.members)]
+    member_configs = [dataclasses.replace(config, seed=config.seed + k) for k in range(config.members)]
+    fits = [fit_member(train_views, train_targets, val_views, y_val, member,
+                       work.stage(f"fusion-{k}", dataclasses.asdict(member)) if work is not None else None)
+            for k, member in enumerate(member_configs)]
     members = [member for member, _ in fits]
     names = sorted(name for name in val_views.features if name != GRAPH)
     fused = fuse_members(members, val_views, names)
@@ -163,7 +169,7 @@ def fit_heads(train_views: Views, train_targets: np.ndarray, val_views: Views, v
 
 
 def fit_member(train_views: Views, train_targets: np.ndarray, val_views: Views, val_targets: np.ndarray,
-               config: FusionConfig) -> tuple[FusionMember, dict[str, Any]]:
+               config: FusionConfig, work: WorkFolder | None = None) -> tuple[FusionMember, dict[str, Any]]:
     """One fusion member seeded ``config.seed``: its forests, its head (the linear start, then trained, the
     better of the two on validation), and what was fitted and chosen.
 
@@ -171,6 +177,7 @@ def fit_member(train_views: Views, train_targets: np.ndarray, val_views: Views, 
     validation structures' own. Every non-graph view gets its forest (out-of-fold on the training structures
     too) when ``config.experts``, and so does each expert view that applies (a forest over every view
     together, JOINT; gradient boosting on composition, BOOSTED). The views given are left as they are.
+    work: the head's checkpoint folder and run hash (None: no checkpoints).
     """
     y_train = np.asarray(train_targets, dtype=np.float64)
     y_val = np.asarray(val_targets, dtype=np.float64)
@@ -218,13 +225,15 @@ def fit_member(train_views: Views, train_targets: np.ndarray, val_views: Views, 
     start_state = copy.deepcopy(head.state_dict())
     with torch.random.fork_rng():
         torch.manual_seed(config.seed)
-        trained, epochs_run = _train(head, train_views, torch.as_tensor(y_train), val_mae, config)
+        result = _train(head, train_views, torch.as_tensor(y_train), val_mae, config, work)
+    trained = result.best["val_mae"]
     start_name = "linear start" if start_record["steps"] else "zero start"
     scores = {start_name: start, "trained": trained}
     kept = "trained" if trained < start else start_name
     if kept != "trained":
         head.load_state_dict(start_state)
-    record = {"seed": config.seed, "kept": kept, "val_mae": scores, "epochs_run": epochs_run, "start": start_record}
+    record = {"seed": config.seed, "kept": kept, "val_mae": scores, "epochs_run": result.epochs_run,
+              "resumed_from": result.resumed_from, "start": start_record}
     return FusionMember(head, experts), record
 
 
@@ -319,9 +328,9 @@ def head_config(head: FusionHead) -> dict[str, Any]:
 
 
 def _train(head: FusionHead, views: Views, targets: torch.Tensor, val_mae: Callable[[], float],
-           config: FusionConfig) -> tuple[float, int]:
+           config: FusionConfig, work: WorkFolder | None) -> EngineResult:
     """Train ``head`` in place through the training engine (AdamW on the normalised Huber loss, early stopping
-    on validation MAE); leave it at its best validation state. Returns that MAE and the epochs run."""
+    on validation MAE, a checkpoint in ``work`` after every epoch); leave it at its best validation state."""
     scale = float(targets.std()) or 1.0
     trained = [value for name, value in head.named_parameters() if config.learned_gates or name != "query"]
 
@@ -333,22 +342,24 @@ def _train(head: FusionHead, views: Views, targets: torch.Tensor, val_mae: Calla
     engine = TrainingEngine(dict(head.state_dict(keep_vars=True)),
                             torch.optim.AdamW(trained, lr=config.lr, weight_decay=config.weight_decay),
                             Schedule(config.epochs, config.batch_size, config.patience, config.seed),
-                            "val_mae", modes=head.train, progress=False, desc="fusion")
-    result = engine.run(len(targets), loss, lambda: {"val_mae": val_mae()})
-    return result.best["val_mae"], result.epochs_run
+                            "val_mae", modes=head.train, progress=False, desc="fusion",
+                            checkpoint=work.path if work is not None else None,
+                            run_hash=work.run_hash if work is not None else "")
+    return engine.run(len(targets), loss, lambda: {"val_mae": val_mae()})
 
 
 def add_fusion(meta: dict[str, Any], tensors: dict[str, dict[str, torch.Tensor]], graph_model: PropertyModel,
                modalities: Sequence[str], parts: dict[str, tuple[Sequence[Any], LabelledSet]],
-               config: FusionConfig | None = None) -> FusedPropertyModel | None:
+               config: FusionConfig | None = None, work: WorkFolder | None = None) -> FusedPropertyModel | None:
     """Fit fusion over ``modalities`` for a trained module and record it in the module's files.
 
     meta, tensors: the module.json content and safetensors files about to be written (changed in place:
     ``meta["fusion"]`` always; when fusion is kept, ``tensors[FUSION]`` and ``meta["metrics"]``'s
     val/test entries become the fused model's, the graph model's kept under ``fusion.graph_metrics``).
-    parts: graphs and labelled sets of every split. Returns the fused model, or None when it lost.
+    parts: graphs and labelled sets of every split. work: the graph model's work folder, which the members'
+    checkpoints go in (see :func:`fit_fusion`). Returns the fused model, or None when it lost.
     """
-    result = fit_fusion(graph_model, modalities, parts["train"], parts["val"], config)
+    result = fit_fusion(graph_model, modalities, parts["train"], parts["val"], config, work)
     meta["fusion"] = result.record
     if result.model is None:
         return None

@@ -5,6 +5,11 @@ PARENT being the hub; a composition's fine-tuned ``model/``, PARENT being the co
 checkpoint after every epoch in ``PARENT/.work/NAME/``. The same call resumes from it when its run hash
 — the sha256 of everything that defines the run (settings, data hashes, base weights) — matches, and
 starts afresh otherwise. The folder is removed once the output is written (``.work`` too when empty).
+
+A run with later stages that train on what the first one made (the fusion members, on a trained graph
+model) gives each its own folder inside the run's, ``PARENT/.work/NAME/STAGE/``, whose run hash adds the
+stage's own settings to the run's: a stage starts only after the run's last checkpoint is written, so
+nothing rewrites the run's folder around it.
 """
 
 from __future__ import annotations
@@ -31,6 +36,11 @@ class WorkFolder:
         """The work folder of output ``name`` in ``parent``; ``defining``: what defines the run (JSON-able)."""
         digest = hashlib.sha256(json.dumps(defining, sort_keys=True).encode()).hexdigest()
         return cls(Path(parent) / WORK / name, digest)
+
+    def stage(self, name: str, defining: Mapping[str, Any]) -> "WorkFolder":
+        """The work folder of a later stage ``name`` of this run; ``defining``: the stage's own settings."""
+        digest = hashlib.sha256(json.dumps({"run": self.run_hash, "stage": defining}, sort_keys=True).encode())
+        return WorkFolder(self.path / name, digest.hexdigest())
 
     def remove(self) -> None:
         """Delete the checkpoint (the output is written), and ``.work`` when nothing else is in it."""
