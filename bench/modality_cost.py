@@ -73,7 +73,7 @@ def predict_cost(path: Path, frames: list) -> None:
     import os
 
     from ase_moma import load_backbone
-    from ase_moma.fitting import TrainConfig, build_property_model
+    from ase_moma.training.property_models import TrainConfig, build_property_model
     from ase_moma.labelled_data import read_labelled
     from ase_moma.modalities.fusion_training import fit_fusion
     from ase_moma.process_state import kept_process_state

@@ -10,7 +10,7 @@ import sys
 from pathlib import Path
 
 TRAINING = ("ase_moma.finetune.trainer", "ase_moma.finetune.pipeline", "ase_moma.finetune.methods",
-            "ase_moma.finetune.spin_addon", "ase_moma.spin.exchange_start", "ase_moma.training", "ase_moma.fitting",
+            "ase_moma.finetune.spin_addon", "ase_moma.spin.exchange_start", "ase_moma.training",
             "ase_moma.hub.training", "ase_moma.compose.finetune", "ase_moma.modalities.fusion_training",
             "schedulefree")
 

@@ -18,7 +18,7 @@ from ase_moma.compose import (STRATEGIES, compose, finetune_composed, knn_proxy,
                               strategy_weights)
 from ase_moma.compose import composer as composer_module
 from ase_moma.compose.recipe import read_recipe
-from ase_moma.fitting import TrainConfig
+from ase_moma.training.property_models import TrainConfig
 from ase_moma.hub import Hub, HubIntegrityError
 from ase_moma.labelled_data import load_task_data
 from ase_moma.module_files import MODULE_JSON, WEIGHTS, read_json, write_json

@@ -18,7 +18,7 @@ from ase_moma import load_backbone, load_calculator
 from ase_moma.checkpoints import UnsafeCheckpointError
 from ase_moma.cli import main
 from ase_moma.compose import compose, finetune_composed
-from ase_moma.fitting import TrainConfig
+from ase_moma.training.property_models import TrainConfig
 from ase_moma.hub import Hub, train_module
 from ase_moma.plugins.gemnet_oc import GemNetOCConfig, build_graph
 from ase_moma.plugins.gemnet_oc.checkpoint import convert_checkpoint, load_gemnet_oc

@@ -25,7 +25,8 @@ from typing import Any
 from ase_moma.atomic_io import atomic_directory
 from ase_moma.compose.composed import FINETUNED, apply_merged, base_backbone
 from ase_moma.compose.recipe import read_recipe
-from ase_moma.fitting import TrainConfig, build_property_model, evaluate, fit, module_record, trained_module_files
+from ase_moma.training.property_models import (TrainConfig, build_property_model, evaluate, fit, module_record,
+                                               trained_module_files)
 from ase_moma.module_files import write_module_folder
 from ase_moma.stage_clock import StageClock
 from ase_moma.labelled_data import load_task_data

@@ -8,8 +8,8 @@ from __future__ import annotations
 
 from ase_moma.lazy_names import imported_on_first_use
 
-_WHERE = {"Hub": "ase_moma.hub.store", "HubIntegrityError": "ase_moma.errors", "TrainConfig": "ase_moma.fitting",
-          "train_module": "ase_moma.hub.training"}
+_WHERE = {"Hub": "ase_moma.hub.store", "HubIntegrityError": "ase_moma.errors",
+          "TrainConfig": "ase_moma.training.property_models", "train_module": "ase_moma.hub.training"}
 
 __all__ = sorted(_WHERE)
 

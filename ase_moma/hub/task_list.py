@@ -1,11 +1,11 @@
 """Training many hub modules from a task list, in this process or as Ray tasks.
 
 A task list is a JSON list, one object per module: ``name``, ``data``, ``target``, and optionally
-``split``, ``task``, ``unit`` and any :class:`~ase_moma.fitting.TrainConfig` field (``epochs``, ``kind``,
-...). Paths are relative to the list's folder. A module the hub already has is kept, so running the same
-list again finishes what an interrupted run left. Each job trains with :func:`train_module`, which keeps a
-checkpoint after every epoch in ``HUB/.work/<name>/``: a Ray job whose worker dies is retried by Ray and
-resumes from that checkpoint. Writes to the hub take its lock, so jobs finishing together are safe.
+``split``, ``task``, ``unit`` and any :class:`~ase_moma.training.property_models.TrainConfig` field
+(``epochs``, ``kind``, ...). Paths are relative to the list's folder. A module the hub already has is
+kept, so running the same list again finishes what an interrupted run left. Each job trains with
+:func:`train_module`, which keeps a checkpoint after every epoch in ``HUB/.work/<name>/``: a Ray job whose
+worker dies is retried by Ray and resumes from that checkpoint. Writes to the hub take its lock, so jobs finishing together are safe.
 """
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ import json
 from pathlib import Path
 from typing import Any
 
-from ase_moma.fitting import TrainConfig
+from ase_moma.training.property_models import TrainConfig
 
 JOB_RETRIES = 3
 """Times Ray reruns a job whose worker died (each rerun resumes from the job's last epoch)."""

@@ -1,7 +1,7 @@
 """Training one hub module: a backbone (all weights or adapters) plus a read-out, on one task.
 
 The loop itself (normalised Huber loss, AdamW, early stopping, resumable
-checkpoints) is :func:`ase_moma.fitting.fit`; this module reads the task,
+checkpoints) is :func:`ase_moma.training.property_models.fit`; this module reads the task,
 builds graphs and writes the result into the hub.
 """
 
@@ -12,7 +12,8 @@ from pathlib import Path
 from typing import Any
 
 from ase_moma.capabilities import require
-from ase_moma.fitting import TrainConfig, build_property_model, fit, module_record, trained_module_files
+from ase_moma.training.property_models import (TrainConfig, build_property_model, fit, module_record,
+                                               trained_module_files)
 from ase_moma.hub.store import Hub, check_module_name
 from ase_moma.labelled_data import load_task_data
 from ase_moma.registry import backbone_class

@@ -1,7 +1,7 @@
 """What every training run in ase-moma is told, whatever it trains: the base of the three configs
-(:class:`~ase_moma.fitting.TrainConfig` for property models, :class:`~ase_moma.finetune.FinetuneConfig` for
-potentials, :class:`~ase_moma.modalities.fusion_training.FusionConfig` for fusion heads), which each set
-their own defaults and add their own fields."""
+(:class:`~ase_moma.training.property_models.TrainConfig` for property models,
+:class:`~ase_moma.finetune.FinetuneConfig` for potentials, :class:`~ase_moma.modalities.fusion_training.FusionConfig`
+for fusion heads), which each set their own defaults and add their own fields."""
 
 from __future__ import annotations
 
