@@ -1,15 +1,16 @@
 """Saved formats and their versions: what a record on disk is, and how an older one is read.
 
 Every JSON record ase-moma writes names its format and version under ``"schema"`` (``ase-moma/finetune-2``,
-``ase-moma.module/2``, ``ase-moma.composition/1``). Reading a record that an older release wrote migrates it,
-one version at a time, to the current version; the migrated record says which version it was read from
-(``"migrated_from"``). Tensors saved beside a record are migrated as they are loaded (:meth:`Format.load`),
+``ase-moma.module/2``, ``ase-moma.composition/1``, ``ase-moma.hub/2``). Reading a record that an older
+release wrote migrates it, one version at a time, to the current version; the migrated record says which
+version it was read from (``"migrated_from"``). Tensors saved beside a record are migrated as they are loaded (:meth:`Format.load`),
 by the steps that change them. Files on disk are never rewritten by reading: a hub may be shared and
 read-only, and the checksums the records keep stay true. A record written by a newer release is refused with a
 one-line error naming both versions.
 
 Each format is defined beside the code that reads it (:data:`ase_moma.module_format.MODULE_FORMAT`,
-:data:`ase_moma.finetune.tuned_folder.FINETUNE_FORMAT`, :data:`ase_moma.compose.recipe.RECIPE_FORMAT`); the
+:data:`ase_moma.finetune.tuned_folder.FINETUNE_FORMAT`, :data:`ase_moma.compose.recipe.RECIPE_FORMAT`,
+:data:`ase_moma.hub.store.HUB_FORMAT`); the
 fixtures in tests/fixtures hold the files each release wrote, and the tests load them with today's code.
 """
 

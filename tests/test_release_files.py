@@ -1,7 +1,7 @@
 """Files written by earlier releases load and predict what they predicted then.
 
 Each ``tests/fixtures/release-<version>/`` holds what that release wrote (a fine-tuned potential with a spin
-head, a hub module with a fusion head, a composed model with fusion; made by
+head, a hub module with a fusion head and a hub index holding it, a composed model with fusion; made by
 ``tests/fixtures/make_release_fixtures.py``) and ``expected.json``, its predictions then. They are read with
 the code of today: an older format is migrated in memory when it is read (the files are not rewritten), and
 the numbers must agree to float32's last digits.
@@ -85,6 +85,7 @@ def test_a_spin_head_recorded_before_its_settings_reads_with_the_settings_it_had
 
 
 @pytest.mark.parametrize("name, record, what", [
+    ("hub.json", "hub.json", "hub index"),
     ("finetune.json", "tuned_spin/finetune.json", "fine-tuning record"),
     ("module.json", "fused_module/module.json", "module metadata"),
     ("recipe.json", "composed/recipe.json", "composition recipe")])
@@ -93,15 +94,21 @@ def test_a_file_from_a_newer_release_is_refused_naming_both_versions(tmp_path, n
 
     from ase_moma.errors import HubIntegrityError
 
+    from ase_moma.hub import Hub
+
+    release = FIXTURES / "release-0.1.0"
     folder = tmp_path / "newer"
-    shutil.copytree((FIXTURES / "release-0.1.0" / record).parent, folder)
+    if name == "hub.json":
+        older_hub(folder)
+    else:
+        shutil.copytree((release / record).parent, folder)
     content = json.loads((folder / name).read_text())
-    content["schema"] = {"finetune.json": "ase-moma/finetune-9", "module.json": "ase-moma.module/9",
-                         "recipe.json": "ase-moma.composition/9"}[name]
+    content["schema"] = {"hub.json": "ase-moma.hub/9", "finetune.json": "ase-moma/finetune-9",
+                         "module.json": "ase-moma.module/9", "recipe.json": "ase-moma.composition/9"}[name]
     (folder / name).write_text(json.dumps(content))
     with pytest.raises(HubIntegrityError, match=rf"{what} of version 9, written by a newer ase-moma; this one "
                                                 r"reads versions up to \d"):
-        load_calculator(str(folder), device="cpu")
+        Hub(folder) if name == "hub.json" else load_calculator(str(folder), device="cpu")
 
 
 def test_a_hub_takes_an_older_module_as_it_was_written_and_serves_it(tmp_path, sevennet):
@@ -115,3 +122,35 @@ def test_a_hub_takes_an_older_module_as_it_was_written_and_serves_it(tmp_path, s
     model = hub.load_module("older", device="cpu")
     np.testing.assert_allclose(model.predict(frames(expected["frames"])), expected["predictions"], rtol=1e-5,
                                atol=1e-6)
+
+
+def older_hub(path: Path) -> Path:
+    """A hub as release 0.1.0 left it: its index and the module it lists."""
+    import shutil
+
+    release = FIXTURES / "release-0.1.0"
+    (path / "modules").mkdir(parents=True)
+    shutil.copy(release / "hub.json", path / "hub.json")
+    shutil.copytree(release / "fused_module", path / "modules" / "fused_module")
+    return path
+
+
+def test_an_older_hub_serves_its_modules_as_it_is_and_takes_new_ones_in_todays_index(tmp_path):
+    from ase_moma.hub import Hub
+    from ase_moma.hub.store import HUB_FORMAT
+
+    release = FIXTURES / "release-0.1.0"
+    path = older_hub(tmp_path / "hub")
+    hub = Hub(path)
+    assert (hub.meta["schema"], hub.meta["migrated_from"]) == (HUB_FORMAT.tag, "ase-moma.hub/1")
+    assert "schema_version" not in hub.meta and hub.names() == ["fused_module"]
+    assert hub.verify() == {"fused_module": None}
+    expected = json.loads((release / "expected.json").read_text())["fused_module"]
+    np.testing.assert_allclose(hub.load_module("fused_module", device="cpu").predict(frames(expected["frames"])),
+                               expected["predictions"], rtol=1e-5, atol=1e-6)
+    assert (path / "hub.json").read_bytes() == (release / "hub.json").read_bytes()  # reading rewrote nothing
+
+    hub.add(release / "fused_module", name="again")
+    index = json.loads((path / "hub.json").read_text())
+    assert index["schema"] == HUB_FORMAT.tag and "schema_version" not in index and "migrated_from" not in index
+    assert Hub(path).names() == ["fused_module", "again"]

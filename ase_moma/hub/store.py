@@ -23,6 +23,7 @@ import torch
 from ase_moma.atomic_io import atomic_directory, atomic_file
 from ase_moma.backbone import Backbone
 from ase_moma.errors import AseMomaError
+from ase_moma.formats import Format, Migration
 from ase_moma.module_files import (MODULE_JSON, HubIntegrityError, check_module_folder, check_module_kind,
                                    read_json, write_json, write_module_folder)
 from ase_moma.module_model import module_from_folder
@@ -30,7 +31,18 @@ from ase_moma.property_model import PropertyModel
 from ase_moma.provenance import backbone_record, load_recorded_backbone
 
 HUB_JSON = "hub.json"
-SCHEMA_VERSION = 1
+
+
+def _schema_named(record: dict[str, Any]) -> dict[str, Any]:
+    record.pop("schema_version", None)
+    return record
+
+
+HUB_FORMAT = Format("ase-moma.hub", "hub index", unversioned=True, migrations=(
+    Migration("the index names its format under \"schema\" as every other record does, not by an integer "
+              "schema_version (always 1)", record=_schema_named),))
+"""hub.json. Version 1 (release 0.1.0) carried ``"schema_version": 1`` and no ``"schema"``; a hub's index is
+rewritten whole by every change, so a hub changed by this ase-moma holds the current version."""
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$")
 
 
@@ -55,9 +67,10 @@ class Hub:
     def __init__(self, path: str | os.PathLike) -> None:
         self.path = Path(path)
         meta = read_json(self.path / HUB_JSON, "hub index")
-        if meta.get("schema_version") != SCHEMA_VERSION:
-            raise HubIntegrityError(f"{self.path / HUB_JSON} has schema_version "
-                                    f"{meta.get('schema_version')!r}; this ase-moma reads {SCHEMA_VERSION}")
+        if "schema" not in meta and meta.get("schema_version", 1) != 1:
+            raise HubIntegrityError(f"{self.path / HUB_JSON} has schema_version {meta['schema_version']!r}; "
+                                    "this ase-moma reads version 1 of that form")
+        meta = HUB_FORMAT.read(meta, self.path / HUB_JSON)
         if not isinstance(meta.get("backbone"), dict) or "fingerprint" not in meta["backbone"]:
             raise HubIntegrityError(f"{self.path / HUB_JSON} does not record its backbone fingerprint")
         self.meta = meta
@@ -70,7 +83,7 @@ class Hub:
             raise FileExistsError(f"{path} already holds a hub ({HUB_JSON} exists)")
         path.mkdir(parents=True, exist_ok=True)
         (path / "modules").mkdir(exist_ok=True)
-        meta = {"schema_version": SCHEMA_VERSION, "backbone": backbone_record(backbone), "modules": []}
+        meta = HUB_FORMAT.current({"backbone": backbone_record(backbone), "modules": []})
         with atomic_file(path / HUB_JSON) as tmp:
             write_json(tmp, meta)
         return cls(path)
@@ -207,7 +220,7 @@ class Hub:
         self.meta = Hub(self.path).meta
 
     def _write_index(self, entries: list[dict[str, Any]]) -> None:
-        meta = dict(self.meta, modules=entries)
+        meta = HUB_FORMAT.current(dict(self.meta, modules=entries))
         with atomic_file(self.path / HUB_JSON) as tmp:
             write_json(tmp, meta)
         self.meta = meta
