@@ -70,6 +70,24 @@ def test_descriptions_are_cached_by_structure(tmp_path):
     assert again.describe(moved)[0] is not None and again.counts["described"] == 1
 
 
+def test_a_molecular_crystal_is_described_offline_and_robocrys_is_left_as_it_was(tmp_path, monkeypatch):
+    """A zero-dimensional crystal makes robocrys name its molecules: the namer ase-moma lends it never asks
+    PubChem (a screening node has no network; where openbabel is missing robocrys cannot write the SMILES it
+    would ask with at all), and robocrys is given its own namer back afterwards."""
+    from robocrys.condense import condenser, molecule as robocrys_molecule
+
+    def no_network(*args, **kwargs):
+        raise AssertionError("robocrys looked a molecule up online")
+
+    monkeypatch.setattr(robocrys_molecule, "get_compounds", no_network)
+    crystal = molecule("CO2")
+    crystal.cell, crystal.pbc = [6.0, 6.0, 6.0], True
+    built = condenser.MoleculeNamer
+    text, missing = Describer(tmp_path).describe(crystal)
+    assert missing is None and "zero-dimensional" in text
+    assert condenser.MoleculeNamer is built
+
+
 def test_a_structure_without_a_description_is_missing_not_a_crash(text):
     encoded = text.encode([molecule("H2O"), bulk("Cu", "fcc", 3.6)])
     assert encoded.present.tolist() == [False, True]

@@ -1,14 +1,20 @@
 """robocrystallographer descriptions of structures, cached on disk by a hash of the structure.
 
-robocrys takes about a second a structure (symmetry, near neighbours, polyhedra), so each description
-is computed once: one small JSON file per structure in the cache folder, keyed by the species,
+robocrys takes about half a second a structure (symmetry, near neighbours, polyhedra), so each
+description is computed once: one small JSON file per structure in the cache folder, keyed by the species,
 positions, cell and periodicity and by robocrys's version. A structure robocrys cannot describe
 (symmetry or Voronoi failures are common) is cached with its reason, so it is not retried. The
-mineral matcher stays off (it compares against a database, slowly), and no name is looked up online.
+mineral matcher stays off (it compares against a database, slowly), and molecules are never looked up
+online (PubChem): a screening node has no network, and a description must not depend on one.
+
+robocrys builds a new molecule namer for every structure it condenses, reading its molecule database
+(about a second, two thirds of a description) each time; a :class:`Describer` builds one and lends it to
+robocrys for each of its calls (:func:`_lent_namer`).
 """
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
@@ -16,11 +22,16 @@ import time
 import warnings
 from importlib.metadata import version
 from pathlib import Path
+from typing import Any, Iterator
 
 from ase import Atoms
 
 from ase_moma.atomic_io import atomic_file
 from ase_moma.structures import add_geometry
+
+
+NAMES = ", molecules named offline"
+"""Part of every cache key: entries written while robocrys could look names up online are not reused."""
 
 
 def default_cache() -> Path:
@@ -30,7 +41,7 @@ def default_cache() -> Path:
 
 def structure_key(atoms: Atoms) -> str:
     """sha256 of the species, positions and cell (to 1e-6 Å) and periodicity, and robocrys's version."""
-    digest = hashlib.sha256(f"robocrys {version('robocrys')}".encode())
+    digest = hashlib.sha256(f"robocrys {version('robocrys')}{NAMES}".encode())
     add_geometry(digest, atoms, decimals=6)
     return digest.hexdigest()
 
@@ -70,11 +81,13 @@ class Describer:
 
         if self._tools is None:
             from robocrys import StructureCondenser, StructureDescriber
+            from robocrys.condense.molecule import MoleculeNamer
 
-            self._tools = StructureCondenser(mineral_matcher=False), StructureDescriber()
-        condenser, describer = self._tools
+            self._tools = (StructureCondenser(mineral_matcher=False), StructureDescriber(),
+                           MoleculeNamer(use_online_pubchem=False))
+        condenser, describer, namer = self._tools
         try:
-            with warnings.catch_warnings():  # per-site notes from the libraries robocrys calls, not for the user:
+            with warnings.catch_warnings(), _lent_namer(namer):  # per-site notes from the libraries robocrys calls, not for the user:
                 warnings.filterwarnings("ignore", message="CrystalNN: cannot locate an appropriate radius")
                 warnings.filterwarnings("ignore", message="No oxidation states specified on sites")
                 warnings.filterwarnings("ignore", message="Set OLD_ERROR_HANDLING to false", module="spglib")
@@ -82,3 +95,17 @@ class Describer:
                 return describer.describe(condenser.condense_structure(AseAtomsAdaptor.get_structure(atoms))), None
         except Exception as error:  # robocrys fails on some structures (symmetry, Voronoi): recorded, not raised
             return None, f"robocrys failed: {type(error).__name__}: {error}"
+
+
+@contextlib.contextmanager
+def _lent_namer(namer: Any) -> Iterator[None]:
+    """For the duration of the block, robocrys's condenser takes ``namer`` where it would build its own
+    ``MoleculeNamer()``; robocrys's module is left as it was afterwards."""
+    from robocrys.condense import condenser
+
+    built = condenser.MoleculeNamer
+    condenser.MoleculeNamer = lambda: namer
+    try:
+        yield
+    finally:
+        condenser.MoleculeNamer = built
