@@ -1,6 +1,7 @@
 """Fill the robocrys description cache for the shared matminer tasks before a fusion benchmark.
 
-robocrys takes one to two seconds a structure on this CPU, so the text view of a few thousand structures
+robocrys takes up to a second a structure on this CPU (0.74 s for the first JARVIS 2D structures, 11 atoms
+on average), so the text view of a few thousand structures
 is computed once, here, and read back from the cache by ``bench/fusion.py`` and by any model trained
 with the text modality on the same structures. Tasks that share structures (the JARVIS 2D tasks, the MP
 polarizability tasks) are described once: the cache is keyed by a hash of the structure.

@@ -1,6 +1,6 @@
 """robocrystallographer descriptions of structures, cached on disk by a hash of the structure.
 
-robocrys takes about half a second a structure (symmetry, near neighbours, polyhedra), so each
+robocrys takes a quarter of a second to a second a structure (symmetry, near neighbours, polyhedra), so each
 description is computed once: one small JSON file per structure in the cache folder, keyed by the species,
 positions, cell and periodicity and by robocrys's version. A structure robocrys cannot describe
 (symmetry or Voronoi failures are common) is cached with its reason, so it is not retried. The
