@@ -87,7 +87,8 @@ class Describer:
                            MoleculeNamer(use_online_pubchem=False))
         condenser, describer, namer = self._tools
         try:
-            with warnings.catch_warnings(), _lent_namer(namer):  # per-site notes from the libraries robocrys calls, not for the user:
+            # per-site notes from the libraries robocrys calls are not for the user:
+            with warnings.catch_warnings(), _lent_namer(namer):
                 warnings.filterwarnings("ignore", message="CrystalNN: cannot locate an appropriate radius")
                 warnings.filterwarnings("ignore", message="No oxidation states specified on sites")
                 warnings.filterwarnings("ignore", message="Set OLD_ERROR_HANDLING to false", module="spglib")
