@@ -70,6 +70,20 @@ def test_descriptions_are_cached_by_structure(tmp_path):
     assert again.describe(moved)[0] is not None and again.counts["described"] == 1
 
 
+def test_a_description_reads_the_same_in_every_process(tmp_path):
+    """robocrys orders a polyhedron's kinds of connection by Python's per-process string hash; the text kept
+    lists them alphabetically, and numbers robocrys writes as NumPy scalars read as numbers."""
+    from ase_moma.modalities.descriptions import canonical
+
+    text, _ = Describer(tmp_path).describe(bulk("NaCl", "rocksalt", 5.64))
+    assert "a mixture of corner and edge-sharing NaCl6 octahedra" in text
+    for order in ("face, edge, and corner", "edge, corner, and face", "corner, edge, and face"):
+        assert canonical(f"to form a mixture of distorted {order}-sharing SBa4Zr2 octahedra.") == \
+            "to form a mixture of distorted corner, edge, and face-sharing SBa4Zr2 octahedra."
+    assert canonical("one sheet oriented in the (np.int64(0), np.int64(0), np.int64(1)) direction") == \
+        "one sheet oriented in the (0, 0, 1) direction"
+
+
 def test_a_molecular_crystal_is_described_offline_and_robocrys_is_left_as_it_was(tmp_path, monkeypatch):
     """A zero-dimensional crystal makes robocrys name its molecules: the namer ase-moma lends it never asks
     PubChem (a screening node has no network; where openbabel is missing robocrys cannot write the SMILES it

@@ -18,6 +18,7 @@ import contextlib
 import hashlib
 import json
 import os
+import re
 import time
 import warnings
 from importlib.metadata import version
@@ -30,8 +31,9 @@ from ase_moma.atomic_io import atomic_file
 from ase_moma.structures import add_geometry
 
 
-NAMES = ", molecules named offline"
-"""Part of every cache key: entries written while robocrys could look names up online are not reused."""
+NAMES = ", molecules named offline, connections in one order"
+"""Part of every cache key: entries written while robocrys could look names up online, or before
+:func:`canonical`, are not reused."""
 
 
 def default_cache() -> Path:
@@ -93,9 +95,32 @@ class Describer:
                 warnings.filterwarnings("ignore", message="No oxidation states specified on sites")
                 warnings.filterwarnings("ignore", message="Set OLD_ERROR_HANDLING to false", module="spglib")
                 warnings.filterwarnings("ignore", message="gcd is deprecated", category=FutureWarning)
-                return describer.describe(condenser.condense_structure(AseAtomsAdaptor.get_structure(atoms))), None
+                text = describer.describe(condenser.condense_structure(AseAtomsAdaptor.get_structure(atoms)))
+            return canonical(text), None
         except Exception as error:  # robocrys fails on some structures (symmetry, Voronoi): recorded, not raised
             return None, f"robocrys failed: {type(error).__name__}: {error}"
+
+
+_MIXTURE = re.compile(r"a mixture of (distorted )?([a-z]+(?:, [a-z]+)*,? and [a-z]+)-sharing")
+_NUMPY_SCALAR = re.compile(r"np\.(?:int|float)\d*\(([^()]*)\)")
+
+
+def canonical(text: str) -> str:
+    """``text`` as robocrys means it, the same in every process.
+
+    robocrys lists the kinds of a polyhedron's connections from a set of strings, so their order followed
+    Python's per-process string hashing: one structure read "corner and edge-sharing" in one process and
+    "edge and corner-sharing" in the next (11 of 50 JARVIS 2D and perovskite structures, three
+    PYTHONHASHSEEDs), and its text features with it. Each "a mixture of ...-sharing" lists its kinds
+    alphabetically here. Under NumPy 2 robocrys also writes a sheet's direction as
+    ``(np.int64(0), np.int64(0), np.int64(1))``; numbers are written as numbers."""
+
+    def ordered(match: re.Match) -> str:
+        kinds = sorted(re.split(r",? and |, ", match.group(2)))
+        listed = " and ".join(kinds) if len(kinds) == 2 else f"{', '.join(kinds[:-1])}, and {kinds[-1]}"
+        return f"a mixture of {match.group(1) or ''}{listed}-sharing"
+
+    return _NUMPY_SCALAR.sub(r"\1", _MIXTURE.sub(ordered, text))
 
 
 @contextlib.contextmanager
