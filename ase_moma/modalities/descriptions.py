@@ -95,6 +95,7 @@ class Describer:
                 warnings.filterwarnings("ignore", message="No oxidation states specified on sites")
                 warnings.filterwarnings("ignore", message="Set OLD_ERROR_HANDLING to false", module="spglib")
                 warnings.filterwarnings("ignore", message="gcd is deprecated", category=FutureWarning)
+                warnings.filterwarnings("ignore", message="Molecule naming requires openbabel")  # formula instead
                 text = describer.describe(condenser.condense_structure(AseAtomsAdaptor.get_structure(atoms)))
             return canonical(text), None
         except Exception as error:  # robocrys fails on some structures (symmetry, Voronoi): recorded, not raised
