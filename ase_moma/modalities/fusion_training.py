@@ -85,7 +85,6 @@ class FusionConfig(RunSettings):
     epochs: int = 200
     patience: int = 20
     batch_size: int = 32
-    seed: int = 0
     experts: bool = True
     members: int = MEMBERS
     learned_gates: bool = True

@@ -55,10 +55,8 @@ class TrainConfig(RunSettings):
     batch_size: int = 16
     lr: float = 5e-4
     head_lr: float = 1e-3
-    weight_decay: float = 0.0
     patience: int = 8
     val_fraction: float = 0.1
-    seed: int = 0
     max_train: int | None = None
     hidden: int = 128
     mode: str = "custom"
