@@ -8,7 +8,7 @@ mineral matcher stays off (it compares against a database, slowly), and molecule
 online (PubChem): a screening node has no network, and a description must not depend on one.
 
 robocrys builds a new molecule namer for every structure it condenses, reading its molecule database
-(about a second, two thirds of a description) each time; a :class:`Describer` builds one and lends it to
+(about half a second, two thirds of a two-atom crystal's description) each time; a :class:`Describer` builds one and lends it to
 robocrys for each of its calls (:func:`_lent_namer`).
 """
 
@@ -42,7 +42,8 @@ def default_cache() -> Path:
 
 
 def structure_key(atoms: Atoms) -> str:
-    """sha256 of the species, positions and cell (to 1e-6 Å) and periodicity, and robocrys's version."""
+    """sha256 of the species, positions and cell (to 1e-6 Å) and periodicity, robocrys's version and how its
+    text is made (:data:`NAMES`)."""
     digest = hashlib.sha256(f"robocrys {version('robocrys')}{NAMES}".encode())
     add_geometry(digest, atoms, decimals=6)
     return digest.hexdigest()
