@@ -19,6 +19,7 @@ import hashlib
 import json
 import os
 import re
+import threading
 import time
 import warnings
 from importlib.metadata import version
@@ -125,15 +126,20 @@ def canonical(text: str) -> str:
     return _NUMPY_SCALAR.sub(r"\1", _MIXTURE.sub(ordered, text))
 
 
+_LENDING = threading.Lock()
+
+
 @contextlib.contextmanager
 def _lent_namer(namer: Any) -> Iterator[None]:
     """For the duration of the block, robocrys's condenser takes ``namer`` where it would build its own
-    ``MoleculeNamer()``; robocrys's module is left as it was afterwards."""
+    ``MoleculeNamer()``; robocrys's module is left as it was afterwards. One block at a time in a process
+    (robocrys holds the interpreter's lock while it works anyway), so threads cannot undo each other's loan."""
     from robocrys.condense import condenser
 
-    built = condenser.MoleculeNamer
-    condenser.MoleculeNamer = lambda: namer
-    try:
-        yield
-    finally:
-        condenser.MoleculeNamer = built
+    with _LENDING:
+        built = condenser.MoleculeNamer
+        condenser.MoleculeNamer = lambda: namer
+        try:
+            yield
+        finally:
+            condenser.MoleculeNamer = built
