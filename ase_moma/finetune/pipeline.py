@@ -80,7 +80,7 @@ def finetune_potential(backbone: str, train: DataSource, valid: DataSource, out:
     work = WorkFolder.for_output(Path(out).parent, Path(out).name, {
         "base": base["fingerprint"], "config": _defining(config),
         "data": {role: part.data_hash() for role, part in data.items()}})
-    result = tuner.fit(data["train"], data["valid"], progress=progress, checkpoint=work.path, run_hash=work.run_hash)
+    result = tuner.fit(data["train"], data["valid"], progress=progress, work=work)
     if result.resumed_from and progress:
         print(f"resumed from the checkpoint of epoch {result.resumed_from} in {work.path}")
     thresholds = tuner.thresholds()

@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import dataclasses
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any, Callable
 
 import numpy as np
@@ -39,6 +38,7 @@ from ase_moma.spin.model import SpinBackbone
 from ase_moma.training.engine import EngineResult, Schedule, TrainingEngine
 from ase_moma.training.references import fit_reference_energies, shifts_of
 from ase_moma.training.run_settings import RunSettings
+from ase_moma.training.work_folder import WorkFolder
 
 METHODS = tuple(method_names())
 SPIN_LOSS = PotentialLoss(energy=1.0, forces=1.0, stress=1.0, magmoms=1.0)
@@ -183,11 +183,11 @@ class Finetuner:
         return self.spin_addon.exchange_start if self.spin_addon is not None else None
 
     def fit(self, train: LabelledSet, valid: LabelledSet, *, progress: bool = True,
-            checkpoint: Path | None = None, run_hash: str = "") -> EngineResult:
+            work: WorkFolder | None = None) -> EngineResult:
         """Train on ``train`` with early stopping on ``valid``; the model keeps the best weights.
 
-        checkpoint: a folder for a checkpoint after every epoch; a checkpoint
-        there with the same ``run_hash`` is resumed from.
+        work: the run's work folder: a checkpoint after every epoch, and one there with its run hash is
+        resumed from (None: no checkpoints).
         """
         if len(valid) == 0:
             raise ValueError("the validation set is empty: early stopping needs at least one structure")
@@ -212,7 +212,7 @@ class Finetuner:
         optimizer, tensors = self._prepare(lambda: self._path_gradients(train_graphs, train))
         engine = TrainingEngine(tensors, optimizer, config.schedule(), score="loss", modes=self._modes(optimizer),
                                 after_step=lambda steps: self.method.settle(),
-                                checkpoint=checkpoint, run_hash=run_hash, progress=progress, desc=config.method)
+                                work=work, progress=progress, desc=config.method)
         counts = train.n_atoms()
         result = engine.run(len(train), lambda rows: self._batch_loss(train_graphs, train, counts, rows),
                             lambda: self._validate(valid_graphs, valid))

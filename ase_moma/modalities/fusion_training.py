@@ -341,9 +341,7 @@ def _train(head: FusionHead, views: Views, targets: torch.Tensor, val_mae: Calla
     engine = TrainingEngine(dict(head.state_dict(keep_vars=True)),
                             torch.optim.AdamW(trained, lr=config.lr, weight_decay=config.weight_decay),
                             Schedule(config.epochs, config.batch_size, config.patience, config.seed),
-                            "val_mae", modes=head.train, progress=False, desc="fusion",
-                            checkpoint=work.path if work is not None else None,
-                            run_hash=work.run_hash if work is not None else "")
+                            "val_mae", modes=head.train, progress=False, desc="fusion", work=work)
     return engine.run(len(targets), loss, lambda: {"val_mae": val_mae()})
 
 

@@ -14,7 +14,6 @@ from __future__ import annotations
 import math
 import time
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any, Callable, Sequence
 
 import numpy as np
@@ -22,6 +21,7 @@ import torch
 from tqdm.auto import tqdm
 
 from ase_moma.training.checkpoint import load_checkpoint, save_checkpoint
+from ase_moma.training.work_folder import WorkFolder
 
 
 GRACE = 5
@@ -101,8 +101,8 @@ class TrainingEngine:
     averaging). after_step: called after every optimiser step with the step
     count (e.g. re-solving a sparsity budget), and once on resuming with the steps
     already done.
-    checkpoint: the folder for per-epoch checkpoints (None: no checkpoints);
-    run_hash: a digest of everything that defines the run.
+    work: the run's work folder (:class:`~ase_moma.training.work_folder.WorkFolder`): a checkpoint goes to
+    its path after every epoch, and one there with its run hash is resumed from (None: no checkpoints).
     """
 
     tensors: dict[str, torch.Tensor]
@@ -111,8 +111,7 @@ class TrainingEngine:
     score: str
     modes: Callable[[bool], None] = lambda training: None
     after_step: Callable[[int], None] = lambda steps: None
-    checkpoint: Path | None = None
-    run_hash: str = ""
+    work: WorkFolder | None = None
     progress: bool = True
     desc: str = "train"
 
@@ -174,8 +173,8 @@ class TrainingEngine:
                 state["bad_epochs"] += 1
             bar.set_postfix(epoch=state["epoch"], **{self.score: f"{metrics[self.score]:.4g}",
                                                       "best": f"{state['best'][self.score]:.4g}"})
-            if self.checkpoint is not None:
-                save_checkpoint(self.checkpoint, {"run_hash": self.run_hash, **state}, self.tensors, best_values,
+            if self.work is not None:
+                save_checkpoint(self.work.path, {"run_hash": self.work.run_hash, **state}, self.tensors, best_values,
                                 self.optimizer)
         bar.close()
         self._assign(best_values)
@@ -192,9 +191,9 @@ class TrainingEngine:
                 and state["best"][self.score] >= self.schedule.to_beat)
 
     def _resume(self) -> tuple[dict[str, Any], dict[str, torch.Tensor]] | None:
-        if self.checkpoint is None:
+        if self.work is None:
             return None
-        found = load_checkpoint(self.checkpoint, self.run_hash)
+        found = load_checkpoint(self.work.path, self.work.run_hash)
         if found is None:
             return None
         record, current, best, optim_state = found

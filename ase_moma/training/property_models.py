@@ -132,8 +132,7 @@ def fit(model: PropertyModel, config: TrainConfig, train_graphs: Sequence[Any], 
     engine = TrainingEngine(
         tensors={f"{gi}.{pi}": p for gi, group in enumerate(groups) for pi, p in enumerate(group["params"])},
         optimizer=optimizer, schedule=config.schedule(to_beat=to_beat),
-        score="val_mae", checkpoint=work.path if work is not None else None,
-        run_hash=work.run_hash if work is not None else "", progress=progress, desc=desc)
+        score="val_mae", work=work, progress=progress, desc=desc)
     return engine.run(
         len(train_graphs),
         lambda rows: loss(model.normalised([train_graphs[i] for i in rows], loss.mean, loss.std), targets[rows]),
