@@ -6,6 +6,7 @@ from pathlib import Path
 
 import ase.io
 import pytest
+from built_once import built_once
 
 from ase_moma import load_backbone
 from ase_moma.hub import Hub, TrainConfig, train_module
@@ -35,8 +36,13 @@ def sevennet():
 
 @pytest.fixture(scope="session")
 def hub(tmp_path_factory, hub_data, sevennet) -> Hub:
-    """A 5-module SevenNet-0 hub: four full modules (three with heads, one energy module) and an adapter one."""
-    hub = Hub.create(tmp_path_factory.mktemp("hub") / "hub", sevennet)
+    """A 5-module SevenNet-0 hub: four full modules (three with heads, one energy module) and an adapter one.
+    Built once per test run and read by every pytest-xdist worker (tests copy it before changing it)."""
+    return Hub(built_once(tmp_path_factory, "hub", lambda folder: _train_hub(folder, hub_data, sevennet)))
+
+
+def _train_hub(folder: Path, hub_data: dict[str, Path], sevennet) -> None:
+    hub = Hub.create(folder, sevennet)
     train_module(hub, "heat_full", hub_data["perov"], "heat_all", config=TINY, unit="eV/atom",
                  device="cpu", progress=False)
     train_module(hub, "gap_adapter", hub_data["perov"], "ind_gap",
@@ -48,6 +54,3 @@ def hub(tmp_path_factory, hub_data, sevennet) -> Hub:
                  device="cpu", progress=False)
     train_module(hub, "ind_gap_full", hub_data["perov"], "ind_gap", config=TINY, unit="eV",
                  device="cpu", progress=False)
-    return hub
-
-
