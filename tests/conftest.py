@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import sys
 from pathlib import Path
@@ -22,6 +23,7 @@ from model_factories import (  # noqa: E402
     save_orb_checkpoint,
 )
 from ase_moma.plugins.mace import save_mace  # noqa: E402
+from built_once import built_once  # noqa: E402
 from hub_fixtures import hub, hub_data, sevennet  # noqa: E402,F401  (session fixtures)
 
 DATA = Path(__file__).resolve().parents[1] / "data"  # the small real sets shipped in the repository
@@ -69,21 +71,21 @@ def model_dir(tmp_path_factory) -> Path:
 
 
 @pytest.fixture(scope="session")
-def sources(model_dir) -> dict[str, str | None]:
-    """Where each backbone's weights come from: embedded, or built and saved here."""
-    mace_file = save_mace_model_file(model_dir / "small.model")
-    mace_safe = model_dir / "mace_safe"
+def sources(tmp_path_factory) -> dict[str, str | None]:
+    """Where each backbone's weights come from: embedded (None), or built and saved once per test run."""
+    folder = built_once(tmp_path_factory, "models", _save_models)
+    return {"sevennet": None, "chgnet": None, **json.loads((folder / "sources.json").read_text())}
+
+
+def _save_models(folder: Path) -> None:
+    """Small random-weight models of the backbones whose weights do not ship in a wheel, and sources.json."""
+    folder.mkdir(parents=True)
+    mace_file = save_mace_model_file(folder / "small.model")
     calc = load_calculator("mace", str(mace_file), device="cpu", trust_pickle=True)
-    save_mace(calc.backbone.model, mace_safe)
-    return {
-        "sevennet": None,
-        "chgnet": None,
-        "mace": str(mace_safe),
-        "mace_pickle": str(mace_file),
-        "orb": str(save_orb_checkpoint(model_dir)),
-        "matgl": str(save_matgl_potential(model_dir)),
-        "jmp": str(save_jmp_model(model_dir)),
-    }
+    save_mace(calc.backbone.model, folder / "mace_safe")
+    paths = {"mace": folder / "mace_safe", "mace_pickle": mace_file, "orb": save_orb_checkpoint(folder),
+             "matgl": save_matgl_potential(folder), "jmp": save_jmp_model(folder)}
+    (folder / "sources.json").write_text(json.dumps({name: str(path) for name, path in paths.items()}))
 
 
 _CALCS: dict[tuple[str, str], object] = {}
