@@ -7,7 +7,8 @@ moments, as the DFT runs were started). A spin head trains on the training files
 sets carrying ideal cells), a tenth of the training geometries (every state of each) validating, the seed
 choosing which. On every held-out file it reports, per geometry and state, the gap E(state) − E(FM)
 (meV/atom) against DFT — MAE, Spearman ρ, the signs — and |m| against DFT's on the states that keep a moment
-and on those whose moments collapse (DFT |m| < 0.1 μB with a moment set). Beside it:
+and on those whose moments collapse (DFT |m| < 0.1 μB with a moment set), and the head's mean |m| on each
+collapsed state. Beside it:
 
 - no difference (the bare backbone: every state of a geometry one energy);
 - the nearest training geometry's gap (same lattice and state, nearest lattice constant; none for a lattice
@@ -120,10 +121,24 @@ def run_head(train, valid, held: dict, seed: int, longitudinal: bool, epochs: in
         for begin in range(0, len(graphs), 16):
             out = tuner.model.forward(tuner.model.collate(graphs[begin:begin + 16]), forces=False, stress=False)
             moments.append(out.magmoms.detach().norm(dim=-1).double().numpy())
+        moments = np.concatenate(moments)
         scores[name] = {**gap_scores(np.array([predicted[k] for k in keys]), truth),
-                        **moment_scores(np.concatenate(moments), dft_m, given),
-                        "gaps_meV": {" ".join(map(str, k)): round(1000 * predicted[k], 1) for k in keys}}
+                        **moment_scores(moments, dft_m, given),
+                        "gaps_meV": {" ".join(map(str, k)): round(1000 * predicted[k], 1) for k in keys},
+                        "collapsed_states_m": collapsed_states(frames, moments, dft_m, given)}
     return scores
+
+
+def collapsed_states(frames: list, predicted: np.ndarray, truth: np.ndarray, given: np.ndarray) -> dict[str, float]:
+    """{"lattice constant state": mean predicted |m| (μB)} over each frame's atoms whose DFT moment collapsed."""
+    states, start = {}, 0
+    for atoms in frames:
+        rows = slice(start, start + len(atoms))
+        collapsed = given[rows] & (truth[rows] < COLLAPSED)
+        if collapsed.any():
+            states[" ".join(map(str, describe(atoms)))] = round(float(predicted[rows][collapsed].mean()), 3)
+        start += len(atoms)
+    return states
 
 
 def read_states(paths: list[Path]) -> list:
@@ -175,6 +190,9 @@ def main() -> None:
                 f"{name} gaps {rows[label][name]['gap_mae']:.1f} meV/atom, |m| {rows[label][name]['m_mae']:.3f} "
                 f"(collapsed {rows[label][name]['m_mae_collapsed'] if rows[label][name]['m_mae_collapsed'] is None else round(rows[label][name]['m_mae_collapsed'], 3)})"
                 for name in held) + f", {rows[label]['steps']} steps, {rows[label]['seconds']:.0f} s", flush=True)
+            for name in held:
+                print(f"  {name}, predicted |m| on the states DFT collapsed: {rows[label][name]['collapsed_states_m']}",
+                      flush=True)
         report["seeds"][seed] = rows
         args.output.mkdir(parents=True, exist_ok=True)
         (args.output / "report.json").write_text(json.dumps(report, indent=1, default=float))
