@@ -40,9 +40,12 @@ def test_chgnet_matches_chgnet_calculator(calculator, silicon):
         _compare(ours, native, atoms, 1e-5, 1e-4, 1e-5, magmoms=True)
 
 
-def test_mace_float64_matches_mace_calculator(calculator, sources, silicon, methane):
+def test_mace_float64_matches_mace_calculator(calculator, sources, silicon, methane, monkeypatch):
     from mace.calculators import MACECalculator
 
+    # mace's calculator loads its pickle with a plain torch.load: as mace runs for its own users, with the
+    # variable its import sets for the process (ase-moma takes it back after importing mace)
+    monkeypatch.setenv("TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD", "1")
     native = MACECalculator(model_paths=sources["mace_pickle"], device="cpu", default_dtype="float64")
     for atoms in [silicon, methane]:
         _compare(calculator("mace", "float64"), native, atoms, 1e-8, 1e-7, 1e-8)
